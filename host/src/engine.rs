@@ -1,0 +1,92 @@
+//! The wasmtime engine shared by every module: component model, pooling
+//! allocator, epoch interruption, and the thread that ticks the epoch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. Deadlines are checked at this granularity,
+/// and a guest that computes without calling the host yields to the tokio
+/// scheduler this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Instances (events) that may run at once. Each holds one pool slot; past
+/// this, events fail fast with "busy" instead of queueing unboundedly.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+
+/// Native stack a guest may use. Deep recursion past this traps with a stack
+/// overflow instead of crashing the host.
+pub const DEFAULT_MAX_STACK_BYTES: usize = 512 << 10;
+
+/// Engine-wide settings, fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Instances that may be alive at once.
+    pub max_instances: u32,
+    /// Largest linear memory any module may be given (the pool's slot size).
+    pub max_memory_bytes: usize,
+    /// Wasm stack limit.
+    pub max_stack_bytes: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_memory_bytes: crate::limits::DEFAULT_MEMORY_BYTES,
+            max_stack_bytes: DEFAULT_MAX_STACK_BYTES,
+        }
+    }
+}
+
+/// A configured engine plus the background epoch ticker (stopped on drop).
+#[derive(Debug)]
+pub(crate) struct SandboxEngine {
+    pub(crate) engine: Engine,
+    stop: Arc<AtomicBool>,
+}
+
+impl SandboxEngine {
+    pub(crate) fn new(settings: &EngineSettings) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(settings.max_instances)
+            .total_core_instances(settings.max_instances * 4)
+            .total_memories(settings.max_instances)
+            .total_tables(settings.max_instances * 4)
+            .total_stacks(settings.max_instances)
+            .max_memory_size(settings.max_memory_bytes)
+            // Keep the first pages of a recycled slot mapped: the next event
+            // touches them anyway, and this saves a page fault per page.
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(settings.max_stack_bytes)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("comet-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
+        Ok(SandboxEngine { engine, stop })
+    }
+}
+
+impl Drop for SandboxEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

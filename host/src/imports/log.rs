@@ -1,0 +1,54 @@
+//! The `log` import: guest log lines into the host's tracing output, tagged
+//! with the module name and the event id.
+
+use crate::bindings::log::{Host, Level};
+use crate::imports::HostState;
+
+/// Longest message or field list kept from one guest log call; the rest is cut
+/// so a guest cannot flood the log with one call.
+const MAX_LOG_BYTES: usize = 8 << 10;
+
+fn clip(s: &str) -> &str {
+    if s.len() <= MAX_LOG_BYTES {
+        return s;
+    }
+    let mut end = MAX_LOG_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Host for HostState {
+    async fn log(
+        &mut self,
+        level: Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let fields: String = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (module, event, message, fields) = (
+            &*self.services.name,
+            &*self.event_id,
+            clip(&message),
+            clip(&fields),
+        );
+        macro_rules! emit {
+            ($lvl:expr) => {
+                tracing::event!(target: "guest", $lvl, module, event, fields, "{message}")
+            };
+        }
+        match level {
+            Level::Trace => emit!(tracing::Level::TRACE),
+            Level::Debug => emit!(tracing::Level::DEBUG),
+            Level::Info => emit!(tracing::Level::INFO),
+            Level::Warn => emit!(tracing::Level::WARN),
+            Level::Error => emit!(tracing::Level::ERROR),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+//! The host functions a handler imports (`channels`, `kv`, `log`, `config`),
+//! implemented over the services a module was granted.
+
+mod channels;
+mod config;
+pub mod kv;
+mod log;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::{EdgeHandler, types};
+use crate::sandbox::StoreState;
+
+/// What one module may reach from inside its sandbox. Shared by all of the
+/// module's events.
+#[derive(Debug)]
+pub struct ModuleServices {
+    /// The module's name: tags its log lines and namespaces its kv keys.
+    pub name: Arc<str>,
+    /// The key-value store (the module's namespace is applied here).
+    pub kv: Arc<dyn kv::KvStore>,
+    /// Values readable through the `config` import.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Per-event host state: the module's services plus what identifies the event
+/// in logs.
+#[derive(Debug)]
+pub(crate) struct HostState {
+    pub(crate) services: Arc<ModuleServices>,
+    /// Request or connection id of the event, for log lines.
+    pub(crate) event_id: Arc<str>,
+}
+
+impl types::Host for HostState {}
+
+/// Add WASI (clocks, random, stdio; no files or sockets are granted) and the
+/// `comet:edge` imports to a linker.
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    EdgeHandler::add_to_linker::<_, HasSelf<HostState>>(linker, |state| &mut state.host)
+}

@@ -1,0 +1,23 @@
+//! The Comet edge runtime host: serves real-time web handlers written as
+//! WebAssembly components, each event in a fresh wasmtime sandbox.
+//!
+//! The crate map, the path of a request and the invariants are described in
+//! `ARCHITECTURE.md` at the repository root.
+
+mod bindings;
+pub mod dispatch;
+pub mod engine;
+pub mod guest_build;
+pub mod imports;
+pub mod limits;
+pub mod module;
+mod sandbox;
+pub mod server;
+
+pub use bindings::HANDLER_INTERFACE;
+pub use engine::{EPOCH_TICK, EngineSettings};
+pub use imports::ModuleServices;
+pub use imports::kv::{KvStore, MemoryKv};
+pub use limits::Limits;
+pub use module::{HandlerModule, LoadError, Runtime};
+pub use sandbox::EventError;

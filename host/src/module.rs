@@ -1,0 +1,222 @@
+//! Handler modules: validating and compiling a component, and running its
+//! events, each in a fresh sandbox.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::{EdgeHandlerPre, HANDLER_INTERFACE, Request, RequestOutcome};
+use crate::engine::{EngineSettings, SandboxEngine};
+use crate::imports::{self, HostState, ModuleServices};
+use crate::limits::Limits;
+use crate::sandbox::{Event, EventError, StoreState};
+
+/// Why a file could not be loaded as a handler. Each message says what is
+/// wrong and, where there is one, the usual fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file: it does not start with the `\\0asm` magic bytes")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "this is a core WebAssembly module, not a component: build the handler for the \
+         wasm32-wasip2 target (`cargo build --target wasm32-wasip2`), which emits a component"
+    )]
+    CoreModule,
+    /// Looks like a component but does not validate or compile.
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    /// A valid component built for some other world.
+    #[error("this component is not a Comet handler: {0}")]
+    WrongWorld(String),
+    /// The module asks for more memory than the engine's pool slots hold.
+    #[error("memory limit of {asked} bytes is over the engine's maximum of {max} bytes")]
+    MemoryOverEngineMax {
+        /// Requested limit.
+        asked: usize,
+        /// The engine's slot size.
+        max: usize,
+    },
+}
+
+/// The engine and linker shared by all modules of a host.
+pub struct Runtime {
+    engine: SandboxEngine,
+    linker: Linker<StoreState>,
+    settings: EngineSettings,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Create the engine (pooling allocator, epoch ticker) and the linker with
+    /// every import the host grants.
+    pub fn new(settings: EngineSettings) -> anyhow::Result<Runtime> {
+        let engine = SandboxEngine::new(&settings).map_err(anyhow::Error::from)?;
+        let mut linker = Linker::new(&engine.engine);
+        imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            settings,
+        })
+    }
+
+    /// Validate, compile and pre-link a handler component.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        services: Arc<ModuleServices>,
+        limits: Limits,
+    ) -> Result<HandlerModule, LoadError> {
+        if limits.memory_bytes > self.settings.max_memory_bytes {
+            return Err(LoadError::MemoryOverEngineMax {
+                asked: limits.memory_bytes,
+                max: self.settings.max_memory_bytes,
+            });
+        }
+        check_header(bytes)?;
+        let component = Component::new(&self.engine.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        check_exports(&component, &self.engine.engine)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = EdgeHandlerPre::new(pre).map_err(|e| {
+            LoadError::WrongWorld(format!(
+                "its `{HANDLER_INTERFACE}` export does not match this host's: {e:#}"
+            ))
+        })?;
+        Ok(HandlerModule {
+            pre,
+            services,
+            limits,
+        })
+    }
+}
+
+/// Tell "not wasm" and "core module" apart from real component errors by the
+/// preamble: magic, then a version (1) and layer (0 core, 1 component).
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    let layer = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if layer == 0 {
+        return Err(LoadError::CoreModule);
+    }
+    Ok(())
+}
+
+fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    if exports.iter().any(|name| name == HANDLER_INTERFACE) {
+        return Ok(());
+    }
+    let listed = if exports.is_empty() {
+        "nothing".to_string()
+    } else {
+        exports.join(", ")
+    };
+    Err(LoadError::WrongWorld(format!(
+        "it does not export `{HANDLER_INTERFACE}` (it exports {listed}); \
+         build it with comet-sdk and `comet_sdk::export_handler!`"
+    )))
+}
+
+/// A loaded handler: compiled, linked and ready to instantiate per event.
+pub struct HandlerModule {
+    pre: EdgeHandlerPre<StoreState>,
+    services: Arc<ModuleServices>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for HandlerModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerModule")
+            .field("name", &self.services.name)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HandlerModule {
+    /// The module's name.
+    pub fn name(&self) -> &str {
+        &self.services.name
+    }
+
+    /// The limits its events run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    async fn start(&self, event_id: Arc<str>) -> Result<Event, EventError> {
+        let host = HostState {
+            services: self.services.clone(),
+            event_id,
+        };
+        Event::start(&self.pre, &self.limits, host).await
+    }
+
+    /// Run on-request in a fresh instance.
+    pub(crate) async fn on_request(
+        &self,
+        event_id: Arc<str>,
+        request: &Request,
+    ) -> Result<RequestOutcome, EventError> {
+        let mut event = self.start(event_id).await?;
+        let result = event
+            .handler
+            .comet_edge_handler()
+            .call_on_request(&mut event.store, request)
+            .await;
+        let outcome = event.finish(result)?;
+        if let RequestOutcome::Respond(response) = &outcome {
+            check_response(response, event.limits())?;
+        }
+        Ok(outcome)
+    }
+}
+
+fn check_response(response: &crate::bindings::Response, limits: &Limits) -> Result<(), EventError> {
+    if response.body.len() > limits.max_response_body {
+        return Err(EventError::InvalidOutput(format!(
+            "a {} byte body, over the {} byte limit",
+            response.body.len(),
+            limits.max_response_body
+        )));
+    }
+    if response.headers.len() > limits.max_headers {
+        return Err(EventError::InvalidOutput(format!(
+            "{} headers, over the limit of {}",
+            response.headers.len(),
+            limits.max_headers
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_tells_core_modules_and_junk_apart() {
+        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b"\0asm"), Err(LoadError::NotWasm)));
+        let core = [0, b'a', b's', b'm', 1, 0, 0, 0];
+        assert!(matches!(check_header(&core), Err(LoadError::CoreModule)));
+        let component = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+        assert!(check_header(&component).is_ok());
+    }
+}

@@ -1,0 +1,178 @@
+//! One event in its own sandbox: a fresh store and instance with a deadline and
+//! a memory limit, and the classification of everything that can go wrong.
+//!
+//! Strategy: `Event::start` instantiates from the module's `InstancePre` into a
+//! new `Store` whose epoch callback yields to tokio every tick and interrupts
+//! the guest once the wall-clock deadline has passed; the store's resource
+//! limiter refuses memory growth past the limit with a typed error. The caller
+//! invokes one export and hands the result to `Event::finish`, which turns
+//! wasmtime's errors into an [`EventError`]. The store is dropped afterwards,
+//! so nothing survives from one event to the next.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{EdgeHandler, EdgeHandlerPre};
+use crate::imports::HostState;
+use crate::limits::Limits;
+
+/// Why an event did not produce a usable answer. Only that event fails; the
+/// host and every other connection carry on.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The guest was still running at its deadline and was interrupted.
+    #[error("the handler ran past its {} ms deadline", .0.as_millis())]
+    Timeout(Duration),
+    /// The guest tried to grow its memory past the limit.
+    #[error("the handler tried to use more than its {limit} byte memory limit")]
+    MemoryLimit {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The guest trapped (panic, `unreachable`, stack overflow...).
+    #[error("the handler trapped: {0}")]
+    Trap(String),
+    /// The guest returned something over the limits or malformed.
+    #[error("the handler returned {0}")]
+    InvalidOutput(String),
+    /// All instance slots are busy.
+    #[error("too many events are running at once")]
+    Busy,
+    /// Instantiation failed for another reason.
+    #[error("the handler could not be started: {0}")]
+    Instantiate(String),
+}
+
+/// A typed trap raised by the resource limiter, so that a memory-limit hit is
+/// told apart from any other trap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (asked for {desired})")]
+struct MemoryLimitHit {
+    limit: usize,
+    desired: usize,
+}
+
+/// Refuses linear-memory growth past the module's limit.
+#[derive(Debug)]
+struct EventLimiter {
+    memory_bytes: usize,
+}
+
+impl ResourceLimiter for EventLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            return Err(wasmtime::Error::new(MemoryLimitHit {
+                limit: self.memory_bytes,
+                desired,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// Everything a store holds for one event.
+pub(crate) struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: EventLimiter,
+    pub(crate) host: HostState,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A live instance for one event.
+pub(crate) struct Event {
+    pub(crate) store: Store<StoreState>,
+    pub(crate) handler: EdgeHandler,
+    limits: Limits,
+}
+
+impl Event {
+    /// Instantiate a fresh sandbox for one event.
+    pub(crate) async fn start(
+        pre: &EdgeHandlerPre<StoreState>,
+        limits: &Limits,
+        host: HostState,
+    ) -> Result<Event, EventError> {
+        // No preopened directories, no environment, no sockets: only clocks,
+        // random and the process's stdout/stderr (for panic messages).
+        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
+        let state = StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: EventLimiter {
+                memory_bytes: limits.memory_bytes,
+            },
+            host,
+        };
+        let mut store = Store::new(pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Let other tasks on this worker run, then check again.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let handler = match pre.instantiate_async(&mut store).await {
+            Ok(handler) => handler,
+            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                return Err(EventError::Busy);
+            }
+            Err(e) => return Err(classify(e, limits)),
+        };
+        Ok(Event {
+            store,
+            handler,
+            limits: limits.clone(),
+        })
+    }
+
+    /// Turn the result of an export call into the event's result.
+    pub(crate) fn finish<R>(&self, result: wasmtime::Result<R>) -> Result<R, EventError> {
+        result.map_err(|e| classify(e, &self.limits))
+    }
+
+    /// The limits this event runs under.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+fn classify(error: wasmtime::Error, limits: &Limits) -> EventError {
+    if let Some(hit) = error.downcast_ref::<MemoryLimitHit>() {
+        return EventError::MemoryLimit { limit: hit.limit };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => EventError::Timeout(limits.deadline),
+        Some(trap) => EventError::Trap(trap.to_string()),
+        None => EventError::Trap(format!("{error:#}")),
+    }
+}

@@ -1,0 +1,25 @@
+//! Publish to channels and read their history and presence from a handler.
+//!
+//! ```no_run
+//! let cursor = comet_sdk::channels::publish("news", "hello".into());
+//! ```
+
+pub use crate::bindings::comet::edge::channels::{ChannelError, HistoryPage, PresenceInfo};
+use crate::bindings::comet::edge::channels as raw;
+use crate::{Cursor, Payload};
+
+
+/// Publish `payload` to `channel` (through on-publish); returns its cursor.
+pub fn publish(channel: &str, payload: Payload) -> Result<Cursor, ChannelError> {
+    raw::publish(channel, &payload)
+}
+
+/// Up to `limit` messages after `since` (`None`: from the oldest kept).
+pub fn history(channel: &str, since: Option<&str>, limit: u32) -> Result<HistoryPage, ChannelError> {
+    raw::history(channel, since, limit)
+}
+
+/// Who is subscribed to `channel` on this host.
+pub fn presence(channel: &str) -> Result<PresenceInfo, ChannelError> {
+    raw::presence(channel)
+}

@@ -1,0 +1,158 @@
+//! The Comet guest SDK: write edge handlers in Rust and compile them to a
+//! `wasm32-wasip2` component that the `comet` host runs in a sandbox.
+//!
+//! A handler implements [`Handler`], overriding only the events it cares about
+//! (every event has a sensible default), and exports itself with one line:
+//!
+//! ```no_run
+//! use comet_sdk::{Handler, Reply, Request, Response};
+//!
+//! struct App;
+//!
+//! impl Handler for App {
+//!     fn on_request(request: Request) -> Reply {
+//!         match request.path.as_str() {
+//!             "/hello" => {
+//!                 let name = request.query_param("name").unwrap_or_else(|| "world".into());
+//!                 Response::text(format!("hello, {name}")).into()
+//!             }
+//!             _ => Response::not_found().into(),
+//!         }
+//!     }
+//! }
+//!
+//! comet_sdk::export_handler!(App);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` (or let
+//! `comet run path/to/crate` do it) and serve it with `comet run`.
+//!
+//! Each event runs in a fresh instance, so statics do not survive between
+//! events: keep state in [`kv`], in channels ([`channels`]) or in a
+//! connection's session attributes.
+
+mod http;
+mod realtime;
+
+pub mod channels;
+pub mod config;
+pub mod kv;
+pub mod log;
+
+#[doc(hidden)]
+pub mod bindings {
+    //! Raw wit-bindgen output for the `comet:edge/edge-handler` world. Use the
+    //! re-exports at the crate root instead.
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "edge-handler",
+        pub_export_macro: true,
+        export_macro_name: "export_raw",
+        default_bindings_module: "comet_sdk::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+use bindings::exports::comet::edge::handler::Guest;
+
+pub use bindings::comet::edge::types::{
+    Action, Attributes, CloseFrame, CloseInfo, ConnectOutcome, ConnectRequest, Connection, Cursor,
+    Header, Hold, Message, Outgoing, Payload, PublishSource, PublishVerdict, Publication,
+    Rejection, Request, RequestOutcome as Reply, Response, StreamFormat, SubscribeOutcome,
+    SubscribeRequest, Transport, WebsocketAccept,
+};
+pub use http::{JsonError, cookie};
+
+/// serde, re-exported so handlers need no version of their own
+/// (derive with `#[serde(crate = "comet_sdk::serde")]`).
+pub use serde;
+/// serde_json, re-exported for handlers.
+pub use serde_json as json;
+
+/// A Comet edge handler. Every event has a default, so implement only what
+/// the application needs, then export the type with [`export_handler!`].
+///
+/// The methods take no `self`: each event runs in a fresh sandboxed instance
+/// with nothing carried over from the previous one.
+pub trait Handler {
+    /// An HTTP request to any path that is not a built-in `/comet/...`
+    /// endpoint. Default: `404 Not Found`.
+    fn on_request(request: Request) -> Reply {
+        let _ = request;
+        Response::not_found().into()
+    }
+
+    /// A client opens a built-in endpoint. Default: accept with no session
+    /// attributes.
+    fn on_connect(request: ConnectRequest) -> ConnectOutcome {
+        let _ = request;
+        ConnectOutcome::Accept(Vec::new())
+    }
+
+    /// A connected client asks for a channel. Default: allow.
+    fn on_subscribe(connection: Connection, request: SubscribeRequest) -> SubscribeOutcome {
+        let _ = (connection, request);
+        SubscribeOutcome::Allow
+    }
+
+    /// A message is about to be published (once per publish, never per
+    /// subscriber). Default: accept unchanged.
+    fn on_publish(publication: Publication) -> PublishVerdict {
+        let _ = publication;
+        PublishVerdict::Accept
+    }
+
+    /// A WebSocket frame that is not a built-in operation. The returned
+    /// actions run in order. Default: no actions.
+    fn on_message(connection: Connection, frame: Payload) -> Vec<Action> {
+        let _ = (connection, frame);
+        Vec::new()
+    }
+
+    /// A connection ended. Default: nothing.
+    fn on_close(connection: Connection, info: CloseInfo) {
+        let _ = (connection, info);
+    }
+}
+
+/// Adapts any [`Handler`] to the generated export trait. Used by
+/// [`export_handler!`]; not meant to be named directly.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Export<H>(core::marker::PhantomData<H>);
+
+impl<H: Handler> Guest for Export<H> {
+    fn on_request(request: Request) -> Reply {
+        H::on_request(request)
+    }
+    fn on_connect(request: ConnectRequest) -> ConnectOutcome {
+        H::on_connect(request)
+    }
+    fn on_subscribe(connection: Connection, request: SubscribeRequest) -> SubscribeOutcome {
+        H::on_subscribe(connection, request)
+    }
+    fn on_publish(publication: Publication) -> PublishVerdict {
+        H::on_publish(publication)
+    }
+    fn on_message(connection: Connection, frame: Payload) -> Vec<Action> {
+        H::on_message(connection, frame)
+    }
+    fn on_close(connection: Connection, info: CloseInfo) {
+        H::on_close(connection, info)
+    }
+}
+
+/// Export a [`Handler`] implementation as the component's `comet:edge/handler`.
+///
+/// ```ignore
+/// struct App;
+/// impl comet_sdk::Handler for App {}
+/// comet_sdk::export_handler!(App);
+/// ```
+#[macro_export]
+macro_rules! export_handler {
+    ($handler:ty) => {
+        type __CometExportedHandler = $crate::Export<$handler>;
+        $crate::bindings::export_raw!(__CometExportedHandler with_types_in $crate::bindings);
+    };
+}
