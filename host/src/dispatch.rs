@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
@@ -82,8 +82,14 @@ impl Failure {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is over the {limit} byte limit"),
             ),
-            Failure::BadBody(e) => (StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")),
-            Failure::Event(EventError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, EventError::Busy.to_string()),
+            Failure::BadBody(e) => (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {e}"),
+            ),
+            Failure::Event(EventError::Busy) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                EventError::Busy.to_string(),
+            ),
             Failure::Event(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             Failure::Unsupported(what) => (StatusCode::NOT_IMPLEMENTED, (*what).to_string()),
         };
@@ -97,7 +103,9 @@ impl Failure {
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -117,7 +125,9 @@ where
     let limit = module.limits().max_request_body;
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Failure::BodyTooLarge(limit)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Failure::BodyTooLarge(limit));
+        }
         Err(e) => return Err(Failure::BadBody(e.to_string())),
     };
     let guest_request = bindings::Request {
@@ -136,7 +146,11 @@ where
         body: body.to_vec(),
         remote_addr: remote.to_string(),
     };
-    match module.on_request(id.clone(), &guest_request).await.map_err(Failure::Event)? {
+    match module
+        .on_request(id.clone(), &guest_request)
+        .await
+        .map_err(Failure::Event)?
+    {
         RequestOutcome::Respond(response) => to_http(response).map_err(Failure::Event),
         RequestOutcome::Hold(_) => Err(Failure::Unsupported(
             "the handler asked to hold the request on channels, which this host does not serve yet",
@@ -149,14 +163,16 @@ where
 
 /// Convert a guest response, refusing a malformed status or header.
 fn to_http(response: bindings::Response) -> Result<Response<Body>, EventError> {
-    let status = StatusCode::from_u16(response.status)
-        .map_err(|_| EventError::InvalidOutput(format!("an invalid status code {}", response.status)))?;
+    let status = StatusCode::from_u16(response.status).map_err(|_| {
+        EventError::InvalidOutput(format!("an invalid status code {}", response.status))
+    })?;
     let mut out = Response::new(full(response.body));
     *out.status_mut() = status;
     let headers = out.headers_mut();
     for header in response.headers {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| EventError::InvalidOutput(format!("an invalid header name {:?}", header.name)))?;
+        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
+            EventError::InvalidOutput(format!("an invalid header name {:?}", header.name))
+        })?;
         let value = HeaderValue::from_bytes(&header.value).map_err(|_| {
             EventError::InvalidOutput(format!("an invalid value for header {:?}", header.name))
         })?;

@@ -137,7 +137,10 @@ mod tests {
         let manifest = Path::new("/src/hello/Cargo.toml");
         let ours = r#"{"reason":"compiler-artifact","manifest_path":"/src/hello/Cargo.toml","filenames":["/t/hello.wasm"]}"#;
         let dep = r#"{"reason":"compiler-artifact","manifest_path":"/src/dep/Cargo.toml","filenames":["/t/libdep.rlib"]}"#;
-        assert_eq!(wasm_artifact(ours, manifest), Some(PathBuf::from("/t/hello.wasm")));
+        assert_eq!(
+            wasm_artifact(ours, manifest),
+            Some(PathBuf::from("/t/hello.wasm"))
+        );
         assert_eq!(wasm_artifact(dep, manifest), None);
         assert_eq!(wasm_artifact("not json", manifest), None);
     }

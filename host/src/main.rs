@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use comet_host::{EngineSettings, Limits, MemoryKv, ModuleServices, Runtime, guest_build, limits, server};
+use comet_host::{
+    EngineSettings, Limits, MemoryKv, ModuleServices, Runtime, guest_build, limits, server,
+};
 
 /// Comet: a WebAssembly edge runtime for real-time web handlers.
 ///
@@ -133,7 +135,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wasm_path = resolve_component(&args.path, !args.debug)?;
     let bytes = std::fs::read(&wasm_path)
         .with_context(|| format!("cannot read {}", wasm_path.display()))?;
-    let name = args.name.clone().unwrap_or_else(|| default_name(&args.path));
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&args.path));
 
     let settings = EngineSettings {
         max_instances: args.limits.max_instances,
@@ -163,7 +168,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         println!("comet: serving {name} on http://{addr}");
         let app = server::App::new(module);
-        server::serve(listener, app, shutdown_signal(), server::DEFAULT_DRAIN_TIMEOUT).await?;
+        server::serve(
+            listener,
+            app,
+            shutdown_signal(),
+            server::DEFAULT_DRAIN_TIMEOUT,
+        )
+        .await?;
         // Keep the engine (and its epoch ticker) alive until serving stops.
         drop(runtime);
         Ok(())
@@ -173,7 +184,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 /// A `.wasm` file as it is; a crate directory built first.
 fn resolve_component(path: &Path, release: bool) -> anyhow::Result<PathBuf> {
     if path.is_dir() {
-        eprintln!("comet: building {} for {}", path.display(), guest_build::GUEST_TARGET);
+        eprintln!(
+            "comet: building {} for {}",
+            path.display(),
+            guest_build::GUEST_TARGET
+        );
         return Ok(guest_build::build_crate(path, release)?);
     }
     if !path.exists() {

@@ -118,7 +118,10 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 
 fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if exports.iter().any(|name| name == HANDLER_INTERFACE) {
         return Ok(());
     }
@@ -212,7 +215,10 @@ mod tests {
 
     #[test]
     fn header_check_tells_core_modules_and_junk_apart() {
-        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
         assert!(matches!(check_header(b"\0asm"), Err(LoadError::NotWasm)));
         let core = [0, b'a', b's', b'm', 1, 0, 0, 0];
         assert!(matches!(check_header(&core), Err(LoadError::CoreModule)));

@@ -92,7 +92,10 @@ pub async fn serve(
         });
     }
     tracing::info!("shutting down: draining open connections");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?drain, "connections still open after the drain timeout");
     }
     Ok(())

@@ -4,10 +4,9 @@
 //! let cursor = comet_sdk::channels::publish("news", "hello".into());
 //! ```
 
-pub use crate::bindings::comet::edge::channels::{ChannelError, HistoryPage, PresenceInfo};
 use crate::bindings::comet::edge::channels as raw;
+pub use crate::bindings::comet::edge::channels::{ChannelError, HistoryPage, PresenceInfo};
 use crate::{Cursor, Payload};
-
 
 /// Publish `payload` to `channel` (through on-publish); returns its cursor.
 pub fn publish(channel: &str, payload: Payload) -> Result<Cursor, ChannelError> {
@@ -15,7 +14,11 @@ pub fn publish(channel: &str, payload: Payload) -> Result<Cursor, ChannelError> 
 }
 
 /// Up to `limit` messages after `since` (`None`: from the oldest kept).
-pub fn history(channel: &str, since: Option<&str>, limit: u32) -> Result<HistoryPage, ChannelError> {
+pub fn history(
+    channel: &str,
+    since: Option<&str>,
+    limit: u32,
+) -> Result<HistoryPage, ChannelError> {
     raw::history(channel, since, limit)
 }
 

@@ -149,7 +149,10 @@ impl From<Response> for Reply {
 
 impl Hold {
     /// Hold the request on `channels`, streaming in `format`, from now on.
-    pub fn new<S: Into<String>>(channels: impl IntoIterator<Item = S>, format: StreamFormat) -> Self {
+    pub fn new<S: Into<String>>(
+        channels: impl IntoIterator<Item = S>,
+        format: StreamFormat,
+    ) -> Self {
         Hold {
             channels: channels.into_iter().map(Into::into).collect(),
             format,

@@ -5,9 +5,8 @@
 //! let visits = comet_sdk::kv::increment("visits", 1).unwrap_or(0);
 //! ```
 
-pub use crate::bindings::comet::edge::kv::KvError;
 use crate::bindings::comet::edge::kv as raw;
-
+pub use crate::bindings::comet::edge::kv::KvError;
 
 /// The value under `key`.
 pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
@@ -25,7 +24,11 @@ pub fn set(key: &str, value: impl AsRef<[u8]>) -> Result<(), KvError> {
 }
 
 /// Store `value` under `key`; it expires after `ttl`.
-pub fn set_with_ttl(key: &str, value: impl AsRef<[u8]>, ttl: core::time::Duration) -> Result<(), KvError> {
+pub fn set_with_ttl(
+    key: &str,
+    value: impl AsRef<[u8]>,
+    ttl: core::time::Duration,
+) -> Result<(), KvError> {
     let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     raw::set(key, value.as_ref(), Some(ms))
 }

@@ -57,7 +57,7 @@ use bindings::exports::comet::edge::handler::Guest;
 
 pub use bindings::comet::edge::types::{
     Action, Attributes, CloseFrame, CloseInfo, ConnectOutcome, ConnectRequest, Connection, Cursor,
-    Header, Hold, Message, Outgoing, Payload, PublishSource, PublishVerdict, Publication,
+    Header, Hold, Message, Outgoing, Payload, Publication, PublishSource, PublishVerdict,
     Rejection, Request, RequestOutcome as Reply, Response, StreamFormat, SubscribeOutcome,
     SubscribeRequest, Transport, WebsocketAccept,
 };

@@ -5,8 +5,8 @@
 //! comet_sdk::log::info("user joined", &[("room", "lobby")]);
 //! ```
 
-pub use crate::bindings::comet::edge::log::Level;
 use crate::bindings::comet::edge::log as raw;
+pub use crate::bindings::comet::edge::log::Level;
 
 /// Write a line at `level` with key-value fields.
 pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {

@@ -1,7 +1,7 @@
 //! Helpers for the real-time events: payloads, connection sessions, and the
 //! actions and verdicts a handler returns.
 
-use crate::{Action, CloseFrame, Connection, ConnectOutcome, Outgoing, Payload, Rejection};
+use crate::{Action, CloseFrame, ConnectOutcome, Connection, Outgoing, Payload, Rejection};
 
 impl Payload {
     /// The payload as text, if it is a text payload.

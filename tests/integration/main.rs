@@ -1,1 +1,12 @@
-fn main(){}
+//! Integration tests: each starts the real `comet` binary on a free port and
+//! talks to it over real HTTP.
+
+// The hello example: routes, query parameters, JSON, kv, config.
+mod hello;
+// Misbehaving guests are contained to one event each.
+mod sandbox;
+// The command line: bad module files, crate directories, help.
+mod cli;
+
+/// The `comet` binary under test.
+const COMET: &str = env!("CARGO_BIN_EXE_comet");

@@ -124,14 +124,16 @@ fn reserve(map: &mut HashMap<String, Entry>, key: &str, now: Instant) -> Result<
 impl KvStore for MemoryKv {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
-        Ok(self.with_namespace(namespace, |map, now| match map.get(key) {
-            Some(e) if e.live(now) => Some(e.value.clone()),
-            Some(_) => {
-                map.remove(key);
-                None
-            }
-            None => None,
-        }))
+        Ok(
+            self.with_namespace(namespace, |map, now| match map.get(key) {
+                Some(e) if e.live(now) => Some(e.value.clone()),
+                Some(_) => {
+                    map.remove(key);
+                    None
+                }
+                None => None,
+            }),
+        )
     }
 
     fn set(
@@ -258,7 +260,8 @@ mod tests {
     #[test]
     fn expired_values_are_gone() {
         let kv = MemoryKv::default();
-        kv.set("m", "t", b"x".to_vec(), Some(Duration::ZERO)).unwrap();
+        kv.set("m", "t", b"x".to_vec(), Some(Duration::ZERO))
+            .unwrap();
         assert_eq!(kv.get("m", "t").unwrap(), None);
         assert!(!kv.delete("m", "t").unwrap());
     }

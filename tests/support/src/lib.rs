@@ -1,1 +1,187 @@
-//! x
+//! Test support: the paths of the guests built by `build.rs`, and a handle on
+//! a real `comet` process listening on a free port.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Paths of the guest components, built once per change by `build.rs`.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// How long a server may take to print its address (a debug build compiling a
+/// component on a busy machine is slow).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running `comet run` process; killed when dropped.
+#[derive(Debug)]
+pub struct Comet {
+    child: Child,
+    /// The address it serves HTTP on.
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Comet {
+    /// Start `comet run <args> --listen 127.0.0.1:0` and wait until it serves.
+    pub fn start(bin: &str, args: &[&str]) -> anyhow::Result<Comet> {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// [`Comet::start`] with extra environment variables.
+    pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Comet> {
+        let mut child = Command::new(bin)
+            .envs(env.iter().copied())
+            .arg("run")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn {bin}"))?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().context("stderr")?;
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("http://").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let mut comet = Comet {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr,
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => comet.addr = addr.parse().context("parse the printed address")?,
+            Err(_) => bail!("comet did not start; its stderr:\n{}", comet.stderr()),
+        }
+        Ok(comet)
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the process wrote to stderr so far (its log).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Comet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `comet <args>` to completion (for commands expected to fail fast).
+pub fn run_to_exit(bin: &str, args: &[&str]) -> anyhow::Result<(ExitStatus, String, String)> {
+    let out = Command::new(bin)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {bin}"))?;
+    Ok((
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Reply> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response.body_mut().read_to_string()?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// GET `url`.
+pub fn get(url: &str) -> anyhow::Result<Reply> {
+    read(
+        agent()
+            .get(url)
+            .call()
+            .with_context(|| format!("GET {url}"))?,
+    )
+}
+
+/// POST `body` to `url` with a content type.
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> anyhow::Result<Reply> {
+    read(
+        agent()
+            .post(url)
+            .header("content-type", content_type)
+            .send(body)
+            .with_context(|| format!("POST {url}"))?,
+    )
+}
