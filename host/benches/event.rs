@@ -1,1 +1,111 @@
-fn main() {}
+//! Per-event cost of a fresh sandbox: instantiate, call on-request, drop.
+//!
+//! Run with `cargo bench -p comet-host --bench event`. The groups separate
+//! wasmtime's own floor (an empty component), instantiating our guests without
+//! calling them, and whole on-request events through the HTTP dispatch path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use comet_host::{
+    EngineSettings, HandlerModule, Limits, MemoryKv, ModuleServices, Runtime, dispatch,
+};
+use comet_testkit::guests;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::Full;
+
+fn load(runtime: &Runtime, name: &str, path: &str) -> HandlerModule {
+    let bytes = std::fs::read(path).expect("guest built by comet-testkit");
+    let services = Arc::new(ModuleServices {
+        name: name.into(),
+        kv: Arc::new(MemoryKv::default()),
+        config: BTreeMap::new(),
+    });
+    runtime
+        .load(&bytes, services, Limits::default())
+        .expect("load guest")
+}
+
+fn request(uri: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+fn events(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let runtime = Runtime::new(EngineSettings::default()).expect("engine");
+    let trivial = load(&runtime, "misbehave", guests::MISBEHAVE);
+    let hello = load(&runtime, "hello", guests::HELLO);
+    let remote: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+
+    let mut group = c.benchmark_group("event");
+    group.bench_function("wasmtime_floor_empty_component", |b| {
+        let floor = EmptyComponent::new();
+        b.iter(|| rt.block_on(floor.instantiate()))
+    });
+    group.bench_function("instantiate_only", |b| {
+        b.iter(|| {
+            rt.block_on(trivial.check_instantiate())
+                .expect("instantiate")
+        })
+    });
+    group.bench_function("on_request_trivial", |b| {
+        b.iter(|| {
+            let response = rt.block_on(dispatch::handle(&trivial, request("/ok"), remote));
+            assert_eq!(response.status(), 200);
+        })
+    });
+    group.bench_function("on_request_hello", |b| {
+        b.iter(|| {
+            let response = rt.block_on(dispatch::handle(
+                &hello,
+                request("/hello?name=bench"),
+                remote,
+            ));
+            assert_eq!(response.status(), 200);
+        })
+    });
+    group.finish();
+}
+
+/// wasmtime's own floor on this machine: an empty component instantiated from
+/// an `InstancePre` with the same engine features (pooling, epochs), no WASI.
+struct EmptyComponent {
+    engine: wasmtime::Engine,
+    pre: wasmtime::component::InstancePre<()>,
+}
+
+impl EmptyComponent {
+    fn new() -> Self {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true).allocation_strategy(
+            wasmtime::InstanceAllocationStrategy::Pooling(
+                wasmtime::PoolingAllocationConfig::default(),
+            ),
+        );
+        let engine = wasmtime::Engine::new(&config).expect("engine");
+        let component =
+            wasmtime::component::Component::new(&engine, "(component)").expect("component");
+        let linker = wasmtime::component::Linker::new(&engine);
+        let pre = linker.instantiate_pre(&component).expect("pre");
+        EmptyComponent { engine, pre }
+    }
+
+    async fn instantiate(&self) {
+        let mut store = wasmtime::Store::new(&self.engine, ());
+        store.set_epoch_deadline(1);
+        self.pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
+    }
+}
+
+criterion_group!(benches, events);
+criterion_main!(benches);

@@ -9,6 +9,21 @@ use std::process::{Command, Stdio};
 /// The Rust target guests are built for; it emits a component directly.
 pub const GUEST_TARGET: &str = "wasm32-wasip2";
 
+/// Shadow-stack size guests are linked with (Rust's default is 1 MiB). The
+/// stack sits at the bottom of linear memory, so a small one puts the stack
+/// top, the static data and the first heap pages together in the low pages
+/// the engine keeps resident between events. Deeper recursion traps as a
+/// stack overflow, contained to that one event.
+pub const GUEST_STACK_BYTES: usize = 64 << 10;
+
+/// The `--config` argument that links a guest with [`GUEST_STACK_BYTES`] of
+/// stack. Cargo appends it to any rustflags the crate already has.
+pub fn stack_size_config() -> String {
+    format!(
+        "target.{GUEST_TARGET}.rustflags=[\"-C\", \"link-arg=-zstack-size={GUEST_STACK_BYTES}\"]"
+    )
+}
+
 /// Why a guest crate could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -82,6 +97,8 @@ pub fn build_crate(dir: &Path, release: bool) -> Result<PathBuf, BuildError> {
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--message-format=json-render-diagnostics")
+        .arg("--config")
+        .arg(stack_size_config())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if release {

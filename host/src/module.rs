@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use wasmtime::component::{Component, Linker};
 
-use crate::bindings::{EdgeHandlerPre, HANDLER_INTERFACE, Request, RequestOutcome};
+use wasmtime::component::InstancePre;
+
+use crate::bindings::{HANDLER_INTERFACE, HandlerExports, Request, RequestOutcome};
 use crate::engine::{EngineSettings, SandboxEngine};
 use crate::imports::{self, HostState, ModuleServices};
 use crate::limits::Limits;
@@ -90,13 +92,14 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = EdgeHandlerPre::new(pre).map_err(|e| {
+        let exports = HandlerExports::resolve(&pre).map_err(|e| {
             LoadError::WrongWorld(format!(
                 "its `{HANDLER_INTERFACE}` export does not match this host's: {e:#}"
             ))
         })?;
         Ok(HandlerModule {
             pre,
+            exports,
             services,
             limits,
         })
@@ -138,7 +141,8 @@ fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(),
 
 /// A loaded handler: compiled, linked and ready to instantiate per event.
 pub struct HandlerModule {
-    pre: EdgeHandlerPre<StoreState>,
+    pre: InstancePre<StoreState>,
+    exports: HandlerExports,
     services: Arc<ModuleServices>,
     limits: Limits,
 }
@@ -171,6 +175,14 @@ impl HandlerModule {
         Event::start(&self.pre, &self.limits, host).await
     }
 
+    /// Instantiate once and drop the instance without calling any export:
+    /// proves the module starts within its limits (and is the cost every
+    /// event pays before the guest runs).
+    pub async fn check_instantiate(&self) -> Result<(), EventError> {
+        let event = self.start("instantiate-check".into()).await?;
+        event.finish(Ok(()))
+    }
+
     /// Run on-request in a fresh instance.
     pub(crate) async fn on_request(
         &self,
@@ -178,10 +190,9 @@ impl HandlerModule {
         request: &Request,
     ) -> Result<RequestOutcome, EventError> {
         let mut event = self.start(event_id).await?;
-        let result = event
-            .handler
-            .comet_edge_handler()
-            .call_on_request(&mut event.store, request)
+        let result = self
+            .exports
+            .on_request(&mut event.store, &event.instance, request)
             .await;
         let outcome = event.finish(result)?;
         if let RequestOutcome::Respond(response) = &outcome {

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{EdgeHandler, EdgeHandlerPre};
+use wasmtime::component::{Instance, InstancePre};
+
 use crate::imports::HostState;
 use crate::limits::Limits;
 
@@ -104,23 +106,32 @@ impl WasiView for StoreState {
     }
 }
 
+/// Most bytes of stdout/stderr kept from one event (panic messages, stray
+/// prints); they are logged with the event id when the event ends.
+const MAX_GUEST_OUTPUT: usize = 16 << 10;
+
 /// A live instance for one event.
 pub(crate) struct Event {
     pub(crate) store: Store<StoreState>,
-    pub(crate) handler: EdgeHandler,
+    pub(crate) instance: Instance,
     limits: Limits,
+    output: MemoryOutputPipe,
 }
 
 impl Event {
     /// Instantiate a fresh sandbox for one event.
     pub(crate) async fn start(
-        pre: &EdgeHandlerPre<StoreState>,
+        pre: &InstancePre<StoreState>,
         limits: &Limits,
         host: HostState,
     ) -> Result<Event, EventError> {
         // No preopened directories, no environment, no sockets: only clocks,
-        // random and the process's stdout/stderr (for panic messages).
-        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
+        // random, and stdout/stderr captured for the log.
+        let output = MemoryOutputPipe::new(MAX_GUEST_OUTPUT);
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
         let state = StoreState {
             wasi,
             table: ResourceTable::new(),
@@ -141,8 +152,8 @@ impl Event {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let handler = match pre.instantiate_async(&mut store).await {
-            Ok(handler) => handler,
+        let instance = match pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
                 return Err(EventError::Busy);
             }
@@ -150,13 +161,27 @@ impl Event {
         };
         Ok(Event {
             store,
-            handler,
+            instance,
             limits: limits.clone(),
+            output,
         })
     }
 
-    /// Turn the result of an export call into the event's result.
+    /// Turn the result of an export call into the event's result, logging
+    /// whatever the guest printed (a panic message, say) with the event id.
     pub(crate) fn finish<R>(&self, result: wasmtime::Result<R>) -> Result<R, EventError> {
+        let printed = self.output.contents();
+        if !printed.is_empty() {
+            let host = &self.store.data().host;
+            for line in String::from_utf8_lossy(&printed).lines() {
+                tracing::warn!(
+                    target: "guest",
+                    module = &*host.services.name,
+                    event = &*host.event_id,
+                    "guest output: {line}"
+                );
+            }
+        }
         result.map_err(|e| classify(e, &self.limits))
     }
 

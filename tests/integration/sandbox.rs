@@ -82,6 +82,15 @@ fn traps_answer_500() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
     let r = get(&comet.url("/trap"))?;
     assert_failed(&comet, &r, "trapped")?;
+    // The panic message is logged with the event's id, not sent to the client.
+    assert!(!r.body.contains("on purpose"), "{}", r.body);
+    let log = comet.stderr();
+    let id = r.header("x-request-id").unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(id) && l.contains("this handler panics on purpose")),
+        "panic message with request id missing from:\n{log}"
+    );
     let r = get(&comet.url("/stack"))?;
     assert_failed(&comet, &r, "trapped")?;
     assert_eq!(get(&comet.url("/ok"))?.status, 200);

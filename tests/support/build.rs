@@ -7,6 +7,11 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 
+/// Link guests with a 64 KiB stack, as `comet run DIR` does
+/// (`comet_host::guest_build::GUEST_STACK_BYTES`).
+const STACK_CONFIG: &str =
+    r#"target.wasm32-wasip2.rustflags=["-C", "link-arg=-zstack-size=65536"]"#;
+
 /// (workspace, [(constant name, crate directory, artifact name)])
 const WORKSPACES: &[(&str, &[(&str, &str, &str)])] = &[
     ("guest-examples", &[("HELLO", "hello", "hello.wasm")]),
@@ -79,6 +84,7 @@ fn build(workspace: &Path, target_dir: &Path) {
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir)
+        .args(["--config", STACK_CONFIG])
         // This script runs inside another cargo: keep its flags and wrappers
         // (clippy's, for one) away from the guest build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
