@@ -61,6 +61,25 @@ fn events(c: &mut Criterion) {
             assert_eq!(response.status(), 200);
         })
     });
+    let mut junk = vec![0u8; 4 << 20];
+    group.bench_function("on_request_hello_cold_cache", |b| {
+        b.iter_batched(
+            || {
+                for (i, x) in junk.iter_mut().enumerate().step_by(64) {
+                    *x = i as u8;
+                }
+            },
+            |()| {
+                let response = rt.block_on(dispatch::handle(
+                    &hello,
+                    request("/hello?name=bench"),
+                    remote,
+                ));
+                assert_eq!(response.status(), 200);
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
     group.bench_function("on_request_hello", |b| {
         b.iter(|| {
             let response = rt.block_on(dispatch::handle(

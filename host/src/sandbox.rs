@@ -157,7 +157,7 @@ impl Event {
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
                 return Err(EventError::Busy);
             }
-            Err(e) => return Err(classify(e, limits)),
+            Err(e) => return Err(classify(&e, limits)),
         };
         Ok(Event {
             store,
@@ -182,7 +182,7 @@ impl Event {
                 );
             }
         }
-        result.map_err(|e| classify(e, &self.limits))
+        result.map_err(|e| classify(&e, &self.limits))
     }
 
     /// The limits this event runs under.
@@ -191,7 +191,7 @@ impl Event {
     }
 }
 
-fn classify(error: wasmtime::Error, limits: &Limits) -> EventError {
+fn classify(error: &wasmtime::Error, limits: &Limits) -> EventError {
     if let Some(hit) = error.downcast_ref::<MemoryLimitHit>() {
         return EventError::MemoryLimit { limit: hit.limit };
     }

@@ -1,7 +1,7 @@
 //! Publish to channels and read their history and presence from a handler.
 //!
 //! ```no_run
-//! let cursor = comet_sdk::channels::publish("news", "hello".into());
+//! let cursor = comet_sdk::channels::publish("news", "hello");
 //! ```
 
 use crate::bindings::comet::edge::channels as raw;
@@ -9,8 +9,8 @@ pub use crate::bindings::comet::edge::channels::{ChannelError, HistoryPage, Pres
 use crate::{Cursor, Payload};
 
 /// Publish `payload` to `channel` (through on-publish); returns its cursor.
-pub fn publish(channel: &str, payload: Payload) -> Result<Cursor, ChannelError> {
-    raw::publish(channel, &payload)
+pub fn publish(channel: &str, payload: impl Into<Payload>) -> Result<Cursor, ChannelError> {
+    raw::publish(channel, &payload.into())
 }
 
 /// Up to `limit` messages after `since` (`None`: from the oldest kept).

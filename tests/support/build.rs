@@ -12,8 +12,11 @@ const TARGET: &str = "wasm32-wasip2";
 const STACK_CONFIG: &str =
     r#"target.wasm32-wasip2.rustflags=["-C", "link-arg=-zstack-size=65536"]"#;
 
-/// (workspace, [(constant name, crate directory, artifact name)])
-const WORKSPACES: &[(&str, &[(&str, &str, &str)])] = &[
+/// A guest: the constant naming it, its crate directory, its artifact.
+type Guest = (&'static str, &'static str, &'static str);
+
+/// Each guest workspace and the guests in it.
+const WORKSPACES: &[(&str, &[Guest])] = &[
     ("guest-examples", &[("HELLO", "hello", "hello.wasm")]),
     (
         "tests/guests",

@@ -8,7 +8,10 @@ struct Hello;
 
 impl Handler for Hello {
     fn on_request(request: Request) -> Reply {
-        log::info("request", &[("method", &request.method), ("path", &request.path)]);
+        log::info(
+            "request",
+            &[("method", &request.method), ("path", &request.path)],
+        );
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/") => Response::text(
                 "comet hello example\n\
@@ -29,7 +32,9 @@ impl Handler for Hello {
 }
 
 fn greet(request: &Request) -> Response {
-    let name = request.query_param("name").unwrap_or_else(|| "world".into());
+    let name = request
+        .query_param("name")
+        .unwrap_or_else(|| "world".into());
     let greeting = config::get("greeting").unwrap_or_else(|| "hello".into());
     Response::text(format!("{greeting}, {name}!\n"))
 }
