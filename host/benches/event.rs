@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use comet_host::channels::{Hub, HubConfig, MemoryBroker};
+use comet_host::transports::{DEFAULT_HEARTBEAT, DEFAULT_HOLD_TIMEOUT, EndpointConfig};
 use comet_host::{
     EngineSettings, HandlerModule, Limits, MemoryKv, ModuleServices, Runtime, dispatch,
 };
@@ -16,16 +18,19 @@ use comet_testkit::guests;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::Full;
 
-fn load(runtime: &Runtime, name: &str, path: &str) -> HandlerModule {
+fn load(runtime: &Runtime, name: &str, path: &str) -> Arc<HandlerModule> {
     let bytes = std::fs::read(path).expect("guest built by comet-testkit");
     let services = Arc::new(ModuleServices {
         name: name.into(),
         kv: Arc::new(MemoryKv::default()),
         config: BTreeMap::new(),
+        hub: Hub::new(Arc::new(MemoryBroker::default()), HubConfig::default()),
     });
-    runtime
-        .load(&bytes, services, Limits::default())
-        .expect("load guest")
+    Arc::new(
+        runtime
+            .load(&bytes, services, Limits::default())
+            .expect("load guest"),
+    )
 }
 
 fn request(uri: &str) -> http::Request<Full<Bytes>> {
@@ -43,6 +48,11 @@ fn events(c: &mut Criterion) {
     let trivial = load(&runtime, "misbehave", guests::MISBEHAVE);
     let hello = load(&runtime, "hello", guests::HELLO);
     let remote: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let endpoints = EndpointConfig {
+        publish_token: "bench".into(),
+        heartbeat: DEFAULT_HEARTBEAT,
+        hold_timeout: DEFAULT_HOLD_TIMEOUT,
+    };
 
     let mut group = c.benchmark_group("event");
     group.bench_function("wasmtime_floor_empty_component", |b| {
@@ -57,7 +67,12 @@ fn events(c: &mut Criterion) {
     });
     group.bench_function("on_request_trivial", |b| {
         b.iter(|| {
-            let response = rt.block_on(dispatch::handle(&trivial, request("/ok"), remote));
+            let response = rt.block_on(dispatch::handle(
+                &trivial,
+                &endpoints,
+                request("/ok"),
+                remote,
+            ));
             assert_eq!(response.status(), 200);
         })
     });
@@ -72,6 +87,7 @@ fn events(c: &mut Criterion) {
             |()| {
                 let response = rt.block_on(dispatch::handle(
                     &hello,
+                    &endpoints,
                     request("/hello?name=bench"),
                     remote,
                 ));
@@ -84,6 +100,7 @@ fn events(c: &mut Criterion) {
         b.iter(|| {
             let response = rt.block_on(dispatch::handle(
                 &hello,
+                &endpoints,
                 request("/hello?name=bench"),
                 remote,
             ));

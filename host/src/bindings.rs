@@ -14,7 +14,11 @@ mod generated {
     });
 }
 
-pub(crate) use generated::comet::edge::types::{Header, Request, RequestOutcome, Response};
+pub(crate) use generated::comet::edge::types::{
+    Action, CloseInfo, ConnectOutcome, ConnectRequest, Connection, Header, Hold, Message, Payload,
+    Publication, PublishSource, PublishVerdict, Request, RequestOutcome, Response, StreamFormat,
+    SubscribeOutcome, SubscribeRequest, Transport,
+};
 pub(crate) use generated::comet::edge::{channels, config, kv, log, types};
 pub(crate) use generated::{EdgeHandler, EdgeHandlerPre};
 
@@ -30,6 +34,11 @@ pub const HANDLER_INTERFACE: &str = "comet:edge/handler@0.1.0";
 #[derive(Debug, Clone)]
 pub(crate) struct HandlerExports {
     on_request: ComponentExportIndex,
+    on_connect: ComponentExportIndex,
+    on_subscribe: ComponentExportIndex,
+    on_publish: ComponentExportIndex,
+    on_message: ComponentExportIndex,
+    on_close: ComponentExportIndex,
 }
 
 impl HandlerExports {
@@ -48,6 +57,11 @@ impl HandlerExports {
         };
         Ok(HandlerExports {
             on_request: lookup("on-request")?,
+            on_connect: lookup("on-connect")?,
+            on_subscribe: lookup("on-subscribe")?,
+            on_publish: lookup("on-publish")?,
+            on_message: lookup("on-message")?,
+            on_close: lookup("on-close")?,
         })
     }
 
@@ -60,7 +74,105 @@ impl HandlerExports {
     ) -> wasmtime::Result<RequestOutcome> {
         let func = instance
             .get_typed_func::<(&Request,), (RequestOutcome,)>(&mut *store, &self.on_request)?;
-        let (outcome,) = func.call_async(&mut *store, (request,)).await?;
-        Ok(outcome)
+        Ok(func.call_async(&mut *store, (request,)).await?.0)
+    }
+
+    /// Call on-connect.
+    pub(crate) async fn on_connect<T: Send>(
+        &self,
+        store: &mut Store<T>,
+        instance: &Instance,
+        request: &ConnectRequest,
+    ) -> wasmtime::Result<ConnectOutcome> {
+        let func = instance.get_typed_func::<(&ConnectRequest,), (ConnectOutcome,)>(
+            &mut *store,
+            &self.on_connect,
+        )?;
+        Ok(func.call_async(&mut *store, (request,)).await?.0)
+    }
+
+    /// Call on-subscribe.
+    pub(crate) async fn on_subscribe<T: Send>(
+        &self,
+        store: &mut Store<T>,
+        instance: &Instance,
+        connection: &Connection,
+        request: &SubscribeRequest,
+    ) -> wasmtime::Result<SubscribeOutcome> {
+        let func = instance
+            .get_typed_func::<(&Connection, &SubscribeRequest), (SubscribeOutcome,)>(
+                &mut *store,
+                &self.on_subscribe,
+            )?;
+        Ok(func.call_async(&mut *store, (connection, request)).await?.0)
+    }
+
+    /// Call on-publish.
+    pub(crate) async fn on_publish<T: Send>(
+        &self,
+        store: &mut Store<T>,
+        instance: &Instance,
+        publication: &Publication,
+    ) -> wasmtime::Result<PublishVerdict> {
+        let func = instance
+            .get_typed_func::<(&Publication,), (PublishVerdict,)>(&mut *store, &self.on_publish)?;
+        Ok(func.call_async(&mut *store, (publication,)).await?.0)
+    }
+
+    /// Call on-message.
+    pub(crate) async fn on_message<T: Send>(
+        &self,
+        store: &mut Store<T>,
+        instance: &Instance,
+        connection: &Connection,
+        frame: &Payload,
+    ) -> wasmtime::Result<Vec<Action>> {
+        let func = instance.get_typed_func::<(&Connection, &Payload), (Vec<Action>,)>(
+            &mut *store,
+            &self.on_message,
+        )?;
+        Ok(func.call_async(&mut *store, (connection, frame)).await?.0)
+    }
+
+    /// Call on-close.
+    pub(crate) async fn on_close<T: Send>(
+        &self,
+        store: &mut Store<T>,
+        instance: &Instance,
+        connection: &Connection,
+        info: &CloseInfo,
+    ) -> wasmtime::Result<()> {
+        let func = instance
+            .get_typed_func::<(&Connection, &CloseInfo), ()>(&mut *store, &self.on_close)?;
+        func.call_async(&mut *store, (connection, info)).await
+    }
+}
+
+impl From<&crate::channels::Payload> for Payload {
+    fn from(p: &crate::channels::Payload) -> Self {
+        match p {
+            crate::channels::Payload::Text(t) => Payload::Text(t.clone()),
+            crate::channels::Payload::Binary(b) => Payload::Binary(b.to_vec()),
+        }
+    }
+}
+
+impl From<Payload> for crate::channels::Payload {
+    fn from(p: Payload) -> Self {
+        match p {
+            Payload::Text(t) => crate::channels::Payload::Text(t),
+            Payload::Binary(b) => crate::channels::Payload::Binary(b.into()),
+        }
+    }
+}
+
+impl From<&crate::channels::Message> for Message {
+    fn from(m: &crate::channels::Message) -> Self {
+        Message {
+            channel: m.channel.to_string(),
+            payload: (&m.payload).into(),
+            cursor: m.cursor().encode(),
+            published_at_ms: m.published_at_ms,
+        }
     }
 }

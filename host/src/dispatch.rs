@@ -1,6 +1,7 @@
 //! The path of one HTTP request through a handler: give it an id, read the
 //! body within the limit, run on-request in a fresh sandbox, and turn the
-//! outcome (or the failure) into an HTTP response.
+//! outcome (a response, a hold on channels, a WebSocket upgrade, or a
+//! failure) into an HTTP response.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +14,13 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::bindings::{self, RequestOutcome};
+use crate::channels::Cursor;
 use crate::module::HandlerModule;
 use crate::sandbox::EventError;
+use crate::transports::{self, Client, EndpointConfig, Format, stream_response};
 
 /// The body type of every response the host sends.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
 /// Header carrying the request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -39,21 +42,22 @@ pub fn next_request_id() -> Arc<str> {
 
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
+    Full::new(bytes.into()).boxed_unsync()
 }
 
 /// Serve one request with the module's on-request.
 pub async fn handle<B>(
-    module: &HandlerModule,
+    module: &Arc<HandlerModule>,
+    endpoints: &EndpointConfig,
     request: http::Request<B>,
     remote: SocketAddr,
 ) -> Response<Body>
 where
-    B: hyper::body::Body<Data = Bytes>,
+    B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let id = next_request_id();
-    let mut response = match run(module, &id, request, remote).await {
+    let mut response = match run(module, endpoints, &id, request, remote).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(&id, module.name()),
     };
@@ -71,8 +75,8 @@ enum Failure {
     BadBody(String),
     /// The event failed.
     Event(EventError),
-    /// The handler answered with something this version does not serve yet.
-    Unsupported(&'static str),
+    /// A ready-made answer (from the channel layer).
+    Answer(Response<Body>),
 }
 
 impl Failure {
@@ -91,8 +95,11 @@ impl Failure {
                 EventError::Busy.to_string(),
             ),
             Failure::Event(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            Failure::Unsupported(what) => (StatusCode::NOT_IMPLEMENTED, (*what).to_string()),
+            Failure::Answer(_) => (StatusCode::OK, String::new()),
         };
+        if let Failure::Answer(response) = self {
+            return response;
+        }
         if let Failure::Event(e) = &self {
             tracing::warn!(request_id = id, module, error = %e, "event failed");
         }
@@ -112,18 +119,18 @@ impl Failure {
 }
 
 async fn run<B>(
-    module: &HandlerModule,
+    module: &Arc<HandlerModule>,
+    endpoints: &EndpointConfig,
     id: &Arc<str>,
-    request: http::Request<B>,
+    mut request: http::Request<B>,
     remote: SocketAddr,
 ) -> Result<Response<Body>, Failure>
 where
-    B: hyper::body::Body<Data = Bytes>,
+    B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, body) = request.into_parts();
     let limit = module.limits().max_request_body;
-    let body = match Limited::new(body, limit).collect().await {
+    let body = match Limited::new(request.body_mut(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(Failure::BodyTooLarge(limit));
@@ -132,11 +139,11 @@ where
     };
     let guest_request = bindings::Request {
         id: id.to_string(),
-        method: parts.method.as_str().to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or_default().to_string(),
-        headers: parts
-            .headers
+        method: request.method().as_str().to_string(),
+        path: request.uri().path().to_string(),
+        query: request.uri().query().unwrap_or_default().to_string(),
+        headers: request
+            .headers()
             .iter()
             .map(|(name, value)| bindings::Header {
                 name: name.as_str().to_string(),
@@ -152,13 +159,99 @@ where
         .map_err(Failure::Event)?
     {
         RequestOutcome::Respond(response) => to_http(response).map_err(Failure::Event),
-        RequestOutcome::Hold(_) => Err(Failure::Unsupported(
-            "the handler asked to hold the request on channels, which this host does not serve yet",
-        )),
-        RequestOutcome::Upgrade(_) => Err(Failure::Unsupported(
-            "the handler accepted a WebSocket upgrade, which this host does not serve yet",
-        )),
+        RequestOutcome::Hold(hold) => hold_request(module, endpoints, hold).await,
+        RequestOutcome::Upgrade(accept) => {
+            let hub = &module.services().hub;
+            let client =
+                Client::accepted(module, hub, bindings::Transport::Websocket, accept.session);
+            Ok(transports::upgrade(client, &mut request, accept.channels))
+        }
     }
+}
+
+/// Hold a request on channels, as the handler asked (GRIP style).
+async fn hold_request(
+    module: &Arc<HandlerModule>,
+    endpoints: &EndpointConfig,
+    hold: bindings::Hold,
+) -> Result<Response<Body>, Failure> {
+    let headers = convert_headers(hold.headers).map_err(Failure::Event)?;
+    let since = match hold.since.as_deref().map(Cursor::decode) {
+        None => Cursor::new(),
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            return Err(Failure::Answer(transports::error(
+                StatusCode::BAD_REQUEST,
+                "invalid-cursor",
+                e,
+            )));
+        }
+    };
+    if hold.channels.is_empty() {
+        return Err(Failure::Event(EventError::InvalidOutput(
+            "a hold with no channels".into(),
+        )));
+    }
+    let (transport, format) = match hold.format {
+        bindings::StreamFormat::Sse => (bindings::Transport::Sse, Some(Format::Sse)),
+        bindings::StreamFormat::Ndjson => (bindings::Transport::HttpStream, Some(Format::Ndjson)),
+        bindings::StreamFormat::LongPoll => (bindings::Transport::LongPoll, None),
+    };
+    let hub = &module.services().hub;
+    let mut client = Client::accepted(module, hub, transport, Vec::new());
+    let mut backlogs = Vec::with_capacity(hold.channels.len());
+    for channel in &hold.channels {
+        match client.subscribe(channel, &since, None, false).await {
+            Ok(b) => backlogs.push(b),
+            Err(e) => {
+                return Err(Failure::Event(EventError::InvalidOutput(format!(
+                    "a hold on {channel:?} that cannot be served: {}",
+                    e.message(channel)
+                ))));
+            }
+        }
+    }
+    let timeout = hold
+        .timeout_ms
+        .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
+    if let Some(format) = format {
+        return Ok(stream_response(
+            client,
+            since,
+            backlogs,
+            format,
+            endpoints.heartbeat,
+            timeout,
+            headers,
+        ));
+    }
+    let timeout = timeout
+        .unwrap_or(endpoints.hold_timeout)
+        .min(endpoints.hold_timeout);
+    let mut response = transports::poll_hold(&mut client, since, backlogs, timeout).await;
+    client.closed(None, "poll answered");
+    for (name, value) in headers {
+        response.headers_mut().append(name, value);
+    }
+    Ok(response)
+}
+
+/// Validate guest headers.
+fn convert_headers(
+    headers: Vec<bindings::Header>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, EventError> {
+    headers
+        .into_iter()
+        .map(|header| {
+            let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
+                EventError::InvalidOutput(format!("an invalid header name {:?}", header.name))
+            })?;
+            let value = HeaderValue::from_bytes(&header.value).map_err(|_| {
+                EventError::InvalidOutput(format!("an invalid value for header {:?}", header.name))
+            })?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 /// Convert a guest response, refusing a malformed status or header.
@@ -168,15 +261,8 @@ fn to_http(response: bindings::Response) -> Result<Response<Body>, EventError> {
     })?;
     let mut out = Response::new(full(response.body));
     *out.status_mut() = status;
-    let headers = out.headers_mut();
-    for header in response.headers {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
-            EventError::InvalidOutput(format!("an invalid header name {:?}", header.name))
-        })?;
-        let value = HeaderValue::from_bytes(&header.value).map_err(|_| {
-            EventError::InvalidOutput(format!("an invalid value for header {:?}", header.name))
-        })?;
-        headers.append(name, value);
+    for (name, value) in convert_headers(response.headers)? {
+        out.headers_mut().append(name, value);
     }
     Ok(out)
 }

@@ -5,14 +5,17 @@
 //! `ARCHITECTURE.md` at the repository root.
 
 mod bindings;
+pub mod channels;
 pub mod dispatch;
 pub mod engine;
 pub mod guest_build;
 pub mod imports;
 pub mod limits;
 pub mod module;
+pub mod publish;
 mod sandbox;
 pub mod server;
+pub mod transports;
 
 pub use bindings::HANDLER_INTERFACE;
 pub use engine::{EPOCH_TICK, EngineSettings};

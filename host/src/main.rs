@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use comet_host::channels::{HistoryLimits, Hub, HubConfig, MemoryBroker};
+use comet_host::transports::{self, EndpointConfig};
 use comet_host::{
     EngineSettings, Limits, MemoryKv, ModuleServices, Runtime, guest_build, limits, server,
 };
@@ -51,6 +53,26 @@ struct RunArgs {
     /// Build a guest crate with cargo's dev profile instead of --release.
     #[arg(long)]
     debug: bool,
+
+    /// Bearer token for `POST /comet/publish/CHANNEL`. Default: the
+    /// COMET_PUBLISH_TOKEN environment variable, else a random token printed
+    /// at start.
+    #[arg(
+        long,
+        env = "COMET_PUBLISH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    publish_token: Option<String>,
+
+    /// Messages a client may have queued before it is dropped as a slow
+    /// consumer (it can resume by cursor).
+    #[arg(long, value_name = "N", default_value_t = comet_host::channels::hub::DEFAULT_QUEUE_LEN)]
+    queue_len: usize,
+
+    /// Messages of history kept per channel, for resuming clients.
+    #[arg(long, value_name = "N", default_value_t = comet_host::channels::broker::DEFAULT_HISTORY_LEN)]
+    history_len: usize,
 
     /// A configuration value the handler reads with `config::get`
     /// (repeatable).
@@ -146,11 +168,35 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ..EngineSettings::default()
     };
     let runtime = Runtime::new(settings).context("cannot start the WebAssembly engine")?;
+    let hub = Hub::new(
+        Arc::new(MemoryBroker::default()),
+        HubConfig {
+            queue_len: args.queue_len,
+            history: HistoryLimits {
+                max_len: args.history_len,
+                ..HistoryLimits::default()
+            },
+        },
+    );
     let services = Arc::new(ModuleServices {
         name: name.as_str().into(),
         kv: Arc::new(MemoryKv::default()),
         config: args.vars.into_iter().collect::<BTreeMap<_, _>>(),
+        hub,
     });
+    let publish_token = match args.publish_token {
+        Some(t) if !t.is_empty() => t,
+        _ => {
+            let token = random_token();
+            println!("comet: publish token (set COMET_PUBLISH_TOKEN to choose one): {token}");
+            token
+        }
+    };
+    let endpoints = EndpointConfig {
+        publish_token,
+        heartbeat: transports::DEFAULT_HEARTBEAT,
+        hold_timeout: transports::DEFAULT_HOLD_TIMEOUT,
+    };
     let started = Instant::now();
     let module = runtime
         .load(&bytes, services, limits)
@@ -167,7 +213,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         println!("comet: serving {name} on http://{addr}");
-        let app = server::App::new(module);
+        let app = server::App::new(module, endpoints);
         server::serve(
             listener,
             app,
@@ -179,6 +225,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         drop(runtime);
         Ok(())
     })
+}
+
+/// 128 random bits as hex.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    // Without OS randomness there is no safe token: refuse to run.
+    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A `.wasm` file as it is; a crate directory built first.

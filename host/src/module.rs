@@ -7,7 +7,11 @@ use wasmtime::component::{Component, Linker};
 
 use wasmtime::component::InstancePre;
 
-use crate::bindings::{HANDLER_INTERFACE, HandlerExports, Request, RequestOutcome};
+use crate::bindings::{
+    Action, CloseInfo, ConnectOutcome, ConnectRequest, Connection, HANDLER_INTERFACE,
+    HandlerExports, Payload, Publication, PublishVerdict, Request, RequestOutcome,
+    SubscribeOutcome, SubscribeRequest,
+};
 use crate::engine::{EngineSettings, SandboxEngine};
 use crate::imports::{self, HostState, ModuleServices};
 use crate::limits::Limits;
@@ -167,10 +171,21 @@ impl HandlerModule {
         &self.limits
     }
 
-    async fn start(&self, event_id: Arc<str>) -> Result<Event, EventError> {
+    /// The services the module was granted.
+    pub fn services(&self) -> &Arc<ModuleServices> {
+        &self.services
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        event_id: Arc<str>,
+        in_publish_hook: bool,
+    ) -> Result<Event, EventError> {
         let host = HostState {
             services: self.services.clone(),
+            module: self.clone(),
             event_id,
+            in_publish_hook,
         };
         Event::start(&self.pre, &self.limits, host).await
     }
@@ -178,18 +193,100 @@ impl HandlerModule {
     /// Instantiate once and drop the instance without calling any export:
     /// proves the module starts within its limits (and is the cost every
     /// event pays before the guest runs).
-    pub async fn check_instantiate(&self) -> Result<(), EventError> {
-        let event = self.start("instantiate-check".into()).await?;
+    pub async fn check_instantiate(self: &Arc<Self>) -> Result<(), EventError> {
+        let event = self.start("instantiate-check".into(), false).await?;
         event.finish(Ok(()))
+    }
+
+    /// Run on-connect in a fresh instance.
+    pub(crate) async fn on_connect(
+        self: &Arc<Self>,
+        event_id: Arc<str>,
+        request: &ConnectRequest,
+    ) -> Result<ConnectOutcome, EventError> {
+        let mut event = self.start(event_id, false).await?;
+        let result = self
+            .exports
+            .on_connect(&mut event.store, &event.instance, request)
+            .await;
+        event.finish(result)
+    }
+
+    /// Run on-subscribe in a fresh instance.
+    pub(crate) async fn on_subscribe(
+        self: &Arc<Self>,
+        event_id: Arc<str>,
+        connection: &Connection,
+        request: &SubscribeRequest,
+    ) -> Result<SubscribeOutcome, EventError> {
+        let mut event = self.start(event_id, false).await?;
+        let result = self
+            .exports
+            .on_subscribe(&mut event.store, &event.instance, connection, request)
+            .await;
+        event.finish(result)
+    }
+
+    /// Run on-publish in a fresh instance. Publishing from inside on-publish
+    /// is refused, so a hook cannot recurse.
+    pub(crate) async fn on_publish(
+        self: &Arc<Self>,
+        event_id: Arc<str>,
+        publication: &Publication,
+    ) -> Result<PublishVerdict, EventError> {
+        let mut event = self.start(event_id, true).await?;
+        let result = self
+            .exports
+            .on_publish(&mut event.store, &event.instance, publication)
+            .await;
+        event.finish(result)
+    }
+
+    /// Run on-message in a fresh instance.
+    pub(crate) async fn on_message(
+        self: &Arc<Self>,
+        event_id: Arc<str>,
+        connection: &Connection,
+        frame: &Payload,
+    ) -> Result<Vec<Action>, EventError> {
+        let mut event = self.start(event_id, false).await?;
+        let result = self
+            .exports
+            .on_message(&mut event.store, &event.instance, connection, frame)
+            .await;
+        let actions = event.finish(result)?;
+        if actions.len() > self.limits.max_actions {
+            return Err(EventError::InvalidOutput(format!(
+                "{} actions, over the limit of {}",
+                actions.len(),
+                self.limits.max_actions
+            )));
+        }
+        Ok(actions)
+    }
+
+    /// Run on-close in a fresh instance.
+    pub(crate) async fn on_close(
+        self: &Arc<Self>,
+        event_id: Arc<str>,
+        connection: &Connection,
+        info: &CloseInfo,
+    ) -> Result<(), EventError> {
+        let mut event = self.start(event_id, false).await?;
+        let result = self
+            .exports
+            .on_close(&mut event.store, &event.instance, connection, info)
+            .await;
+        event.finish(result)
     }
 
     /// Run on-request in a fresh instance.
     pub(crate) async fn on_request(
-        &self,
+        self: &Arc<Self>,
         event_id: Arc<str>,
         request: &Request,
     ) -> Result<RequestOutcome, EventError> {
-        let mut event = self.start(event_id).await?;
+        let mut event = self.start(event_id, false).await?;
         let result = self
             .exports
             .on_request(&mut event.store, &event.instance, request)

@@ -1,6 +1,6 @@
 //! The public HTTP listener: accepts connections, serves HTTP/1.1 and HTTP/2
-//! with hyper, hands each request to the current handler module, and shuts
-//! down gracefully.
+//! with hyper, sends `/comet/...` to the built-in endpoints and everything
+//! else to the current handler module, and shuts down gracefully.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::dispatch;
 use crate::module::HandlerModule;
+use crate::transports::{self, EndpointConfig};
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,13 +27,15 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct App {
     module: RwLock<Arc<HandlerModule>>,
+    endpoints: EndpointConfig,
 }
 
 impl App {
-    /// An app serving one handler module.
-    pub fn new(module: HandlerModule) -> Arc<App> {
+    /// An app serving one handler module and the built-in endpoints.
+    pub fn new(module: HandlerModule, endpoints: EndpointConfig) -> Arc<App> {
         Arc::new(App {
             module: RwLock::new(Arc::new(module)),
+            endpoints,
         })
     }
 
@@ -107,5 +110,8 @@ async fn route(
     remote: SocketAddr,
 ) -> hyper::Response<dispatch::Body> {
     let module = app.module();
-    dispatch::handle(&module, request, remote).await
+    if request.uri().path().starts_with(transports::PREFIX) {
+        return transports::handle(&module, &app.endpoints, request, remote).await;
+    }
+    dispatch::handle(&module, &app.endpoints, request, remote).await
 }

@@ -7,6 +7,8 @@ mod hello;
 mod sandbox;
 // The command line: bad module files, crate directories, help.
 mod cli;
+// Channels on every transport: order, resume, hooks, holds, backpressure.
+mod channels;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{EdgeHandler, types};
+use crate::channels::Hub;
+use crate::module::HandlerModule;
 use crate::sandbox::StoreState;
 
 /// What one module may reach from inside its sandbox. Shared by all of the
@@ -24,6 +26,8 @@ pub struct ModuleServices {
     pub kv: Arc<dyn kv::KvStore>,
     /// Values readable through the `config` import.
     pub config: BTreeMap<String, String>,
+    /// The channels the module publishes to and reads from.
+    pub hub: Arc<Hub>,
 }
 
 /// Per-event host state: the module's services plus what identifies the event
@@ -31,6 +35,10 @@ pub struct ModuleServices {
 #[derive(Debug)]
 pub(crate) struct HostState {
     pub(crate) services: Arc<ModuleServices>,
+    /// The module running the event (for on-publish of guest publishes).
+    pub(crate) module: Arc<HandlerModule>,
+    /// True inside on-publish, where publishing is refused.
+    pub(crate) in_publish_hook: bool,
     /// Request or connection id of the event, for log lines.
     pub(crate) event_id: Arc<str>,
 }

@@ -185,3 +185,175 @@ pub fn post(url: &str, content_type: &str, body: &[u8]) -> anyhow::Result<Reply>
             .with_context(|| format!("POST {url}"))?,
     )
 }
+
+/// A streaming response (SSE or NDJSON) read line by line.
+pub struct Lines {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    reader: BufReader<Box<dyn Read + Send>>,
+}
+
+impl std::fmt::Debug for Lines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lines")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `id:` field.
+    pub id: Option<String>,
+    /// The `event:` field (`message` when absent).
+    pub event: String,
+    /// The `data:` field.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_default()
+    }
+}
+
+impl Lines {
+    /// Open `url` with extra request headers and read its body as a stream.
+    pub fn open(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Lines> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut request = agent.get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.call().with_context(|| format!("GET {url}"))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let reader: Box<dyn Read + Send> = Box::new(response.into_body().into_reader());
+        Ok(Lines {
+            status,
+            headers,
+            reader: BufReader::new(reader),
+        })
+    }
+
+    /// The next line, without its newline.
+    pub fn line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            bail!("stream ended");
+        }
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    }
+
+    /// The next NDJSON object that is not a heartbeat.
+    pub fn json(&mut self) -> anyhow::Result<serde_json::Value> {
+        loop {
+            let v: serde_json::Value = serde_json::from_str(&self.line()?)?;
+            if v["type"] != "heartbeat" {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// The next server-sent event (comments and `retry:` skipped).
+    pub fn event(&mut self) -> anyhow::Result<SseEvent> {
+        let mut event = SseEvent::default();
+        let mut seen = false;
+        loop {
+            let line = self.line()?;
+            if line.is_empty() {
+                if seen {
+                    if event.event.is_empty() {
+                        event.event = "message".into();
+                    }
+                    return Ok(event);
+                }
+                continue;
+            }
+            if line.starts_with(':') || line.starts_with("retry:") {
+                continue;
+            }
+            let (field, value) = line.split_once(": ").unwrap_or((&line, ""));
+            seen = true;
+            match field {
+                "id" => event.id = Some(value.to_string()),
+                "event" => event.event = value.to_string(),
+                "data" => event.data.push_str(value),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A blocking WebSocket client.
+pub type WsClient = tokio_tungstenite::tungstenite::WebSocket<
+    tokio_tungstenite::tungstenite::stream::MaybeTlsStream<std::net::TcpStream>,
+>;
+
+/// Connect to `url` (`ws://...`); reads time out after 10 s.
+pub fn ws_connect(url: &str) -> anyhow::Result<WsClient> {
+    let (ws, _) =
+        tokio_tungstenite::tungstenite::connect(url).with_context(|| format!("connect {url}"))?;
+    if let tokio_tungstenite::tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    }
+    Ok(ws)
+}
+
+/// Send a JSON text frame.
+pub fn ws_send(ws: &mut WsClient, value: &serde_json::Value) -> anyhow::Result<()> {
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        value.to_string().into(),
+    ))?;
+    Ok(())
+}
+
+/// The next data frame: text as `Ok(Ok(text))`, binary as `Ok(Err(bytes))`.
+pub fn ws_frame(ws: &mut WsClient) -> anyhow::Result<Result<String, Vec<u8>>> {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match ws.read()? {
+            Message::Text(t) => return Ok(Ok(t.to_string())),
+            Message::Binary(b) => return Ok(Err(b.to_vec())),
+            Message::Close(frame) => bail!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The next text frame parsed as JSON.
+pub fn ws_json(ws: &mut WsClient) -> anyhow::Result<serde_json::Value> {
+    match ws_frame(ws)? {
+        Ok(text) => Ok(serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?),
+        Err(bytes) => bail!("expected text, got {} binary bytes", bytes.len()),
+    }
+}
+
+/// POST to the publish API with a bearer token.
+pub fn publish(comet: &Comet, token: &str, channel: &str, body: &str) -> anyhow::Result<Reply> {
+    read(
+        agent()
+            .post(&comet.url(&format!("/comet/publish/{channel}")))
+            .header("authorization", &format!("Bearer {token}"))
+            .header("content-type", "text/plain")
+            .send(body.as_bytes())
+            .context("publish")?,
+    )
+}
