@@ -246,7 +246,7 @@ fn resume_by_cursor_loses_and_repeats_nothing() -> anyhow::Result<()> {
     // cursor of the last message it saw.
     let ws = {
         let ws_base = base.replace("http://", "ws://");
-        let mut since = Some(start_cursor.clone());
+        let mut since = Some(start_cursor);
         std::thread::spawn(move || -> anyhow::Result<Vec<u64>> {
             let mut got = Vec::new();
             while got.len() < 1000 {
