@@ -163,7 +163,8 @@ where
         RequestOutcome::Upgrade(accept) => {
             let hub = &module.services().hub;
             let client =
-                Client::accepted(module, hub, bindings::Transport::Websocket, accept.session);
+                Client::accepted(module, hub, bindings::Transport::Websocket, accept.session)
+                    .map_err(Failure::Answer)?;
             Ok(transports::upgrade(client, &mut request, accept.channels))
         }
     }
@@ -198,7 +199,8 @@ async fn hold_request(
         bindings::StreamFormat::LongPoll => (bindings::Transport::LongPoll, None),
     };
     let hub = &module.services().hub;
-    let mut client = Client::accepted(module, hub, transport, Vec::new());
+    let mut client =
+        Client::accepted(module, hub, transport, Vec::new()).map_err(Failure::Answer)?;
     let mut backlogs = Vec::with_capacity(hold.channels.len());
     for channel in &hold.channels {
         match client.subscribe(channel, &since, None, false).await {

@@ -70,6 +70,11 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = comet_host::channels::hub::DEFAULT_QUEUE_LEN)]
     queue_len: usize,
 
+    /// Client connections (streams, polls, WebSockets) held at once; more get
+    /// 503.
+    #[arg(long, value_name = "N", default_value_t = comet_host::channels::hub::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+
     /// Messages of history kept per channel, for resuming clients.
     #[arg(long, value_name = "N", default_value_t = comet_host::channels::broker::DEFAULT_HISTORY_LEN)]
     history_len: usize,
@@ -172,6 +177,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(MemoryBroker::default()),
         HubConfig {
             queue_len: args.queue_len,
+            max_connections: args.max_connections,
             history: HistoryLimits {
                 max_len: args.history_len,
                 ..HistoryLimits::default()

@@ -548,3 +548,21 @@ fn malformed_input_gets_clear_errors() -> anyhow::Result<()> {
     assert_eq!(r.status, 404);
     Ok(())
 }
+
+/// Past the connection limit new clients get 503, and a finished long-poll
+/// gives its slot back.
+#[test]
+fn the_connection_limit_answers_503() -> anyhow::Result<()> {
+    let comet = start(&["--max-connections", "1"])?;
+    let r = get(&comet.url("/comet/poll?channel=a&timeout=10"))?;
+    assert_eq!(r.status, 200, "the slot is free again after each poll");
+    let r = get(&comet.url("/comet/poll?channel=a&timeout=10"))?;
+    assert_eq!(r.status, 200);
+    let sse = Lines::open(&comet.url("/comet/sse?channel=a"), &[])?;
+    assert_eq!(sse.status, 200);
+    let r = get(&comet.url("/comet/poll?channel=a&timeout=10"))?;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("too-many-connections"), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    Ok(())
+}

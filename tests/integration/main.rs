@@ -9,6 +9,8 @@ mod sandbox;
 mod cli;
 // Channels on every transport: order, resume, hooks, holds, backpressure.
 mod channels;
+// The chat example: page, moderation, nicknames, private rooms.
+mod chat;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

@@ -17,7 +17,13 @@ type Guest = (&'static str, &'static str, &'static str);
 
 /// Each guest workspace and the guests in it.
 const WORKSPACES: &[(&str, &[Guest])] = &[
-    ("guest-examples", &[("HELLO", "hello", "hello.wasm")]),
+    (
+        "guest-examples",
+        &[
+            ("HELLO", "hello", "hello.wasm"),
+            ("CHAT", "chat", "chat.wasm"),
+        ],
+    ),
     (
         "tests/guests",
         &[

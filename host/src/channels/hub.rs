@@ -14,7 +14,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc};
@@ -31,6 +31,11 @@ pub const DEFAULT_QUEUE_LEN: usize = 1024;
 
 /// Most channels one connection may be subscribed to.
 pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 100;
+
+/// Client connections one host holds at once by default; past it new ones get
+/// 503. Below the common 20,000 file descriptor limit, leaving room for
+/// publishers and the admin side.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
 
 /// Largest payload accepted for publishing.
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 << 10;
@@ -49,6 +54,9 @@ pub enum HubError {
     /// The connection has too many subscriptions.
     #[error("a connection may subscribe to at most {0} channels")]
     TooManyChannels(usize),
+    /// The host holds as many connections as it may.
+    #[error("the server holds its maximum of {0} connections")]
+    Full(usize),
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -104,6 +112,8 @@ pub struct HubConfig {
     pub queue_len: usize,
     /// History kept per channel.
     pub history: HistoryLimits,
+    /// Client connections held at once.
+    pub max_connections: usize,
 }
 
 impl Default for HubConfig {
@@ -111,6 +121,7 @@ impl Default for HubConfig {
         HubConfig {
             queue_len: DEFAULT_QUEUE_LEN,
             history: HistoryLimits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -123,6 +134,8 @@ pub struct Hub {
     next_id: AtomicU64,
     queue_len: usize,
     history: HistoryLimits,
+    connections: AtomicUsize,
+    max_connections: usize,
 }
 
 impl Hub {
@@ -134,6 +147,8 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue_len: config.queue_len.max(1),
             history: config.history,
+            connections: AtomicUsize::new(0),
+            max_connections: config.max_connections,
         })
     }
 
@@ -147,10 +162,16 @@ impl Hub {
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new connection with its own bounded queue.
-    pub fn connect(self: &Arc<Self>) -> Connection {
+    /// A new connection with its own bounded queue, unless the host already
+    /// holds its maximum.
+    pub fn connect(self: &Arc<Self>) -> Result<Connection, HubError> {
+        let taken = self.connections.fetch_add(1, Ordering::AcqRel);
+        if taken >= self.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(HubError::Full(self.max_connections));
+        }
         let (tx, rx) = mpsc::channel(self.queue_len);
-        Connection {
+        Ok(Connection {
             hub: self.clone(),
             me: Subscriber {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -160,7 +181,12 @@ impl Hub {
             },
             rx,
             channels: HashSet::new(),
-        }
+        })
+    }
+
+    /// Client connections held now.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
     }
 
     /// Publish `payload` to `channel` and deliver it to every local subscriber.
@@ -344,6 +370,7 @@ impl Drop for Connection {
         for channel in self.channels.drain() {
             self.hub.remove(&channel, self.me.id);
         }
+        self.hub.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -366,8 +393,8 @@ mod tests {
     #[tokio::test]
     async fn subscribers_get_messages_in_order() {
         let hub = hub();
-        let mut a = hub.connect();
-        let mut b = hub.connect();
+        let mut a = hub.connect().unwrap();
+        let mut b = hub.connect().unwrap();
         a.subscribe("x", None).unwrap();
         b.subscribe("x", None).unwrap();
         b.subscribe("y", None).unwrap();
@@ -393,7 +420,7 @@ mod tests {
         let hub = hub();
         let first = hub.publish("x", Payload::Text("1".into())).unwrap();
         hub.publish("x", Payload::Text("2".into())).unwrap();
-        let mut c = hub.connect();
+        let mut c = hub.connect().unwrap();
         let backlog = c.subscribe("x", Some(first.position)).unwrap();
         assert_eq!(backlog.messages.len(), 1);
         assert_eq!(text(&backlog.messages[0]), "2");
@@ -408,8 +435,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_kicks_only_that_connection() {
         let hub = hub();
-        let mut slow = hub.connect();
-        let mut fast = hub.connect();
+        let mut slow = hub.connect().unwrap();
+        let mut fast = hub.connect().unwrap();
         slow.subscribe("x", None).unwrap();
         fast.subscribe("x", None).unwrap();
         for i in 0..DEFAULT_QUEUE_LEN + 1 {
@@ -424,7 +451,7 @@ mod tests {
     #[test]
     fn dropping_a_connection_unsubscribes_it() {
         let hub = hub();
-        let mut c = hub.connect();
+        let mut c = hub.connect().unwrap();
         c.subscribe("x", None).unwrap();
         assert_eq!(hub.presence("x", 10).unwrap().connections, 1);
         drop(c);
@@ -440,5 +467,26 @@ mod tests {
         ));
         let big = Payload::Binary(vec![0u8; DEFAULT_MAX_PAYLOAD + 1].into());
         assert!(matches!(hub.publish("a", big), Err(HubError::TooLarge(_))));
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use crate::channels::broker::MemoryBroker;
+
+    #[test]
+    fn the_connection_limit_is_enforced_and_released() {
+        let config = HubConfig {
+            max_connections: 2,
+            ..HubConfig::default()
+        };
+        let hub = Hub::new(Arc::new(MemoryBroker::default()), config);
+        let a = hub.connect().unwrap();
+        let _b = hub.connect().unwrap();
+        assert!(matches!(hub.connect(), Err(HubError::Full(2))));
+        drop(a);
+        assert_eq!(hub.connection_count(), 1);
+        assert!(hub.connect().is_ok());
     }
 }

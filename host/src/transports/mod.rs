@@ -72,6 +72,13 @@ pub(crate) fn hub_error(e: &HubError) -> Response<Body> {
         HubError::InvalidChannel(_) => error(StatusCode::BAD_REQUEST, "invalid-channel", e),
         HubError::TooLarge(_) => error(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e),
         HubError::TooManyChannels(_) => error(StatusCode::BAD_REQUEST, "too-many-channels", e),
+        HubError::Full(_) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "too-many-connections", e);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
         HubError::Broker(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e),
     }
 }
@@ -165,19 +172,19 @@ impl Client {
         hub: &Arc<Hub>,
         transport: Transport,
         session: Vec<(String, String)>,
-    ) -> Client {
-        let conn = hub.connect();
+    ) -> Result<Client, Response<Body>> {
+        let conn = hub.connect().map_err(|e| hub_error(&e))?;
         conn.set_session(session.clone());
         let info = bindings::Connection {
             id: format!("c{}", conn.id()),
             transport,
             session,
         };
-        Client {
+        Ok(Client {
             module: module.clone(),
             conn,
             info,
-        }
+        })
     }
 
     /// Ask on-connect whether this client may open `transport`.
@@ -188,7 +195,7 @@ impl Client {
         remote: SocketAddr,
     ) -> Result<Client, Response<Body>> {
         let hub = module.services().hub.clone();
-        let mut client = Client::accepted(module, &hub, transport, Vec::new());
+        let mut client = Client::accepted(module, &hub, transport, Vec::new())?;
         let connect = bindings::ConnectRequest {
             connection: client.info.clone(),
             path: request.uri().path().to_string(),

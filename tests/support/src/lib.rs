@@ -167,11 +167,30 @@ fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Reply>
 
 /// GET `url`.
 pub fn get(url: &str) -> anyhow::Result<Reply> {
+    get_with(url, &[])
+}
+
+/// GET `url` with extra request headers.
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+    let mut request = agent().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    read(request.call().with_context(|| format!("GET {url}"))?)
+}
+
+/// POST a form with extra request headers.
+pub fn post_form(url: &str, form: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+    let mut request = agent()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     read(
-        agent()
-            .get(url)
-            .call()
-            .with_context(|| format!("GET {url}"))?,
+        request
+            .send(form.as_bytes())
+            .with_context(|| format!("POST {url}"))?,
     )
 }
 
@@ -309,8 +328,21 @@ pub type WsClient = tokio_tungstenite::tungstenite::WebSocket<
 
 /// Connect to `url` (`ws://...`); reads time out after 10 s.
 pub fn ws_connect(url: &str) -> anyhow::Result<WsClient> {
-    let (ws, _) =
-        tokio_tungstenite::tungstenite::connect(url).with_context(|| format!("connect {url}"))?;
+    ws_connect_with(url, &[])
+}
+
+/// [`ws_connect`] with extra request headers (a cookie, say).
+pub fn ws_connect_with(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<WsClient> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())?,
+            value.parse()?,
+        );
+    }
+    let (ws, _) = tokio_tungstenite::tungstenite::connect(request)
+        .with_context(|| format!("connect {url}"))?;
     if let tokio_tungstenite::tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
     }
