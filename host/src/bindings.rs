@@ -176,3 +176,14 @@ impl From<&crate::channels::Message> for Message {
         }
     }
 }
+
+/// HTTP headers as the guest sees them.
+pub(crate) fn guest_headers(headers: &http::HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(name, value)| Header {
+            name: name.as_str().to_string(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect()
+}

@@ -142,14 +142,7 @@ where
         method: request.method().as_str().to_string(),
         path: request.uri().path().to_string(),
         query: request.uri().query().unwrap_or_default().to_string(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|(name, value)| bindings::Header {
-                name: name.as_str().to_string(),
-                value: value.as_bytes().to_vec(),
-            })
-            .collect(),
+        headers: bindings::guest_headers(request.headers()),
         body: body.to_vec(),
         remote_addr: remote.to_string(),
     };

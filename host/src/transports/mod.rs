@@ -200,14 +200,7 @@ impl Client {
             connection: client.info.clone(),
             path: request.uri().path().to_string(),
             query: request.uri().query().unwrap_or_default().to_string(),
-            headers: request
-                .headers()
-                .iter()
-                .map(|(n, v)| bindings::Header {
-                    name: n.as_str().to_string(),
-                    value: v.as_bytes().to_vec(),
-                })
-                .collect(),
+            headers: bindings::guest_headers(request.headers()),
             remote_addr: remote.to_string(),
         };
         match module.on_connect(next_request_id(), &connect).await {

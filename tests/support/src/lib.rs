@@ -145,10 +145,9 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Reply> {
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
+/// Headers as (lower-case name, value) pairs.
+fn header_pairs(headers: &ureq::http::HeaderMap) -> Vec<(String, String)> {
+    headers
         .iter()
         .map(|(n, v)| {
             (
@@ -156,7 +155,12 @@ fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Reply>
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         })
-        .collect();
+        .collect()
+}
+
+fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Reply> {
+    let status = response.status().as_u16();
+    let headers = header_pairs(response.headers());
     let body = response.body_mut().read_to_string()?;
     Ok(Reply {
         status,
@@ -254,16 +258,7 @@ impl Lines {
         }
         let response = request.call().with_context(|| format!("GET {url}"))?;
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_pairs(response.headers());
         let reader: Box<dyn Read + Send> = Box::new(response.into_body().into_reader());
         Ok(Lines {
             status,
