@@ -47,7 +47,8 @@ type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 async fn open_ws(addr: &str) -> anyhow::Result<Ws> {
     let stream = TcpStream::connect(addr).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/comet/ws"), stream).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/comet/ws"), stream).await?;
     ws.send(tokio_tungstenite::tungstenite::Message::Text(
         r#"{"op":"subscribe","channel":"idle"}"#.into(),
     ))
@@ -73,13 +74,15 @@ async fn main() -> anyhow::Result<()> {
         let batch = CONNECT_BATCH.min(n - sse.len() - ws.len());
         match transport.as_str() {
             "sse" => {
-                let opened = futures_util::future::join_all((0..batch).map(|_| open_sse(addr))).await;
+                let opened =
+                    futures_util::future::join_all((0..batch).map(|_| open_sse(addr))).await;
                 for c in opened {
                     sse.push(c?);
                 }
             }
             "ws" => {
-                let opened = futures_util::future::join_all((0..batch).map(|_| open_ws(addr))).await;
+                let opened =
+                    futures_util::future::join_all((0..batch).map(|_| open_ws(addr))).await;
                 for c in opened {
                     ws.push(c?);
                 }
