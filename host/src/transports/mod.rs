@@ -292,7 +292,12 @@ impl Client {
             code,
             reason: reason.to_string(),
         };
-        tokio::spawn(async move {
+        // During shutdown the runtime may already be gone: then there is no
+        // one left to tell, and spawning would panic.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             if let Err(e) = module.on_close(next_request_id(), &connection, &info).await {
                 tracing::warn!(connection = %connection.id, error = %e, "on-close failed");
             }
