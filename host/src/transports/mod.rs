@@ -66,21 +66,27 @@ pub(crate) fn error(
     response
 }
 
+/// The status and error code for a hub error, the same on every transport.
+pub(crate) fn hub_status(e: &HubError) -> (StatusCode, &'static str) {
+    match e {
+        HubError::InvalidChannel(_) => (StatusCode::BAD_REQUEST, "invalid-channel"),
+        HubError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+        HubError::TooManyChannels(_) => (StatusCode::BAD_REQUEST, "too-many-channels"),
+        HubError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "too-many-connections"),
+        HubError::Broker(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    }
+}
+
 /// The answer for a hub error (bad channel, too many channels, broker down).
 pub(crate) fn hub_error(e: &HubError) -> Response<Body> {
-    match e {
-        HubError::InvalidChannel(_) => error(StatusCode::BAD_REQUEST, "invalid-channel", e),
-        HubError::TooLarge(_) => error(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e),
-        HubError::TooManyChannels(_) => error(StatusCode::BAD_REQUEST, "too-many-channels", e),
-        HubError::Full(_) => {
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "too-many-connections", e);
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
-            response
-        }
-        HubError::Broker(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e),
+    let (status, code) = hub_status(e);
+    let mut response = error(status, code, e);
+    if let HubError::Full(_) = e {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
+    response
 }
 
 /// Serve a request under [`PREFIX`].
@@ -317,9 +323,7 @@ impl SubscribeError {
     /// Machine-readable code.
     pub(crate) fn code(&self) -> &'static str {
         match self {
-            SubscribeError::Hub(HubError::InvalidChannel(_)) => "invalid-channel",
-            SubscribeError::Hub(HubError::TooManyChannels(_)) => "too-many-channels",
-            SubscribeError::Hub(_) => "unavailable",
+            SubscribeError::Hub(e) => hub_status(e).1,
             SubscribeError::Denied(_) => "denied",
             SubscribeError::Hook(_) => "hook-failed",
         }
@@ -336,8 +340,7 @@ impl SubscribeError {
 
     fn response(&self, channel: &str) -> Response<Body> {
         let status = match self {
-            SubscribeError::Hub(HubError::Broker(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            SubscribeError::Hub(_) => StatusCode::BAD_REQUEST,
+            SubscribeError::Hub(e) => hub_status(e).0,
             SubscribeError::Denied(_) => StatusCode::FORBIDDEN,
             SubscribeError::Hook(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
-use super::{Client, DEFAULT_HEARTBEAT, SubscribeError, error, reset_json};
+use super::{Client, DEFAULT_HEARTBEAT, error, hub_status, reset_json};
 use crate::bindings::{self, Action, PublishSource, Transport};
 use crate::channels::{Cursor, Event, Message, Payload, hub::DEFAULT_MAX_PAYLOAD};
 use crate::dispatch::{Body, full, next_request_id};
@@ -406,11 +406,7 @@ impl Session {
                 }
                 Ok(())
             }
-            Err(e @ SubscribeError::Denied(_))
-            | Err(e @ SubscribeError::Hook(_))
-            | Err(e @ SubscribeError::Hub(_)) => {
-                self.send_error(id, e.code(), &e.message(channel)).await
-            }
+            Err(e) => self.send_error(id, e.code(), &e.message(channel)).await,
         }
     }
 
@@ -429,14 +425,7 @@ impl Session {
                 }))
                 .await
             }
-            Err(PublishError::Hub(e)) => {
-                let code = match e {
-                    crate::channels::HubError::InvalidChannel(_) => "invalid-channel",
-                    crate::channels::HubError::TooLarge(_) => "too-large",
-                    _ => "unavailable",
-                };
-                self.send_error(id, code, &e.to_string()).await
-            }
+            Err(PublishError::Hub(e)) => self.send_error(id, hub_status(&e).1, &e.to_string()).await,
             Err(PublishError::Rejected(reason)) => self.send_error(id, "rejected", &reason).await,
             Err(e @ PublishError::Hook(_)) => self.send_error(id, "hook-failed", &e.to_string()).await,
         }
