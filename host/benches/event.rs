@@ -25,6 +25,7 @@ fn load(runtime: &Runtime, name: &str, path: &str) -> Arc<HandlerModule> {
         kv: Arc::new(MemoryKv::default()),
         config: BTreeMap::new(),
         hub: Hub::new(Arc::new(MemoryBroker::default()), HubConfig::default()),
+        registry: std::sync::Weak::new(),
     });
     Arc::new(
         runtime

@@ -4,15 +4,21 @@
 //! The crate map, the path of a request and the invariants are described in
 //! `ARCHITECTURE.md` at the repository root.
 
+pub mod admin;
+pub mod auth;
 mod bindings;
 pub mod channels;
+pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;
 pub mod guest_build;
 pub mod imports;
 pub mod limits;
+pub mod manifest;
 pub mod module;
 pub mod publish;
+pub mod registry;
+pub mod routes;
 mod sandbox;
 pub mod server;
 pub mod transports;
@@ -23,4 +29,6 @@ pub use imports::ModuleServices;
 pub use imports::kv::{KvStore, MemoryKv};
 pub use limits::Limits;
 pub use module::{HandlerModule, LoadError, Runtime};
+pub use registry::{DeployError, ModuleSpec, Origin, Registry, RegistryConfig};
+pub use routes::{Route, Routes};
 pub use sandbox::EventError;

@@ -12,6 +12,7 @@ use crate::bindings::{
     HandlerExports, Payload, Publication, PublishVerdict, Request, RequestOutcome,
     SubscribeOutcome, SubscribeRequest,
 };
+use crate::compile_cache::{CompileCache, Compiled, content_hash};
 use crate::engine::{EngineSettings, SandboxEngine};
 use crate::imports::{self, HostState, ModuleServices};
 use crate::limits::Limits;
@@ -51,6 +52,7 @@ pub struct Runtime {
     engine: SandboxEngine,
     linker: Linker<StoreState>,
     settings: EngineSettings,
+    cache: Option<CompileCache>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -72,7 +74,20 @@ impl Runtime {
             engine,
             linker,
             settings,
+            cache: None,
         })
+    }
+
+    /// Keep compiled components in `dir` and read them back instead of
+    /// compiling again (see [`CompileCache`]).
+    pub fn enable_cache(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.cache = Some(CompileCache::open(dir, &self.engine.engine)?);
+        Ok(())
+    }
+
+    /// The compile cache, if enabled.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
     }
 
     /// Validate, compile and pre-link a handler component.
@@ -89,8 +104,13 @@ impl Runtime {
             });
         }
         check_header(bytes)?;
-        let component = Component::new(&self.engine.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let hash = content_hash(bytes);
+        let engine = &self.engine.engine;
+        let (component, compiled) = match &self.cache {
+            Some(cache) => cache.load(engine, bytes, &hash),
+            None => Component::new(engine, bytes).map(|c| (c, Compiled::Compiled)),
+        }
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         check_exports(&component, &self.engine.engine)?;
         let pre = self
             .linker
@@ -106,6 +126,8 @@ impl Runtime {
             exports,
             services,
             limits,
+            hash,
+            compiled,
         })
     }
 }
@@ -149,6 +171,8 @@ pub struct HandlerModule {
     exports: HandlerExports,
     services: Arc<ModuleServices>,
     limits: Limits,
+    hash: String,
+    compiled: Compiled,
 }
 
 impl std::fmt::Debug for HandlerModule {
@@ -164,6 +188,33 @@ impl HandlerModule {
     /// The module's name.
     pub fn name(&self) -> &str {
         &self.services.name
+    }
+
+    /// The module whose on-subscribe and on-publish decide for `channel`:
+    /// its namespace's hooks module, else this one.
+    pub(crate) fn hooks_for(self: &Arc<Self>, channel: &str) -> Result<Arc<Self>, EventError> {
+        let Some(name) = self.services.hub.rules(channel).hooks.as_deref() else {
+            return Ok(self.clone());
+        };
+        if name == self.name() {
+            return Ok(self.clone());
+        }
+        let Some(registry) = self.services.registry.upgrade() else {
+            return Ok(self.clone());
+        };
+        registry
+            .current(name)
+            .ok_or_else(|| EventError::NotDeployed(name.to_string()))
+    }
+
+    /// Hex SHA-256 of the component's bytes.
+    pub fn content_hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether it was compiled now or read from the compile cache.
+    pub fn compiled(&self) -> Compiled {
+        self.compiled
     }
 
     /// The limits its events run under.

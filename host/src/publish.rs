@@ -40,7 +40,8 @@ pub async fn publish(
         payload: (&payload).into(),
         source,
     };
-    let payload = match module.on_publish(event_id, &publication).await? {
+    let hooks = module.hooks_for(channel)?;
+    let payload = match hooks.on_publish(event_id, &publication).await? {
         PublishVerdict::Accept => payload,
         PublishVerdict::Replace(replacement) => replacement.into(),
         PublishVerdict::Reject(reason) => return Err(PublishError::Rejected(reason)),

@@ -43,6 +43,9 @@ pub enum EventError {
     /// All instance slots are busy.
     #[error("too many events are running at once")]
     Busy,
+    /// The module whose hooks apply is not deployed.
+    #[error("module {0:?} is not deployed")]
+    NotDeployed(String),
     /// Instantiation failed for another reason.
     #[error("the handler could not be started: {0}")]
     Instantiate(String),

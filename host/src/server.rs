@@ -1,11 +1,12 @@
 //! The public HTTP listener: accepts connections, serves HTTP/1.1 and HTTP/2
 //! with hyper, sends `/comet/...` to the built-in endpoints and everything
-//! else to the current handler module, and shuts down gracefully.
+//! else to the module its route names, and shuts down gracefully (streaming
+//! clients are told to reconnect, then open connections get a bounded drain).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -15,44 +16,54 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use http::header::{HOST, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+
 use crate::dispatch;
-use crate::module::HandlerModule;
+use crate::registry::Registry;
+use crate::routes::Routes;
 use crate::transports::{self, EndpointConfig};
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the server serves. The module can be replaced while serving; a
+/// What the public listener serves: routes to modules in the registry, and
+/// the built-in endpoints. Deploys swap modules inside the registry; a
 /// request in flight keeps the version it started with.
 #[derive(Debug)]
 pub struct App {
-    module: RwLock<Arc<HandlerModule>>,
+    registry: Arc<Registry>,
+    routes: Routes,
+    channel_module: String,
     endpoints: EndpointConfig,
 }
 
 impl App {
-    /// An app serving one handler module and the built-in endpoints.
-    pub fn new(module: HandlerModule, endpoints: EndpointConfig) -> Arc<App> {
+    /// An app over `registry`. `channel_module` runs the connection hooks
+    /// (on-connect, on-message, on-close) of the `/comet/` endpoints, and the
+    /// channel hooks of channels whose namespace names no other module.
+    pub fn new(
+        registry: Arc<Registry>,
+        routes: Routes,
+        channel_module: String,
+        endpoints: EndpointConfig,
+    ) -> Arc<App> {
         Arc::new(App {
-            module: RwLock::new(Arc::new(module)),
+            registry,
+            routes,
+            channel_module,
             endpoints,
         })
     }
 
-    /// The module new requests go to.
-    pub fn module(&self) -> Arc<HandlerModule> {
-        self.module
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    /// The modules.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
-    /// Send new requests to `module`; requests in flight finish on the old one.
-    pub fn replace_module(&self, module: HandlerModule) {
-        *self
-            .module
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(module);
+    /// The routing table.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 }
 
@@ -94,7 +105,8 @@ pub async fn serve(
             }
         });
     }
-    tracing::info!("shutting down: draining open connections");
+    tracing::info!("shutting down: telling clients to reconnect, draining");
+    app.registry.hub().close_all();
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -109,8 +121,36 @@ async fn route(
     request: hyper::Request<Incoming>,
     remote: SocketAddr,
 ) -> hyper::Response<dispatch::Body> {
-    let module = app.module();
-    if request.uri().path().starts_with(transports::PREFIX) {
+    let path = request.uri().path();
+    let name = if path.starts_with(transports::PREFIX) {
+        Some(app.channel_module.as_str())
+    } else {
+        let host = request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().host());
+        app.routes.resolve(host, path)
+    };
+    let Some(name) = name else {
+        return transports::error(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            format!("no route for {path}"),
+        );
+    };
+    let Some(module) = app.registry.current(name) else {
+        let mut response = transports::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-deployed",
+            format!("module {name:?} is not deployed"),
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    };
+    if path.starts_with(transports::PREFIX) {
         return transports::handle(&module, &app.endpoints, request, remote).await;
     }
     dispatch::handle(&module, &app.endpoints, request, remote).await

@@ -11,6 +11,11 @@ mod cli;
 mod channels;
 // The chat example: page, moderation, nicknames, private rooms.
 mod chat;
+// Deploying: admin API, swaps under load, persistence, cache, CLI, shutdown,
+// manifests.
+mod deploy;
+// `comet run --watch`: rebuild on change, keep serving on a broken build.
+mod watch;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc};
 
-use super::broker::{Broker, BrokerError, History, HistoryLimits};
+use super::broker::{Broker, BrokerError, History};
 use super::cursor::Position;
 use super::message::{Message, Payload};
 use super::name::{self, NameError};
+use super::rules::{ChannelRules, Namespaces};
 
 /// Messages a connection may have queued before it counts as a slow consumer.
 /// A healthy client drains its queue in microseconds; 1024 messages is seconds
@@ -60,6 +61,42 @@ pub enum HubError {
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The server is shutting down.
+    #[error("the server is shutting down; reconnect shortly")]
+    Closing,
+}
+
+/// The kind of client connection, for counting by transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Server-sent events.
+    Sse,
+    /// Chunked NDJSON streaming.
+    Stream,
+    /// Long-poll (and guest holds answered as one response).
+    Poll,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl TransportKind {
+    /// Every kind, in the order of [`Hub::connections_by_transport`].
+    pub const ALL: [TransportKind; 4] = [
+        TransportKind::Sse,
+        TransportKind::Stream,
+        TransportKind::Poll,
+        TransportKind::WebSocket,
+    ];
+
+    /// Lower-case name (`sse`, `stream`, `poll`, `websocket`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Sse => "sse",
+            TransportKind::Stream => "stream",
+            TransportKind::Poll => "poll",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
 }
 
 /// Session attributes of a connection.
@@ -82,6 +119,19 @@ struct Kick {
 }
 
 impl Kick {
+    /// Set the flag and wake every waiter; true the first time.
+    fn fire(&self) -> bool {
+        let first = !self.kicked.swap(true, Ordering::AcqRel);
+        if first {
+            self.notify.notify_waiters();
+        }
+        first
+    }
+
+    fn is_set(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
     async fn wait(&self) {
         let notified = self.notify.notified();
         tokio::pin!(notified);
@@ -106,12 +156,12 @@ struct Subscriber {
 type Shard = Mutex<HashMap<Arc<str>, Vec<Subscriber>>>;
 
 /// Tunables of a hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubConfig {
     /// Per-connection queue length (see [`DEFAULT_QUEUE_LEN`]).
     pub queue_len: usize,
-    /// History kept per channel.
-    pub history: HistoryLimits,
+    /// History, client publishing and hooks, per namespace.
+    pub namespaces: Namespaces,
     /// Client connections held at once.
     pub max_connections: usize,
 }
@@ -120,7 +170,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             queue_len: DEFAULT_QUEUE_LEN,
-            history: HistoryLimits::default(),
+            namespaces: Namespaces::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -133,9 +183,11 @@ pub struct Hub {
     shards: Box<[Shard]>,
     next_id: AtomicU64,
     queue_len: usize,
-    history: HistoryLimits,
+    namespaces: Namespaces,
     connections: AtomicUsize,
+    by_transport: [AtomicUsize; 4],
     max_connections: usize,
+    closing: Kick,
 }
 
 impl Hub {
@@ -146,9 +198,11 @@ impl Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             next_id: AtomicU64::new(1),
             queue_len: config.queue_len.max(1),
-            history: config.history,
+            namespaces: config.namespaces,
             connections: AtomicUsize::new(0),
+            by_transport: Default::default(),
             max_connections: config.max_connections,
+            closing: Kick::default(),
         })
     }
 
@@ -164,15 +218,20 @@ impl Hub {
 
     /// A new connection with its own bounded queue, unless the host already
     /// holds its maximum.
-    pub fn connect(self: &Arc<Self>) -> Result<Connection, HubError> {
+    pub fn connect(self: &Arc<Self>, kind: TransportKind) -> Result<Connection, HubError> {
+        if self.closing.is_set() {
+            return Err(HubError::Closing);
+        }
         let taken = self.connections.fetch_add(1, Ordering::AcqRel);
         if taken >= self.max_connections {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return Err(HubError::Full(self.max_connections));
         }
+        self.by_transport[kind as usize].fetch_add(1, Ordering::AcqRel);
         let (tx, rx) = mpsc::channel(self.queue_len);
         Ok(Connection {
             hub: self.clone(),
+            kind,
             me: Subscriber {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
                 tx,
@@ -189,6 +248,31 @@ impl Hub {
         self.connections.load(Ordering::Acquire)
     }
 
+    /// Client connections held now, by transport, in the order of
+    /// [`TransportKind::ALL`].
+    pub fn connections_by_transport(&self) -> [(TransportKind, usize); 4] {
+        TransportKind::ALL.map(|k| (k, self.by_transport[k as usize].load(Ordering::Acquire)))
+    }
+
+    /// Channels with at least one local subscriber.
+    pub fn channel_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// The rules that apply to `channel`.
+    pub fn rules(&self, channel: &str) -> &ChannelRules {
+        self.namespaces.rules(channel)
+    }
+
+    /// Begin shutdown: every connection's next event is
+    /// [`Event::Closing`], and new connections are refused.
+    pub fn close_all(&self) {
+        self.closing.fire();
+    }
+
     /// Publish `payload` to `channel` and deliver it to every local subscriber.
     pub fn publish(&self, channel: &str, payload: Payload) -> Result<Arc<Message>, HubError> {
         name::validate(channel)?;
@@ -197,13 +281,13 @@ impl Hub {
         }
         let channel: Arc<str> = channel.into();
         let shard = self.shard(&channel);
-        let message = self.broker.append(&channel, payload, self.history)?;
+        let message = self
+            .broker
+            .append(&channel, payload, self.rules(&channel).history)?;
         if let Some(subscribers) = shard.get(&channel) {
             for s in subscribers {
-                if s.tx.try_send(message.clone()).is_err()
-                    && !s.kick.kicked.swap(true, Ordering::AcqRel)
-                {
-                    s.kick.notify.notify_waiters();
+                if s.tx.try_send(message.clone()).is_err() {
+                    s.kick.fire();
                 }
             }
         }
@@ -256,6 +340,7 @@ impl Hub {
 #[derive(Debug)]
 pub struct Connection {
     hub: Arc<Hub>,
+    kind: TransportKind,
     me: Subscriber,
     rx: mpsc::Receiver<Arc<Message>>,
     channels: HashSet<Arc<str>>,
@@ -268,6 +353,8 @@ pub enum Event {
     Message(Arc<Message>),
     /// The connection fell behind and was dropped from its channels.
     SlowConsumer,
+    /// The server is shutting down: tell the client to reconnect.
+    Closing,
 }
 
 impl Connection {
@@ -307,10 +394,11 @@ impl Connection {
         let key: Arc<str> = channel.into();
         let mut shard = self.hub.shard(channel);
         let history = match since {
-            Some(p) => self
-                .hub
-                .broker
-                .read(channel, Some(p), self.hub.history.max_len)?,
+            Some(p) => {
+                self.hub
+                    .broker
+                    .read(channel, Some(p), self.hub.rules(channel).history.max_len)?
+            }
             None => {
                 // Only new messages: the head is where this client starts.
                 let mut h = self.hub.broker.read(channel, None, 0)?;
@@ -336,9 +424,11 @@ impl Connection {
     /// Wait for the next message, or for being dropped as a slow consumer.
     pub async fn next(&mut self) -> Event {
         let kick = self.me.kick.clone();
+        let hub = self.hub.clone();
         tokio::select! {
             biased;
             () = kick.wait() => Event::SlowConsumer,
+            () = hub.closing.wait() => Event::Closing,
             message = self.rx.recv() => match message {
                 Some(m) => Event::Message(m),
                 // The hub holds a sender for as long as this connection exists.
@@ -359,6 +449,12 @@ impl Connection {
         self.rx.try_recv().ok()
     }
 
+    /// Resolves once the server begins shutting down.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let hub = self.hub.clone();
+        async move { hub.closing.wait().await }
+    }
+
     /// The hub this connection belongs to.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
@@ -371,6 +467,7 @@ impl Drop for Connection {
             self.hub.remove(&channel, self.me.id);
         }
         self.hub.connections.fetch_sub(1, Ordering::AcqRel);
+        self.hub.by_transport[self.kind as usize].fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -393,8 +490,8 @@ mod tests {
     #[tokio::test]
     async fn subscribers_get_messages_in_order() {
         let hub = hub();
-        let mut a = hub.connect().unwrap();
-        let mut b = hub.connect().unwrap();
+        let mut a = hub.connect(TransportKind::Sse).unwrap();
+        let mut b = hub.connect(TransportKind::Sse).unwrap();
         a.subscribe("x", None).unwrap();
         b.subscribe("x", None).unwrap();
         b.subscribe("y", None).unwrap();
@@ -420,7 +517,7 @@ mod tests {
         let hub = hub();
         let first = hub.publish("x", Payload::Text("1".into())).unwrap();
         hub.publish("x", Payload::Text("2".into())).unwrap();
-        let mut c = hub.connect().unwrap();
+        let mut c = hub.connect(TransportKind::Sse).unwrap();
         let backlog = c.subscribe("x", Some(first.position)).unwrap();
         assert_eq!(backlog.messages.len(), 1);
         assert_eq!(text(&backlog.messages[0]), "2");
@@ -435,8 +532,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_kicks_only_that_connection() {
         let hub = hub();
-        let mut slow = hub.connect().unwrap();
-        let mut fast = hub.connect().unwrap();
+        let mut slow = hub.connect(TransportKind::Sse).unwrap();
+        let mut fast = hub.connect(TransportKind::Sse).unwrap();
         slow.subscribe("x", None).unwrap();
         fast.subscribe("x", None).unwrap();
         for i in 0..DEFAULT_QUEUE_LEN + 1 {
@@ -451,7 +548,7 @@ mod tests {
     #[test]
     fn dropping_a_connection_unsubscribes_it() {
         let hub = hub();
-        let mut c = hub.connect().unwrap();
+        let mut c = hub.connect(TransportKind::Sse).unwrap();
         c.subscribe("x", None).unwrap();
         assert_eq!(hub.presence("x", 10).unwrap().connections, 1);
         drop(c);
@@ -482,11 +579,14 @@ mod limit_tests {
             ..HubConfig::default()
         };
         let hub = Hub::new(Arc::new(MemoryBroker::default()), config);
-        let a = hub.connect().unwrap();
-        let _b = hub.connect().unwrap();
-        assert!(matches!(hub.connect(), Err(HubError::Full(2))));
+        let a = hub.connect(TransportKind::Sse).unwrap();
+        let _b = hub.connect(TransportKind::Sse).unwrap();
+        assert!(matches!(
+            hub.connect(TransportKind::Sse),
+            Err(HubError::Full(2))
+        ));
         drop(a);
         assert_eq!(hub.connection_count(), 1);
-        assert!(hub.connect().is_ok());
+        assert!(hub.connect(TransportKind::Sse).is_ok());
     }
 }

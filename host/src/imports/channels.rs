@@ -19,9 +19,10 @@ impl From<HubError> for ChannelError {
         match e {
             HubError::InvalidChannel(_) => ChannelError::InvalidChannel(msg),
             HubError::TooLarge(_) => ChannelError::TooLarge(msg),
-            HubError::TooManyChannels(_) | HubError::Full(_) | HubError::Broker(_) => {
-                ChannelError::Unavailable(msg)
-            }
+            HubError::TooManyChannels(_)
+            | HubError::Full(_)
+            | HubError::Broker(_)
+            | HubError::Closing => ChannelError::Unavailable(msg),
         }
     }
 }

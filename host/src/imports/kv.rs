@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The namespace is full.
     #[error("the store is full ({MAX_KEYS_PER_NAMESPACE} keys)")]
     Full,
+    /// The module was not granted the store.
+    #[error("kv is not granted to this module (set `kv = true` in its manifest entry)")]
+    NotGranted,
 }
 
 impl From<StoreError> for KvError {
@@ -43,7 +46,7 @@ impl From<StoreError> for KvError {
             StoreError::InvalidKey(_) => KvError::InvalidKey(msg),
             StoreError::TooLarge(_) => KvError::TooLarge(msg),
             StoreError::NotANumber | StoreError::Overflow => KvError::NotANumber(msg),
-            StoreError::Full => KvError::Unavailable(msg),
+            StoreError::Full | StoreError::NotGranted => KvError::Unavailable(msg),
         }
     }
 }
@@ -118,6 +121,35 @@ fn reserve(map: &mut HashMap<String, Entry>, key: &str, now: Instant) -> Result<
         Ok(())
     } else {
         Err(StoreError::Full)
+    }
+}
+
+/// The store of a module not granted kv: every call fails with
+/// [`StoreError::NotGranted`].
+#[derive(Debug, Default)]
+pub struct DeniedKv;
+
+impl KvStore for DeniedKv {
+    fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError::NotGranted)
+    }
+
+    fn set(
+        &self,
+        _: &str,
+        _: &str,
+        _: Vec<u8>,
+        _: Option<std::time::Duration>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::NotGranted)
+    }
+
+    fn delete(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+        Err(StoreError::NotGranted)
+    }
+
+    fn increment(&self, _: &str, _: &str, _: i64) -> Result<i64, StoreError> {
+        Err(StoreError::NotGranted)
     }
 }
 

@@ -7,13 +7,14 @@ pub mod kv;
 mod log;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{EdgeHandler, types};
 use crate::channels::Hub;
 use crate::module::HandlerModule;
+use crate::registry::Registry;
 use crate::sandbox::StoreState;
 
 /// What one module may reach from inside its sandbox. Shared by all of the
@@ -28,6 +29,9 @@ pub struct ModuleServices {
     pub config: BTreeMap<String, String>,
     /// The channels the module publishes to and reads from.
     pub hub: Arc<Hub>,
+    /// The registry the module is deployed in, for the hooks of other
+    /// modules' namespaces (empty when the module stands alone).
+    pub registry: Weak<Registry>,
 }
 
 /// Per-event host state: the module's services plus what identifies the event

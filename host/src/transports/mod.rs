@@ -22,7 +22,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::bindings::{self, ConnectOutcome, SubscribeOutcome, Transport};
-use crate::channels::{Connection, Cursor, Gap, Hub, HubError, Message};
+use crate::channels::{Connection, Cursor, Gap, Hub, HubError, Message, TransportKind};
 use crate::dispatch::{Body, full, next_request_id};
 use crate::module::HandlerModule;
 
@@ -74,6 +74,7 @@ pub(crate) fn hub_status(e: &HubError) -> (StatusCode, &'static str) {
         HubError::TooManyChannels(_) => (StatusCode::BAD_REQUEST, "too-many-channels"),
         HubError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "too-many-connections"),
         HubError::Broker(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        HubError::Closing => (StatusCode::SERVICE_UNAVAILABLE, "server-restart"),
     }
 }
 
@@ -81,7 +82,7 @@ pub(crate) fn hub_status(e: &HubError) -> (StatusCode, &'static str) {
 pub(crate) fn hub_error(e: &HubError) -> Response<Body> {
     let (status, code) = hub_status(e);
     let mut response = error(status, code, e);
-    if let HubError::Full(_) = e {
+    if let HubError::Full(_) | HubError::Closing = e {
         response
             .headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -179,7 +180,13 @@ impl Client {
         transport: Transport,
         session: Vec<(String, String)>,
     ) -> Result<Client, Response<Body>> {
-        let conn = hub.connect().map_err(|e| hub_error(&e))?;
+        let kind = match transport {
+            Transport::Sse => TransportKind::Sse,
+            Transport::HttpStream => TransportKind::Stream,
+            Transport::LongPoll => TransportKind::Poll,
+            Transport::Websocket => TransportKind::WebSocket,
+        };
+        let conn = hub.connect(kind).map_err(|e| hub_error(&e))?;
         conn.set_session(session.clone());
         let info = bindings::Connection {
             id: format!("c{}", conn.id()),
@@ -245,8 +252,11 @@ impl Client {
                 channel: channel.to_string(),
                 token,
             };
-            match self
+            let hooks = self
                 .module
+                .hooks_for(channel)
+                .map_err(|e| SubscribeError::Hook(e.to_string()))?;
+            match hooks
                 .on_subscribe(next_request_id(), &self.info, &request)
                 .await
             {

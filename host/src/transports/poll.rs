@@ -83,7 +83,9 @@ pub(crate) async fn hold(
                     "poll again with your cursor",
                 );
             }
-            Err(_) => {}
+            // Shutting down: answer now with what there is; the client
+            // polls again (elsewhere) with the cursor.
+            Ok(Event::Closing) | Err(_) => {}
         }
     }
     for m in &messages {

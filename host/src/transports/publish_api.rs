@@ -3,23 +3,19 @@
 
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::{EndpointConfig, error, hub_error};
+use crate::auth::check_bearer;
 use crate::bindings::PublishSource;
 use crate::channels::Payload;
 use crate::channels::hub::DEFAULT_MAX_PAYLOAD;
 use crate::dispatch::{Body, full, next_request_id};
 use crate::module::HandlerModule;
 use crate::publish::{self, PublishError};
-
-/// Compare secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 pub(super) async fn serve(
     module: &Arc<HandlerModule>,
@@ -33,23 +29,8 @@ pub(super) async fn serve(
             "publish with POST",
         );
     }
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
-        None => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing `Authorization: Bearer TOKEN`",
-            );
-        }
-        Some(t) if !same_secret(t.as_bytes(), config.publish_token.as_bytes()) => {
-            return error(StatusCode::FORBIDDEN, "forbidden", "wrong publish token");
-        }
-        Some(_) => {}
+    if let Err(response) = check_bearer(request.headers(), &config.publish_token, "publish token") {
+        return response;
     }
     let channel = request
         .uri()
@@ -139,16 +120,4 @@ fn percent_decode(s: &str) -> Option<String> {
         .next()
         .map(|(_, v)| v.into_owned().into_bytes())?;
     String::from_utf8(decoded).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_compare_exactly() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"ab"));
-    }
 }

@@ -29,6 +29,10 @@ pub(crate) enum Format {
 /// How long an SSE client waits before reconnecting (the `retry:` field).
 const SSE_RETRY_MS: u32 = 2000;
 
+/// The `retry:` sent when the server shuts down: reconnect soon, to another
+/// instance or this one restarted.
+const SSE_RESTART_RETRY_MS: u32 = 500;
+
 struct Stream {
     client: Client,
     cursor: Cursor,
@@ -97,6 +101,21 @@ impl Stream {
                     while let Some(m) = self.client.conn.try_next() {
                         self.push_message(&m);
                     }
+                }
+                Event::Closing => {
+                    self.done = true;
+                    self.close_reason = "server shutdown";
+                    if self.format == Format::Sse {
+                        // Reconnect soon, and with the cursor (the id line).
+                        let retry = format!("retry: {SSE_RESTART_RETRY_MS}\n");
+                        self.pending.push_back(retry.into());
+                    }
+                    let json = serde_json::json!({
+                        "type": "error",
+                        "error": "server-restart",
+                        "message": "the server is restarting; reconnect with the last cursor",
+                    });
+                    self.push_control("error", json.to_string().as_bytes());
                 }
                 Event::SlowConsumer => {
                     self.done = true;

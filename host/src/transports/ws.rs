@@ -223,6 +223,7 @@ impl Session {
                 event = self.client.conn.next() => match event {
                     Event::Message(m) => self.deliver(&m).await,
                     Event::SlowConsumer => Err(slow()),
+                    Event::Closing => Err(End::Server(1012, "server restarting; reconnect".into())),
                 },
                 _ = heartbeat.tick() => {
                     if self.last_seen.elapsed() > DEFAULT_HEARTBEAT * IDLE_HEARTBEATS {
@@ -365,6 +366,10 @@ impl Session {
                             .await;
                     }
                 };
+                if !self.client.conn.hub().rules(&channel).client_publish {
+                    let message = format!("clients may not publish to {channel}");
+                    return self.send_error(id, "forbidden", &message).await;
+                }
                 self.publish(&channel, payload, id).await
             }
             Op::Message { data, .. } => self.on_custom(bindings::Payload::Text(data)).await,

@@ -24,22 +24,49 @@ pub struct Comet {
     child: Child,
     /// The address it serves HTTP on.
     pub addr: SocketAddr,
+    /// The address of its admin API (token [`ADMIN_TOKEN`]), if it serves one.
+    pub admin_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
+    /// Its data directory, unless the test chose one.
+    _data_dir: Option<tempfile::TempDir>,
 }
+
+/// The admin token test servers are started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 impl Comet {
     /// Start `comet run <args> --listen 127.0.0.1:0` and wait until it serves.
+    /// Unless `args` say otherwise, the admin API listens on a free port with
+    /// [`ADMIN_TOKEN`] and the data directory is a fresh temporary one.
     pub fn start(bin: &str, args: &[&str]) -> anyhow::Result<Comet> {
         Self::start_with_env(bin, args, &[])
     }
 
     /// [`Comet::start`] with extra environment variables.
     pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Comet> {
+        let has = |flag: &str| args.contains(&flag);
+        let data_dir = if has("--data-dir") {
+            None
+        } else {
+            Some(tempfile::tempdir().context("temporary data dir")?)
+        };
+        let mut extra: Vec<String> = Vec::new();
+        if let Some(dir) = &data_dir {
+            extra.push("--data-dir".into());
+            extra.push(dir.path().display().to_string());
+        }
+        if !has("--admin-listen") && !has("--no-admin") {
+            extra.extend(["--admin-listen".into(), "127.0.0.1:0".into()]);
+        }
+        if !has("--listen") {
+            extra.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
         let mut child = Command::new(bin)
             .envs(env.iter().copied())
+            .env("COMET_ADMIN_TOKEN", ADMIN_TOKEN)
             .arg("run")
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(&extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -66,26 +93,63 @@ impl Comet {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                let Some(addr) = line.split("http://").nth(1) else {
+                    continue;
+                };
+                let admin = line.contains("admin API");
+                if tx.send((admin, addr.trim().to_string())).is_err() {
+                    break;
                 }
             }
         });
         let mut comet = Comet {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: None,
             stderr,
+            _data_dir: data_dir,
         };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => comet.addr = addr.parse().context("parse the printed address")?,
-            Err(_) => bail!("comet did not start; its stderr:\n{}", comet.stderr()),
+        // The admin line, if any, comes before the serving line.
+        loop {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok((true, addr)) => {
+                    comet.admin_addr = Some(addr.parse().context("parse the admin address")?);
+                }
+                Ok((false, addr)) => {
+                    comet.addr = addr.parse().context("parse the printed address")?;
+                    return Ok(comet);
+                }
+                Err(_) => bail!("comet did not start; its stderr:\n{}", comet.stderr()),
+            }
         }
-        Ok(comet)
     }
 
     /// `http://ADDR` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `http://ADMIN_ADDR` + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        let addr = self.admin_addr.expect("this server has no admin API");
+        format!("http://{addr}{path}")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Everything the process wrote to stderr so far (its log).
@@ -195,6 +259,41 @@ pub fn post_form(url: &str, form: &str, headers: &[(&str, &str)]) -> anyhow::Res
         request
             .send(form.as_bytes())
             .with_context(|| format!("POST {url}"))?,
+    )
+}
+
+/// Any request: `method` to `url` with headers and an optional body.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<Reply> {
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(body.unwrap_or_default().to_vec())?;
+    read(
+        agent()
+            .run(request)
+            .with_context(|| format!("{method} {url}"))?,
+    )
+}
+
+/// A request to the admin API of `comet` with the test token.
+pub fn admin(
+    comet: &Comet,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> anyhow::Result<Reply> {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    send(
+        method,
+        &comet.admin_url(path),
+        &[("authorization", &auth)],
+        body,
     )
 }
 

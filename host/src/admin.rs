@@ -1,0 +1,264 @@
+//! The admin API, on its own listener: upload, list, inspect, remove and roll
+//! back modules, and the server's status. Every request needs the admin
+//! bearer token. The endpoints are described in PROTOCOL.md.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::auth::check_bearer;
+use crate::dispatch::{Body, full};
+use crate::module::LoadError;
+use crate::registry::{DeployError, Origin, Registry};
+use crate::routes::Routes;
+use crate::transports::error;
+
+/// Path prefix of the admin API.
+pub const PREFIX: &str = "/admin/";
+
+/// What the admin listener serves.
+#[derive(Debug)]
+pub struct Admin {
+    registry: Arc<Registry>,
+    routes: Routes,
+    token: String,
+    max_upload: usize,
+    started: Instant,
+}
+
+impl Admin {
+    /// The admin API over `registry`, guarded by `token`.
+    pub fn new(registry: Arc<Registry>, routes: Routes, token: String) -> Arc<Admin> {
+        Arc::new(Admin {
+            max_upload: registry.max_module_bytes(),
+            registry,
+            routes,
+            token,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// Serve the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let admin = admin.clone();
+        let service = service_fn(move |request| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(handle(&admin, request).await) }
+        });
+        let connection = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%remote, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    // A deploy in flight finishes; nothing here streams, so this is short.
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    Ok(())
+}
+
+async fn handle(admin: &Admin, request: hyper::Request<Incoming>) -> Response<Body> {
+    if let Err(response) = check_bearer(request.headers(), &admin.token, "admin token") {
+        return response;
+    }
+    let path = request.uri().path().to_string();
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return not_found(&path);
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let method = request.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["status"]) => json(StatusCode::OK, &status(admin)),
+        (&Method::GET, ["modules"]) => json(StatusCode::OK, &admin.registry.list()),
+        (&Method::GET, ["modules", name]) => match admin.registry.get(name) {
+            Some(info) => json(StatusCode::OK, &info),
+            None => deploy_error(&DeployError::NotFound((*name).into())),
+        },
+        (&Method::PUT, ["modules", name]) => upload(admin, name, request).await,
+        (&Method::DELETE, ["modules", name]) => match admin.registry.remove(name).await {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({ "removed": name })),
+            Err(e) => deploy_error(&e),
+        },
+        (&Method::POST, ["modules", name, "rollback"]) => {
+            match admin.registry.rollback(name).await {
+                Ok(info) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "name": name, "current": info }),
+                ),
+                Err(e) => deploy_error(&e),
+            }
+        }
+        (_, ["status"] | ["modules"] | ["modules", _] | ["modules", _, "rollback"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{method} is not allowed on {path}"),
+        ),
+        _ => not_found(&path),
+    }
+}
+
+fn not_found(path: &str) -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no admin endpoint {path}"),
+    )
+}
+
+async fn upload(admin: &Admin, name: &str, request: hyper::Request<Incoming>) -> Response<Body> {
+    if let Err(e) = crate::registry::validate_name(name) {
+        return deploy_error(&e);
+    }
+    let too_large = |size: usize| {
+        deploy_error(&DeployError::TooLarge {
+            size,
+            max: admin.max_upload,
+        })
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = declared
+        && size > admin.max_upload
+    {
+        return too_large(size);
+    }
+    let bytes = match Limited::new(request.into_body(), admin.max_upload)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return too_large(declared.unwrap_or(admin.max_upload + 1));
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad-body", e),
+    };
+    let started = Instant::now();
+    match admin
+        .registry
+        .deploy(name, bytes.to_vec(), Origin::Upload)
+        .await
+    {
+        Ok(info) => {
+            let unrouted = !admin.registry.in_use().contains(name);
+            let mut body = serde_json::json!({
+                "name": name,
+                "current": info,
+                "swap_ms": started.elapsed().as_secs_f64() * 1000.0,
+            });
+            if unrouted {
+                body["warning"] = format!(
+                    "no route or channel namespace uses module {name:?}; add one to the manifest to serve it"
+                )
+                .into();
+            }
+            json(StatusCode::CREATED, &body)
+        }
+        Err(e) => {
+            tracing::warn!(module = name, error = %e, "upload refused; the current version keeps serving");
+            deploy_error(&e)
+        }
+    }
+}
+
+fn status(admin: &Admin) -> serde_json::Value {
+    let hub = admin.registry.hub();
+    let by_transport: serde_json::Map<String, serde_json::Value> = hub
+        .connections_by_transport()
+        .iter()
+        .map(|(kind, n)| (kind.name().to_string(), (*n).into()))
+        .collect();
+    let routes: Vec<serde_json::Value> = admin
+        .routes
+        .iter()
+        .map(|r| serde_json::json!({ "host": r.host, "prefix": r.prefix, "module": r.module }))
+        .collect();
+    let cache = admin
+        .registry
+        .runtime()
+        .cache()
+        .map(|c| serde_json::json!({ "hits": c.hits(), "misses": c.misses() }));
+    serde_json::json!({
+        "uptime_s": admin.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "connections": {
+            "total": hub.connection_count(),
+            "by_transport": by_transport,
+        },
+        "channels": hub.channel_count(),
+        "modules": admin.registry.list(),
+        "routes": routes,
+        "compile_cache": cache,
+    })
+}
+
+fn deploy_error(e: &DeployError) -> Response<Body> {
+    let (status, code) = match e {
+        DeployError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid-name"),
+        DeployError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+        DeployError::Load(load) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            match load {
+                LoadError::NotWasm => "not-wasm",
+                LoadError::CoreModule => "core-module",
+                LoadError::Invalid(_) => "invalid-component",
+                LoadError::WrongWorld(_) => "wrong-world",
+                LoadError::MemoryOverEngineMax { .. } => "memory-limit",
+            },
+        ),
+        DeployError::Start(_) => (StatusCode::UNPROCESSABLE_ENTITY, "does-not-start"),
+        DeployError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+        DeployError::NoPrevious(_) => (StatusCode::CONFLICT, "no-previous-version"),
+        DeployError::InUse { .. } => (StatusCode::CONFLICT, "in-use"),
+        DeployError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+    };
+    error(status, code, e)
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

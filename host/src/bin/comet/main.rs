@@ -1,0 +1,58 @@
+//! The `comet` command line: serve handlers (`run`), deploy them to a running
+//! server (`deploy`), and manage what a server runs (`modules`).
+
+mod remote;
+mod run;
+mod watch;
+
+use clap::{Parser, Subcommand};
+
+/// Comet: a WebAssembly edge runtime for real-time web handlers.
+///
+/// Handlers are WebAssembly components built with the comet-sdk crate for
+/// wasm32-wasip2. Each event runs in a fresh sandbox with a deadline and a
+/// memory limit; the server holds the connections and channels.
+#[derive(Debug, Parser)]
+#[command(name = "comet", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve handlers: one .wasm component or guest crate, or the modules and
+    /// routes of an app manifest.
+    ///
+    /// Examples:
+    ///   comet run guest-examples/hello --listen 127.0.0.1:8080
+    ///   comet run guest-examples/chat --watch
+    ///   comet run --config app.toml
+    #[command(verbatim_doc_comment)]
+    Run(Box<run::RunArgs>),
+
+    /// Build (if PATH is a crate) and upload a module to a running server,
+    /// which validates it and swaps it in without dropping connections.
+    ///
+    /// Example: comet deploy --token $COMET_ADMIN_TOKEN chat guest-examples/chat
+    Deploy(remote::DeployArgs),
+
+    /// List, inspect, remove or roll back the modules of a running server.
+    Modules(remote::ModulesArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run(args) => run::run(*args),
+        Command::Deploy(args) => remote::deploy(&args),
+        Command::Modules(args) => remote::modules(&args),
+    }
+}

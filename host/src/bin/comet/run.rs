@@ -1,0 +1,557 @@
+//! `comet run`: turn the command line or an app manifest into a running
+//! server (engine, hub, registry, public and admin listeners), optionally
+//! watching the modules' sources.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use comet_host::channels::{ChannelRules, HistoryLimits, Hub, HubConfig, MemoryBroker, Namespaces};
+use comet_host::manifest::{Manifest, ModuleEntry};
+use comet_host::transports::{self, EndpointConfig};
+use comet_host::{
+    EngineSettings, Limits, MemoryKv, ModuleSpec, Origin, Registry, RegistryConfig, Route, Routes,
+    Runtime, admin, auth, guest_build, limits, server,
+};
+
+/// Default admin listener: loopback only.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
+/// Default public listener.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Default data directory (uploads and the compile cache), relative to the
+/// working directory.
+const DEFAULT_DATA_DIR: &str = ".comet";
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// A .wasm component, or a directory holding a guest crate (Cargo.toml).
+    #[arg(required_unless_present = "config", conflicts_with = "config")]
+    path: Option<PathBuf>,
+
+    /// An app manifest (TOML): modules, routes, namespaces, limits, grants,
+    /// listeners. See app.example.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Rebuild and swap in a module when its source changes (a guest crate
+    /// directory or a .wasm file). The old version keeps serving when a build
+    /// fails.
+    #[arg(long)]
+    watch: bool,
+
+    /// Address to serve HTTP on [default: 127.0.0.1:8080, or the manifest's].
+    /// Port 0 picks a free port; the address in use is printed on start.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Address of the admin API [default: 127.0.0.1:9090, or the manifest's].
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+
+    /// Do not serve the admin API.
+    #[arg(long, conflicts_with = "admin_listen")]
+    no_admin: bool,
+
+    /// Bearer token of the admin API. Default: the COMET_ADMIN_TOKEN
+    /// environment variable, else a random token printed at start.
+    #[arg(
+        long,
+        env = "COMET_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
+
+    /// Where uploaded modules and the compile cache are kept [default: .comet,
+    /// or the manifest's].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Largest module the admin API accepts, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = comet_host::registry::DEFAULT_MAX_MODULE_BYTES >> 20)]
+    max_module_mib: usize,
+
+    /// Compile every time instead of using the compile cache.
+    #[arg(long)]
+    no_cache: bool,
+
+    /// Module name, used in logs, the admin API and as the kv namespace.
+    /// Default: the file or crate directory name.
+    #[arg(long, conflicts_with = "config")]
+    name: Option<String>,
+
+    /// Build guest crates with cargo's dev profile instead of --release.
+    #[arg(long)]
+    debug: bool,
+
+    /// Bearer token for `POST /comet/publish/CHANNEL`. Default: the
+    /// COMET_PUBLISH_TOKEN environment variable, else a random token printed
+    /// at start.
+    #[arg(
+        long,
+        env = "COMET_PUBLISH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    publish_token: Option<String>,
+
+    /// Messages a client may have queued before it is dropped as a slow
+    /// consumer (it can resume by cursor) [default: 1024].
+    #[arg(long, value_name = "N")]
+    queue_len: Option<usize>,
+
+    /// Client connections (streams, polls, WebSockets) held at once; more get
+    /// 503 [default: 16000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// Messages of history kept per channel, for resuming clients.
+    #[arg(long, value_name = "N", default_value_t = comet_host::channels::broker::DEFAULT_HISTORY_LEN, conflicts_with = "config")]
+    history_len: usize,
+
+    /// A configuration value the handler reads with `config::get`
+    /// (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var, conflicts_with = "config")]
+    vars: Vec<(String, String)>,
+
+    /// Events that may run at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = EngineSettings::default().max_instances)]
+    max_instances: u32,
+
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Sandbox limits of the module given as PATH (with --config, each module's
+/// limits come from the manifest).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Sandbox limits (PATH only; manifests set them per module)")]
+struct LimitArgs {
+    /// Wall-clock deadline of one event, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = limits::DEFAULT_DEADLINE.as_millis() as u64, conflicts_with = "config")]
+    deadline_ms: u64,
+
+    /// Linear memory one instance may use, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = limits::DEFAULT_MEMORY_BYTES >> 20, conflicts_with = "config")]
+    memory_mib: usize,
+
+    /// Largest request body passed to the handler, in bytes (larger: 413).
+    #[arg(long, value_name = "BYTES", default_value_t = limits::DEFAULT_MAX_REQUEST_BODY, conflicts_with = "config")]
+    max_request_body: usize,
+
+    /// Largest response body the handler may return, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = limits::DEFAULT_MAX_RESPONSE_BODY, conflicts_with = "config")]
+    max_response_body: usize,
+
+    /// Most headers the handler may set on one response.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_HEADERS, conflicts_with = "config")]
+    max_headers: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        if self.deadline_ms == 0 {
+            bail!("--deadline-ms must be at least 1");
+        }
+        if self.memory_mib == 0 {
+            bail!("--memory-mib must be at least 1");
+        }
+        Ok(Limits {
+            deadline: Duration::from_millis(self.deadline_ms),
+            memory_bytes: self.memory_mib << 20,
+            max_request_body: self.max_request_body,
+            max_response_body: self.max_response_body,
+            max_headers: self.max_headers,
+            ..Limits::default()
+        })
+    }
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+impl RunArgs {
+    /// The manifest: read from --config, or made from PATH and the flags.
+    fn manifest(&self) -> anyhow::Result<Manifest> {
+        if let Some(file) = &self.config {
+            return Ok(Manifest::load(file)?);
+        }
+        let path = self.path.clone().context("give PATH or --config")?;
+        if !path.exists() {
+            bail!("{} does not exist", path.display());
+        }
+        let name = self.name.clone().unwrap_or_else(|| default_name(&path));
+        comet_host::registry::validate_name(&name).with_context(|| {
+            format!(
+                "the module name comes from {}; choose one with --name",
+                path.display()
+            )
+        })?;
+        let spec = ModuleSpec {
+            limits: self.limits.limits()?,
+            kv: true,
+            config: self.vars.iter().cloned().collect(),
+        };
+        let mut modules = BTreeMap::new();
+        modules.insert(
+            name.clone(),
+            ModuleEntry {
+                path: Some(path),
+                spec,
+            },
+        );
+        Ok(Manifest {
+            channel_module: Some(name.clone()),
+            default_history: Some(HistoryLimits {
+                max_len: self.history_len,
+                ..HistoryLimits::default()
+            }),
+            modules,
+            routes: vec![Route {
+                host: None,
+                prefix: "/".into(),
+                module: name,
+            }],
+            ..Manifest::default()
+        })
+    }
+}
+
+/// Make the module name from a path: the crate directory or file stem,
+/// lower-cased, with other characters turned into `-`.
+fn default_name(path: &Path) -> String {
+    let stem = if path.is_dir() {
+        path.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+    } else {
+        path.file_stem().map(|s| s.to_string_lossy().into_owned())
+    };
+    let name: String = stem
+        .unwrap_or_else(|| "handler".into())
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.trim_start_matches(['-', '_'])
+        .chars()
+        .take(63)
+        .collect()
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let manifest = args.manifest()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| manifest.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+    // The pool's slot size must fit the largest module's memory.
+    let max_memory = manifest
+        .modules
+        .values()
+        .map(|m| m.spec.limits.memory_bytes)
+        .chain([limits::DEFAULT_MEMORY_BYTES])
+        .max()
+        .unwrap_or(limits::DEFAULT_MEMORY_BYTES);
+    let settings = EngineSettings {
+        max_instances: args.max_instances,
+        max_memory_bytes: max_memory,
+        ..EngineSettings::default()
+    };
+    let mut runtime = Runtime::new(settings).context("cannot start the WebAssembly engine")?;
+    if !args.no_cache {
+        let cache_dir = data_dir.join("cache");
+        runtime
+            .enable_cache(&cache_dir)
+            .with_context(|| format!("cannot use {} as compile cache", cache_dir.display()))?;
+    }
+
+    let hub = Hub::new(
+        Arc::new(MemoryBroker::default()),
+        HubConfig {
+            queue_len: args
+                .queue_len
+                .or(manifest.queue_len)
+                .unwrap_or(comet_host::channels::hub::DEFAULT_QUEUE_LEN),
+            max_connections: args
+                .max_connections
+                .or(manifest.max_connections)
+                .unwrap_or(comet_host::channels::hub::DEFAULT_MAX_CONNECTIONS),
+            namespaces: namespaces(&manifest),
+        },
+    );
+    let registry = Registry::new(
+        runtime,
+        hub,
+        Arc::new(MemoryKv::default()),
+        RegistryConfig {
+            specs: manifest
+                .modules
+                .iter()
+                .map(|(name, m)| (name.clone(), m.spec.clone()))
+                .collect(),
+            data_dir: Some(data_dir),
+            in_use: in_use(&manifest),
+            max_module_bytes: args.max_module_mib << 20,
+        },
+    );
+    let channel_module = manifest.channel_module.clone().unwrap_or_default();
+    let routes = Routes::new(manifest.routes.clone());
+
+    let publish_token = token(args.publish_token.clone(), "publish", "COMET_PUBLISH_TOKEN");
+    let endpoints = EndpointConfig {
+        publish_token,
+        heartbeat: transports::DEFAULT_HEARTBEAT,
+        hold_timeout: transports::DEFAULT_HOLD_TIMEOUT,
+    };
+    let listen = args
+        .listen
+        .or(manifest.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+    let admin_listen = (!args.no_admin).then(|| {
+        args.admin_listen
+            .or(manifest.admin_listen)
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default"))
+    });
+    let release = !args.debug;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let watched = load_modules(&registry, &manifest, args.watch, release).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let admin_listener = match admin_listen {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen on {at} for the admin API (choose another with --admin-listen, or --no-admin)"))?,
+            ),
+            None => None,
+        };
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let admin_task = match admin_listener {
+            Some(listener) => {
+                let token = token(args.admin_token.clone(), "admin", "COMET_ADMIN_TOKEN");
+                println!("comet: admin API on http://{}", listener.local_addr()?);
+                let admin = admin::Admin::new(registry.clone(), routes.clone(), token);
+                Some(tokio::spawn(admin::serve(listener, admin, stopped())))
+            }
+            None => None,
+        };
+        let _watcher = if args.watch {
+            Some(crate::watch::spawn(registry.clone(), watched, release)?)
+        } else {
+            None
+        };
+        let names: std::collections::BTreeSet<&str> = routes
+            .iter()
+            .map(|r| r.module.as_str())
+            .chain([channel_module.as_str()])
+            .filter(|n| !n.is_empty())
+            .collect();
+        let names: Vec<&str> = names.into_iter().collect();
+        tracing::info!(elapsed = ?started.elapsed(), "ready");
+        println!("comet: serving {} on http://{addr}", names.join(", "));
+
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let app = server::App::new(registry.clone(), routes, channel_module, endpoints);
+        server::serve(listener, app, stopped(), server::DEFAULT_DRAIN_TIMEOUT).await?;
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Channel rules from the manifest; namespaces without hooks of their own use
+/// the channel module's.
+fn namespaces(manifest: &Manifest) -> Namespaces {
+    let hooks = manifest.channel_module.as_deref().map(Arc::<str>::from);
+    Namespaces {
+        default: ChannelRules {
+            history: manifest.default_history.unwrap_or_default(),
+            client_publish: true,
+            hooks: hooks.clone(),
+        },
+        by_name: manifest
+            .namespaces
+            .iter()
+            .map(|(name, ns)| {
+                let rules = ChannelRules {
+                    history: ns.history,
+                    client_publish: ns.client_publish,
+                    hooks: ns.hooks.as_deref().map(Arc::from).or_else(|| hooks.clone()),
+                };
+                (name.clone(), rules)
+            })
+            .collect(),
+    }
+}
+
+/// Modules that routes and channel hooks depend on, and how.
+fn in_use(manifest: &Manifest) -> BTreeMap<String, String> {
+    let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &manifest.routes {
+        let host = r
+            .host
+            .as_deref()
+            .map(|h| format!("{h} "))
+            .unwrap_or_default();
+        uses.entry(r.module.clone())
+            .or_default()
+            .push(format!("route {host}{}", r.prefix));
+    }
+    if let Some(m) = &manifest.channel_module {
+        uses.entry(m.clone())
+            .or_default()
+            .push("the /comet/ endpoints".into());
+    }
+    for (ns, spec) in &manifest.namespaces {
+        if let Some(m) = &spec.hooks {
+            uses.entry(m.clone())
+                .or_default()
+                .push(format!("namespace {ns}"));
+        }
+    }
+    uses.into_iter().map(|(m, u)| (m, u.join(", "))).collect()
+}
+
+/// Load every module: its latest upload if one is stored (unless watching,
+/// where the source is the truth), else its path. Returns what to watch.
+async fn load_modules(
+    registry: &Arc<Registry>,
+    manifest: &Manifest,
+    watching: bool,
+    release: bool,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let stored = registry.stored_names();
+    let mut watched = Vec::new();
+    for (name, ModuleEntry { path, .. }) in &manifest.modules {
+        let has_upload = stored.contains(name);
+        if has_upload && !(watching && path.is_some()) {
+            let info = registry
+                .restore(name)
+                .await
+                .with_context(|| format!("cannot load the stored upload of {name}"))?;
+            if let (Some(info), Some(path)) = (info, path) {
+                eprintln!(
+                    "comet: {name}: serving uploaded version {} (not {}); roll back or remove uploads with `comet modules`",
+                    info.version,
+                    path.display()
+                );
+            }
+            continue;
+        }
+        let Some(path) = path else {
+            eprintln!(
+                "comet: {name}: no path and no upload yet; deploy it with `comet deploy {name} PATH`"
+            );
+            continue;
+        };
+        let wasm = resolve_component(path, release)?;
+        let bytes =
+            std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+        registry
+            .deploy(name, bytes, Origin::File(wasm.clone()))
+            .await
+            .with_context(|| format!("cannot load {}", wasm.display()))?;
+        watched.push((name.clone(), path.clone()));
+    }
+    // Uploads of names the manifest does not list are served too (the admin
+    // API shows them; routes decide whether anything reaches them).
+    for name in stored {
+        if !manifest.modules.contains_key(&name) {
+            registry
+                .restore(&name)
+                .await
+                .with_context(|| format!("cannot load the stored upload of {name}"))?;
+        }
+    }
+    Ok(watched)
+}
+
+/// A token from the flag or environment, else a random one printed for the
+/// operator.
+fn token(given: Option<String>, what: &str, env: &str) -> String {
+    match given {
+        Some(t) if !t.is_empty() => t,
+        _ => {
+            let token = auth::random_token();
+            println!("comet: {what} token (set {env} to choose one): {token}");
+            token
+        }
+    }
+}
+
+/// A `.wasm` file as it is; a crate directory built first.
+pub(crate) fn resolve_component(path: &Path, release: bool) -> anyhow::Result<PathBuf> {
+    if path.is_dir() {
+        eprintln!(
+            "comet: building {} for {}",
+            path.display(),
+            guest_build::GUEST_TARGET
+        );
+        return Ok(guest_build::build_crate(path, release)?);
+    }
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

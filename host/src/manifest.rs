@@ -1,0 +1,412 @@
+//! The app manifest (`comet run --config app.toml`): modules, routes, channel
+//! namespaces, limits, grants, broker and listeners. Parsing refuses unknown
+//! keys and bad values with the file, line and reason. `app.example.toml` at
+//! the repository root documents every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::channels::HistoryLimits;
+use crate::limits::Limits;
+use crate::registry::{ModuleSpec, validate_name};
+use crate::routes::Route;
+
+/// A manifest error: where, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", path.display())]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The reason.
+    pub message: String,
+}
+
+/// A parsed and checked manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    /// Public listener.
+    pub listen: Option<SocketAddr>,
+    /// Admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// Uploaded modules and the compile cache live here.
+    pub data_dir: Option<PathBuf>,
+    /// Client connections held at once.
+    pub max_connections: Option<usize>,
+    /// Per-connection queue length.
+    pub queue_len: Option<usize>,
+    /// The module running the `/comet/` endpoints' connection hooks.
+    pub channel_module: Option<String>,
+    /// History limits of channels in no listed namespace.
+    pub default_history: Option<HistoryLimits>,
+    /// Channel namespaces.
+    pub namespaces: BTreeMap<String, NamespaceSpec>,
+    /// Modules by name.
+    pub modules: BTreeMap<String, ModuleEntry>,
+    /// Routes, in file order.
+    pub routes: Vec<Route>,
+}
+
+/// One `[modules.NAME]` entry.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleEntry {
+    /// A `.wasm` or guest crate directory (relative paths are resolved
+    /// against the manifest's directory); `None`: deployed by upload.
+    pub path: Option<PathBuf>,
+    /// Limits and grants.
+    pub spec: ModuleSpec,
+}
+
+/// One `[namespaces.NAME]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceSpec {
+    /// History kept per channel.
+    pub history: HistoryLimits,
+    /// Whether WebSocket clients may publish.
+    pub client_publish: bool,
+    /// Module whose on-subscribe and on-publish apply.
+    pub hooks: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    broker: Option<Spanned<RawBroker>>,
+    #[serde(default)]
+    channels: RawChannels,
+    #[serde(default)]
+    namespaces: BTreeMap<Spanned<String>, RawNamespace>,
+    #[serde(default)]
+    modules: BTreeMap<Spanned<String>, RawModule>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    max_connections: Option<usize>,
+    queue_len: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+enum RawBroker {
+    Memory,
+    Redis {
+        #[allow(dead_code)]
+        url: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannels {
+    hooks: Option<Spanned<String>>,
+    history_len: Option<usize>,
+    history_age_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamespace {
+    history_len: Option<usize>,
+    history_age_s: Option<u64>,
+    #[serde(default = "yes")]
+    client_publish: bool,
+    hooks: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    path: Option<PathBuf>,
+    deadline_ms: Option<Spanned<u64>>,
+    memory_mib: Option<Spanned<usize>>,
+    max_request_body: Option<usize>,
+    max_response_body: Option<usize>,
+    #[serde(default = "yes")]
+    kv: bool,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Spanned<String>,
+    module: Spanned<String>,
+    host: Option<String>,
+}
+
+impl Manifest {
+    /// Read and check the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read: {e}"),
+        })?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parse and check manifest `text`; `path` names it in errors and
+    /// anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let fail = |span: Option<std::ops::Range<usize>>, message: String| {
+            let offset = span.map_or(0, |s| s.start).min(text.len());
+            let before = &text[..offset];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            ManifestError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| fail(e.span(), e.message().trim().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        if let Some(broker) = &raw.broker
+            && let RawBroker::Redis { .. } = broker.get_ref()
+        {
+            return Err(fail(
+                Some(broker.span()),
+                "the Redis broker is not available in this version; use kind = \"memory\"".into(),
+            ));
+        }
+        if let Some(q) = &raw.server.queue_len
+            && *q.get_ref() == 0
+        {
+            return Err(fail(Some(q.span()), "queue_len must be at least 1".into()));
+        }
+
+        let mut modules = BTreeMap::new();
+        for (name, m) in raw.modules {
+            validate_name(name.get_ref()).map_err(|e| fail(Some(name.span()), e.to_string()))?;
+            let mut limits = Limits::default();
+            if let Some(ms) = m.deadline_ms {
+                if *ms.get_ref() == 0 {
+                    return Err(fail(
+                        Some(ms.span()),
+                        "deadline_ms must be at least 1".into(),
+                    ));
+                }
+                limits.deadline = Duration::from_millis(*ms.get_ref());
+            }
+            if let Some(mib) = m.memory_mib {
+                if !(1..=4096).contains(mib.get_ref()) {
+                    return Err(fail(
+                        Some(mib.span()),
+                        "memory_mib must be between 1 and 4096".into(),
+                    ));
+                }
+                limits.memory_bytes = *mib.get_ref() << 20;
+            }
+            if let Some(b) = m.max_request_body {
+                limits.max_request_body = b;
+            }
+            if let Some(b) = m.max_response_body {
+                limits.max_response_body = b;
+            }
+            let entry = ModuleEntry {
+                path: m.path.map(|p| base.join(p)),
+                spec: ModuleSpec {
+                    limits,
+                    kv: m.kv,
+                    config: m.config,
+                },
+            };
+            modules.insert(name.into_inner(), entry);
+        }
+        let known = |name: &Spanned<String>| {
+            if modules.contains_key(name.get_ref()) {
+                Ok(name.get_ref().clone())
+            } else {
+                let listed: Vec<&str> = modules.keys().map(String::as_str).collect();
+                Err(fail(
+                    Some(name.span()),
+                    format!(
+                        "no module named {:?} (modules: {})",
+                        name.get_ref(),
+                        if listed.is_empty() {
+                            "none".to_string()
+                        } else {
+                            listed.join(", ")
+                        }
+                    ),
+                ))
+            }
+        };
+
+        let mut routes = Vec::new();
+        for r in &raw.routes {
+            let prefix = r.prefix.get_ref();
+            if !prefix.starts_with('/') {
+                return Err(fail(
+                    Some(r.prefix.span()),
+                    "a route prefix starts with /".into(),
+                ));
+            }
+            if prefix.trim_end_matches('/') == "/comet"
+                || prefix.starts_with(crate::transports::PREFIX)
+            {
+                return Err(fail(
+                    Some(r.prefix.span()),
+                    "/comet/ is reserved for the built-in endpoints".into(),
+                ));
+            }
+            routes.push(Route {
+                host: r.host.clone(),
+                prefix: prefix.clone(),
+                module: known(&r.module)?,
+            });
+        }
+        if routes.is_empty() && modules.len() == 1 {
+            let only = modules.keys().next().cloned().unwrap_or_default();
+            routes.push(Route {
+                host: None,
+                prefix: "/".into(),
+                module: only,
+            });
+        }
+
+        let channel_module = match &raw.channels.hooks {
+            Some(name) => Some(known(name)?),
+            None => routes
+                .iter()
+                .find(|r| r.host.is_none() && r.prefix == "/")
+                .map(|r| r.module.clone())
+                .or_else(|| {
+                    (modules.len() == 1)
+                        .then(|| modules.keys().next().cloned())
+                        .flatten()
+                }),
+        };
+
+        let history = |len: Option<usize>, age: Option<u64>| {
+            let d = HistoryLimits::default();
+            HistoryLimits {
+                max_len: len.unwrap_or(d.max_len),
+                max_age: age.map_or(d.max_age, Duration::from_secs),
+            }
+        };
+        let default_history = (raw.channels.history_len.is_some()
+            || raw.channels.history_age_s.is_some())
+        .then(|| history(raw.channels.history_len, raw.channels.history_age_s));
+        let mut namespaces = BTreeMap::new();
+        for (name, ns) in raw.namespaces {
+            let n = name.get_ref();
+            if n.is_empty() || n.contains(':') || crate::channels::name::validate(n).is_err() {
+                return Err(fail(
+                    Some(name.span()),
+                    format!("{n:?} is not a namespace: use the channel-name alphabet, without ':'"),
+                ));
+            }
+            let hooks = ns.hooks.as_ref().map(known).transpose()?;
+            namespaces.insert(
+                name.into_inner(),
+                NamespaceSpec {
+                    history: history(ns.history_len, ns.history_age_s),
+                    client_publish: ns.client_publish,
+                    hooks,
+                },
+            );
+        }
+
+        Ok(Manifest {
+            listen: raw.server.listen,
+            admin_listen: raw.server.admin_listen,
+            data_dir: raw.server.data_dir.map(|d| base.join(d)),
+            max_connections: raw.server.max_connections,
+            queue_len: raw.server.queue_len.map(Spanned::into_inner),
+            channel_module,
+            default_history,
+            namespaces,
+            modules,
+            routes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("/app/app.toml"))
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let text = include_str!("../../app.example.toml");
+        let m = parse(text).unwrap();
+        assert!(m.modules.contains_key("chat"));
+        assert_eq!(m.channel_module.as_deref(), Some("chat"));
+        assert!(!m.routes.is_empty());
+    }
+
+    #[test]
+    fn one_module_gets_the_root_route_and_the_channels() {
+        let m = parse("[modules.hello]\npath = \"hello.wasm\"\n").unwrap();
+        assert_eq!(m.routes.len(), 1);
+        assert_eq!(m.routes[0].prefix, "/");
+        assert_eq!(m.channel_module.as_deref(), Some("hello"));
+        assert_eq!(
+            m.modules["hello"].path.as_deref(),
+            Some(Path::new("/app/hello.wasm"))
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_reason() {
+        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
+        assert!(e.to_string().starts_with("/app/app.toml:3:1:"), "{e}");
+        assert!(e.message.contains("unknown field `lisen`"), "{e}");
+
+        let e = parse("[modules.a]\n[[routes]]\nprefix = \"/\"\nmodule = \"b\"\n").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("no module named \"b\""), "{e}");
+
+        let e = parse("[modules.a]\ndeadline_ms = 0\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+
+        let e = parse("[modules.a]\nmemory_mib = \"big\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+
+        let e = parse("[modules.Bad]\n").unwrap_err();
+        assert!(e.message.contains("invalid module name"), "{e}");
+
+        let e =
+            parse("[modules.a]\n[[routes]]\nprefix = \"/comet/x\"\nmodule = \"a\"\n").unwrap_err();
+        assert!(e.message.contains("reserved"), "{e}");
+
+        let e = parse("[broker]\nkind = \"redis\"\nurl = \"redis://x\"\n").unwrap_err();
+        assert!(e.message.contains("Redis"), "{e}");
+
+        let e = parse("[namespaces.\"a:b\"]\n").unwrap_err();
+        assert!(e.message.contains("not a namespace"), "{e}");
+    }
+}

@@ -1,0 +1,678 @@
+//! Deployed modules by name: the version each name serves, the versions
+//! before it (for rollback), atomic swaps, and the data directory that keeps
+//! uploads across restarts.
+//!
+//! A swap replaces one `Arc` under a lock held for a pointer write: an event
+//! holds the `Arc<HandlerModule>` it started with and finishes on it, new
+//! events get the new version. A version is compiled, linked and
+//! instantiated once before it is swapped in, so a broken upload never
+//! replaces a working one.
+//!
+//! On disk: `DATA_DIR/modules/NAME/NNNNNNNN.wasm`, one file per uploaded
+//! version; the highest number is the one served. Rollback deletes the newest
+//! file, so the layout itself says what to serve after a restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::channels::Hub;
+use crate::compile_cache::Compiled;
+use crate::imports::ModuleServices;
+use crate::imports::kv::{DeniedKv, KvStore};
+use crate::limits::Limits;
+use crate::module::{HandlerModule, LoadError, Runtime};
+use crate::sandbox::EventError;
+
+/// Versions kept per module, the served one included.
+pub const DEFAULT_KEEP_VERSIONS: usize = 5;
+
+/// Largest module accepted by upload.
+pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
+
+/// What a module name's events may use: set per module by the manifest.
+#[derive(Debug, Clone)]
+pub struct ModuleSpec {
+    /// Sandbox limits of every event.
+    pub limits: Limits,
+    /// Whether the `kv` import works (else it answers "not granted").
+    pub kv: bool,
+    /// Values readable through the `config` import.
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for ModuleSpec {
+    fn default() -> Self {
+        ModuleSpec {
+            limits: Limits::default(),
+            kv: true,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where a version came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Read from a file (the command line, the manifest, `--watch`).
+    File(PathBuf),
+    /// Uploaded through the admin API (kept in the data directory).
+    Upload,
+}
+
+impl Origin {
+    fn label(&self) -> String {
+        match self {
+            Origin::File(path) => format!("file {}", path.display()),
+            Origin::Upload => "upload".into(),
+        }
+    }
+}
+
+/// One version of a module, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    /// Increasing per module name.
+    pub version: u64,
+    /// Hex SHA-256 of the component.
+    pub hash: String,
+    /// Component size in bytes.
+    pub size: usize,
+    /// When it was loaded (HTTP date).
+    pub loaded_at: String,
+    /// `upload` or `file PATH`.
+    pub origin: String,
+    /// Compile (or cache read) plus the first instantiation, in ms.
+    pub load_ms: f64,
+    /// True if the compiled code came from the compile cache.
+    pub cached: bool,
+}
+
+/// A module name with its served version and the ones it can roll back to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleInfo {
+    /// Module name.
+    pub name: String,
+    /// The version serving new events.
+    pub current: VersionInfo,
+    /// Earlier versions, newest first.
+    pub previous: Vec<VersionInfo>,
+}
+
+/// Why a deploy, rollback or removal did not happen. The module's previous
+/// state is untouched in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Not a usable module name.
+    #[error(
+        "invalid module name {0:?}: use 1 to 63 of a-z 0-9 - _, starting with a letter or digit"
+    )]
+    InvalidName(String),
+    /// Over the size limit.
+    #[error("the module is {size} bytes, over the {max} byte limit")]
+    TooLarge {
+        /// Size of the upload.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Refused by validation (not wasm, core module, wrong world...).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Compiled but could not be instantiated.
+    #[error("the component compiled but does not start: {0}")]
+    Start(EventError),
+    /// No module of that name.
+    #[error("no module named {0:?}")]
+    NotFound(String),
+    /// Nothing to roll back to.
+    #[error("module {0:?} has no earlier version to roll back to")]
+    NoPrevious(String),
+    /// Removing it would leave routes or channels without a handler.
+    #[error("module {name:?} is in use ({by}); point those at another module first")]
+    InUse {
+        /// The module.
+        name: String,
+        /// What uses it.
+        by: String,
+    },
+    /// The data directory could not be written or read.
+    #[error("data directory {path}: {source}")]
+    Storage {
+        /// File or directory concerned.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Check a module name: it becomes a directory and a URL segment.
+pub fn validate_name(name: &str) -> Result<(), DeployError> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(DeployError::InvalidName(name.chars().take(80).collect()))
+    }
+}
+
+#[derive(Debug)]
+struct Version {
+    info: VersionInfo,
+    bytes: Arc<[u8]>,
+    origin: Origin,
+}
+
+#[derive(Debug)]
+struct Slot {
+    module: Arc<HandlerModule>,
+    current: Version,
+    /// Oldest first.
+    previous: Vec<Version>,
+    services: Arc<ModuleServices>,
+}
+
+/// Every deployed module of a host.
+#[derive(Debug)]
+pub struct Registry {
+    runtime: Runtime,
+    hub: Arc<Hub>,
+    kv: Arc<dyn KvStore>,
+    specs: BTreeMap<String, ModuleSpec>,
+    data_dir: Option<PathBuf>,
+    /// Names routes or channel hooks point at: never removed.
+    in_use: BTreeMap<String, String>,
+    keep_versions: usize,
+    max_module_bytes: usize,
+    slots: RwLock<BTreeMap<String, Slot>>,
+    /// One deploy, rollback or removal at a time, so versions stay ordered.
+    deploys: tokio::sync::Mutex<()>,
+    me: Weak<Registry>,
+}
+
+/// How a registry is set up.
+#[derive(Debug)]
+pub struct RegistryConfig {
+    /// Per-name settings; names not listed get [`ModuleSpec::default`].
+    pub specs: BTreeMap<String, ModuleSpec>,
+    /// Where uploads are kept; `None` keeps them in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Module names that routes or channel hooks use, with a description
+    /// of the use (shown when removal is refused).
+    pub in_use: BTreeMap<String, String>,
+    /// Largest module accepted, in bytes.
+    pub max_module_bytes: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            specs: BTreeMap::new(),
+            data_dir: None,
+            in_use: BTreeMap::new(),
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+        }
+    }
+}
+
+impl Registry {
+    /// An empty registry loading modules with `runtime`.
+    pub fn new(
+        runtime: Runtime,
+        hub: Arc<Hub>,
+        kv: Arc<dyn KvStore>,
+        config: RegistryConfig,
+    ) -> Arc<Registry> {
+        Arc::new_cyclic(|me| Registry {
+            runtime,
+            hub,
+            kv,
+            specs: config.specs,
+            data_dir: config.data_dir,
+            in_use: config.in_use,
+            keep_versions: DEFAULT_KEEP_VERSIONS,
+            max_module_bytes: config.max_module_bytes,
+            slots: RwLock::default(),
+            deploys: tokio::sync::Mutex::new(()),
+            me: me.clone(),
+        })
+    }
+
+    /// The runtime modules are loaded with.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Largest module accepted, in bytes.
+    pub fn max_module_bytes(&self) -> usize {
+        self.max_module_bytes
+    }
+
+    /// The hub all modules share.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The version of `name` new events should run, if deployed.
+    pub fn current(&self, name: &str) -> Option<Arc<HandlerModule>> {
+        self.read().get(name).map(|slot| slot.module.clone())
+    }
+
+    /// Every module, by name.
+    pub fn list(&self) -> Vec<ModuleInfo> {
+        self.read()
+            .iter()
+            .map(|(name, slot)| slot.info(name))
+            .collect()
+    }
+
+    /// One module.
+    pub fn get(&self, name: &str) -> Option<ModuleInfo> {
+        self.read().get(name).map(|slot| slot.info(name))
+    }
+
+    /// Names with a version on disk in the data directory.
+    pub fn stored_names(&self) -> Vec<String> {
+        let Some(dir) = self.modules_dir() else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| validate_name(n).is_ok())
+            .filter(|n| !stored_versions(&self.module_dir(n).unwrap_or_default()).is_empty())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Validate, compile and instantiate `bytes` as the next version of
+    /// `name`, then swap it in. Uploads are written to the data directory
+    /// before the swap.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        origin: Origin,
+    ) -> Result<VersionInfo, DeployError> {
+        validate_name(name)?;
+        if bytes.len() > self.max_module_bytes {
+            return Err(DeployError::TooLarge {
+                size: bytes.len(),
+                max: self.max_module_bytes,
+            });
+        }
+        let _one_at_a_time = self.deploys.lock().await;
+        let number = self.next_version(name);
+        let bytes: Arc<[u8]> = bytes.into();
+        let (module, info) = self.prepare(name, number, bytes.clone(), &origin).await?;
+        if origin == Origin::Upload {
+            self.store(name, number, &bytes)?;
+        }
+        let version = Version {
+            info: info.clone(),
+            bytes,
+            origin,
+        };
+        self.swap_in(name, module, version);
+        Ok(info)
+    }
+
+    /// Serve the version before the current one again; the current one is
+    /// forgotten (and deleted from the data directory).
+    pub async fn rollback(&self, name: &str) -> Result<VersionInfo, DeployError> {
+        let _one_at_a_time = self.deploys.lock().await;
+        let (previous, services) = {
+            let slots = self.read();
+            let slot = slots
+                .get(name)
+                .ok_or_else(|| DeployError::NotFound(name.into()))?;
+            let previous = slot
+                .previous
+                .last()
+                .ok_or_else(|| DeployError::NoPrevious(name.into()))?;
+            (
+                (
+                    previous.info.version,
+                    previous.bytes.clone(),
+                    previous.origin.clone(),
+                ),
+                slot.services.clone(),
+            )
+        };
+        let (number, bytes, origin) = previous;
+        let (module, info) = self
+            .load_version(name, number, bytes, &origin, services)
+            .await?;
+        let retired = {
+            let mut slots = self.write();
+            let slot = slots
+                .get_mut(name)
+                .ok_or_else(|| DeployError::NotFound(name.into()))?;
+            let mut restored = slot.previous.pop().expect("checked above under the lock");
+            restored.info = info.clone();
+            slot.module = module;
+            std::mem::replace(&mut slot.current, restored)
+        };
+        if retired.origin == Origin::Upload {
+            self.delete_stored(name, retired.info.version);
+        }
+        tracing::info!(module = name, version = number, "rolled back");
+        Ok(info)
+    }
+
+    /// Stop serving `name` and delete its stored versions.
+    pub async fn remove(&self, name: &str) -> Result<(), DeployError> {
+        if let Some(by) = self.in_use.get(name) {
+            return Err(DeployError::InUse {
+                name: name.into(),
+                by: by.clone(),
+            });
+        }
+        let _one_at_a_time = self.deploys.lock().await;
+        if self.write().remove(name).is_none() {
+            return Err(DeployError::NotFound(name.into()));
+        }
+        if let Some(dir) = self.module_dir(name)
+            && let Err(source) = std::fs::remove_dir_all(&dir)
+            && source.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(DeployError::Storage { path: dir, source });
+        }
+        tracing::info!(module = name, "removed");
+        Ok(())
+    }
+
+    /// Load the stored versions of `name`: the newest is served, the others
+    /// are kept for rollback. `Ok(None)` if nothing is stored.
+    pub async fn restore(&self, name: &str) -> Result<Option<VersionInfo>, DeployError> {
+        let Some(dir) = self.module_dir(name) else {
+            return Ok(None);
+        };
+        let numbers = stored_versions(&dir);
+        let Some((&newest, older)) = numbers.split_last() else {
+            return Ok(None);
+        };
+        let read = |n: u64| {
+            let path = version_path(&dir, n);
+            std::fs::read(&path)
+                .map(Arc::<[u8]>::from)
+                .map_err(|source| DeployError::Storage { path, source })
+        };
+        let _one_at_a_time = self.deploys.lock().await;
+        let (module, info) = self
+            .prepare(name, newest, read(newest)?, &Origin::Upload)
+            .await?;
+        let mut previous = Vec::new();
+        for &n in older {
+            let bytes = read(n)?;
+            previous.push(Version {
+                info: VersionInfo {
+                    version: n,
+                    hash: crate::compile_cache::content_hash(&bytes),
+                    size: bytes.len(),
+                    loaded_at: String::new(),
+                    origin: Origin::Upload.label(),
+                    load_ms: 0.0,
+                    cached: false,
+                },
+                bytes,
+                origin: Origin::Upload,
+            });
+        }
+        let current = Version {
+            info: info.clone(),
+            bytes: read(newest)?,
+            origin: Origin::Upload,
+        };
+        let services = module.services().clone();
+        self.write().insert(
+            name.to_string(),
+            Slot {
+                module,
+                current,
+                previous,
+                services,
+            },
+        );
+        Ok(Some(info))
+    }
+
+    fn next_version(&self, name: &str) -> u64 {
+        let in_memory = self.read().get(name).map_or(0, |s| s.current.info.version);
+        let on_disk = self
+            .module_dir(name)
+            .and_then(|d| stored_versions(&d).last().copied())
+            .unwrap_or(0);
+        in_memory.max(on_disk) + 1
+    }
+
+    /// Compile, link and instantiate once, with the slot's services (so kv
+    /// data and presence carry over) or new ones.
+    async fn prepare(
+        &self,
+        name: &str,
+        number: u64,
+        bytes: Arc<[u8]>,
+        origin: &Origin,
+    ) -> Result<(Arc<HandlerModule>, VersionInfo), DeployError> {
+        let services = self
+            .read()
+            .get(name)
+            .map(|s| s.services.clone())
+            .unwrap_or_else(|| self.services(name));
+        self.load_version(name, number, bytes, origin, services)
+            .await
+    }
+
+    async fn load_version(
+        &self,
+        name: &str,
+        number: u64,
+        bytes: Arc<[u8]>,
+        origin: &Origin,
+        services: Arc<ModuleServices>,
+    ) -> Result<(Arc<HandlerModule>, VersionInfo), DeployError> {
+        let started = Instant::now();
+        let limits = self.spec(name).limits;
+        let me = self.me.upgrade().expect("the registry is alive while used");
+        let size = bytes.len();
+        // Compiling takes milliseconds to seconds: keep it off the workers
+        // that serve connections.
+        let module = tokio::task::spawn_blocking(move || me.runtime.load(&bytes, services, limits))
+            .await
+            .map_err(|e| DeployError::Start(EventError::Instantiate(e.to_string())))??;
+        let module = Arc::new(module);
+        module
+            .check_instantiate()
+            .await
+            .map_err(DeployError::Start)?;
+        let info = VersionInfo {
+            version: number,
+            hash: module.content_hash().to_string(),
+            size,
+            loaded_at: httpdate::fmt_http_date(SystemTime::now()),
+            origin: origin.label(),
+            load_ms: started.elapsed().as_secs_f64() * 1000.0,
+            cached: module.compiled() == Compiled::CacheHit,
+        };
+        tracing::info!(
+            module = name,
+            version = number,
+            hash = &info.hash[..12],
+            cached = info.cached,
+            load_ms = format_args!("{:.1}", info.load_ms),
+            "module ready"
+        );
+        Ok((module, info))
+    }
+
+    fn swap_in(&self, name: &str, module: Arc<HandlerModule>, version: Version) {
+        let mut slots = self.write();
+        match slots.get_mut(name) {
+            Some(slot) => {
+                slot.module = module;
+                let old = std::mem::replace(&mut slot.current, version);
+                slot.previous.push(old);
+                let excess = (slot.previous.len() + 1).saturating_sub(self.keep_versions);
+                let dropped: Vec<Version> = slot.previous.drain(..excess).collect();
+                drop(slots);
+                for v in dropped {
+                    if v.origin == Origin::Upload {
+                        self.delete_stored(name, v.info.version);
+                    }
+                }
+            }
+            None => {
+                let services = module.services().clone();
+                slots.insert(
+                    name.to_string(),
+                    Slot {
+                        module,
+                        current: version,
+                        previous: Vec::new(),
+                        services,
+                    },
+                );
+            }
+        }
+    }
+
+    fn spec(&self, name: &str) -> ModuleSpec {
+        self.specs.get(name).cloned().unwrap_or_default()
+    }
+
+    fn services(&self, name: &str) -> Arc<ModuleServices> {
+        let spec = self.spec(name);
+        Arc::new(ModuleServices {
+            name: name.into(),
+            kv: if spec.kv {
+                self.kv.clone()
+            } else {
+                Arc::new(DeniedKv)
+            },
+            config: spec.config,
+            hub: self.hub.clone(),
+            registry: self.me.clone(),
+        })
+    }
+
+    fn modules_dir(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("modules"))
+    }
+
+    fn module_dir(&self, name: &str) -> Option<PathBuf> {
+        self.modules_dir().map(|d| d.join(name))
+    }
+
+    fn store(&self, name: &str, number: u64, bytes: &[u8]) -> Result<(), DeployError> {
+        let Some(dir) = self.module_dir(name) else {
+            return Ok(());
+        };
+        let storage = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DeployError::Storage { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(storage(&dir))?;
+        let tmp = dir.join(format!(".upload-{number}"));
+        std::fs::write(&tmp, bytes).map_err(storage(&tmp))?;
+        let path = version_path(&dir, number);
+        std::fs::rename(&tmp, &path).map_err(storage(&path))?;
+        Ok(())
+    }
+
+    fn delete_stored(&self, name: &str, number: u64) {
+        if let Some(dir) = self.module_dir(name) {
+            let path = version_path(&dir, number);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete old version");
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Slot>> {
+        self.slots.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Slot>> {
+        self.slots.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Names of modules in use by routes or hooks.
+    pub fn in_use(&self) -> BTreeSet<&str> {
+        self.in_use.keys().map(String::as_str).collect()
+    }
+}
+
+impl Slot {
+    fn info(&self, name: &str) -> ModuleInfo {
+        ModuleInfo {
+            name: name.to_string(),
+            current: self.current.info.clone(),
+            previous: self.previous.iter().rev().map(|v| v.info.clone()).collect(),
+        }
+    }
+}
+
+fn version_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:08}.wasm"))
+}
+
+/// Version numbers stored in `dir`, ascending.
+fn stored_versions(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut numbers: Vec<u64> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".wasm")?.parse().ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_directory_and_url_safe() {
+        for ok in ["chat", "a", "hello-2", "my_app", "0day"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Chat", "-x", "_x", "a/b", "..", "a b", &"a".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stored_versions_are_sorted_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "00000002.wasm",
+            "00000010.wasm",
+            "00000001.wasm",
+            ".upload-3",
+            "x.wasm",
+        ] {
+            std::fs::write(dir.path().join(f), b"").unwrap();
+        }
+        assert_eq!(stored_versions(dir.path()), vec![1, 2, 10]);
+    }
+}
