@@ -142,9 +142,6 @@ fn not_found(path: &str) -> Response<Body> {
 }
 
 async fn upload(admin: &Admin, name: &str, request: hyper::Request<Incoming>) -> Response<Body> {
-    if let Err(e) = crate::registry::validate_name(name) {
-        return deploy_error(&e);
-    }
     let too_large = |size: usize| {
         deploy_error(&DeployError::TooLarge {
             size,
@@ -171,6 +168,11 @@ async fn upload(admin: &Admin, name: &str, request: hyper::Request<Incoming>) ->
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad-body", e),
     };
+    // Checked after reading the body (within the size limit), so the client
+    // is not cut off mid-upload and sees this answer.
+    if let Err(e) = crate::registry::validate_name(name) {
+        return deploy_error(&e);
+    }
     let started = Instant::now();
     match admin
         .registry
@@ -218,6 +220,7 @@ fn status(admin: &Admin) -> serde_json::Value {
         .map(|c| serde_json::json!({ "hits": c.hits(), "misses": c.misses() }));
     serde_json::json!({
         "uptime_s": admin.started.elapsed().as_secs(),
+        "max_module_bytes": admin.max_upload,
         "version": env!("CARGO_PKG_VERSION"),
         "connections": {
             "total": hub.connection_count(),

@@ -132,6 +132,13 @@ async fn route(
             .or_else(|| request.uri().host());
         app.routes.resolve(host, path)
     };
+    if name.is_some_and(str::is_empty) {
+        return transports::error(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            "no module serves the /comet/ endpoints: set `hooks` under [channels] in the manifest",
+        );
+    }
     let Some(name) = name else {
         return transports::error(
             StatusCode::NOT_FOUND,

@@ -167,6 +167,28 @@ fn refused_uploads_leave_the_old_version_serving() -> anyhow::Result<()> {
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(reply.contains("over the 1048576 byte limit"), "{reply}");
 
+    // `comet deploy` asks for the limit first and says so.
+    let big = tempfile::Builder::new().suffix(".wasm").tempfile()?;
+    std::fs::write(big.path(), vec![0u8; 2 << 20])?;
+    let server = comet.admin_url("");
+    let (status, _, err) = run_to_exit(
+        COMET,
+        &[
+            "deploy",
+            "--server",
+            &server,
+            "--token",
+            ADMIN_TOKEN,
+            "hello",
+            big.path().to_str().unwrap(),
+        ],
+    )?;
+    assert!(!status.success());
+    assert!(
+        err.contains("over the server's limit of 1048576 bytes"),
+        "{err}"
+    );
+
     let r = admin(&comet, "GET", "/admin/modules/hello", None)?;
     assert_eq!(json_of(&r.body)["current"]["version"], 1, "{}", r.body);
     assert!(serves_hello(&comet));

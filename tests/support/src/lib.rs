@@ -348,7 +348,12 @@ impl Lines {
     pub fn open(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Lines> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
+            // Streams stay open across a whole test (500 of them in the
+            // deploy test, on a busy machine): bound the connect and the
+            // headers, and give the body the test's own time.
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_global(Some(Duration::from_secs(600)))
             .build()
             .into();
         let mut request = agent.get(url);

@@ -133,6 +133,18 @@ impl Server {
 pub(crate) fn deploy(args: &DeployArgs) -> anyhow::Result<()> {
     let wasm = crate::run::resolve_component(&args.path, !args.debug)?;
     let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    // A server refuses an oversized upload before reading it, which a client
+    // still sending sees as a broken connection: ask for the limit first.
+    let status = args.server.call("GET", "/admin/status", None)?;
+    if let Some(max) = status["max_module_bytes"].as_u64()
+        && bytes.len() as u64 > max
+    {
+        bail!(
+            "{} is {} bytes, over the server's limit of {max} bytes (its --max-module-mib)",
+            wasm.display(),
+            bytes.len()
+        );
+    }
     eprintln!(
         "comet: uploading {} ({} KiB) as {} to {}",
         wasm.display(),
