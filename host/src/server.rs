@@ -22,7 +22,7 @@ use http::{HeaderValue, StatusCode};
 use crate::dispatch;
 use crate::registry::Registry;
 use crate::routes::Routes;
-use crate::transports::{self, EndpointConfig};
+use crate::transports::{self, EndpointConfig, direct};
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,8 +75,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // Shared, not cloned into each connection's task: a task serving a
+    // direct stream keeps its captures for the stream's life.
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();
+    // Direct SSE streams are not hyper connections: each holds a clone of
+    // `alive` until it ends, so shutdown can wait for them too.
+    let (alive, mut streams_ended) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -93,24 +98,42 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(route(&app, request, remote).await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        // Weak while waiting for the first bytes, so an idle connection
+        // does not hold up shutdown.
+        let alive = alive.downgrade();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // A first request that opens an SSE stream is served without
+            // hyper's per-connection buffers (see transports::direct).
+            if let Some((head, len)) = direct::peek_sse(&stream).await
+                && let Some(module) = app.registry.current(&app.channel_module)
+            {
+                let _alive = alive.upgrade();
+                direct::serve(&module, &app.endpoints, stream, head, len, remote).await;
+                return;
+            }
+            let service = service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(route(&app, request, remote).await) }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            // Boxed, so a task serving a direct stream is not sized for
+            // hyper's connection state as well.
+            if let Err(e) = Box::pin(watcher.watch(connection.into_owned())).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         });
     }
     tracing::info!("shutting down: telling clients to reconnect, draining");
     app.registry.hub().close_all();
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(alive);
+    let direct_streams = async move {
+        // Every direct stream holds a sender; `None` once all have ended.
+        let _ = streams_ended.recv().await;
+    };
+    let drained = async { tokio::join!(graceful.shutdown(), direct_streams) };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!(?drain, "connections still open after the drain timeout");
     }
     Ok(())

@@ -566,3 +566,69 @@ fn the_connection_limit_answers_503() -> anyhow::Result<()> {
     assert_eq!(r.header("retry-after"), Some("5"));
     Ok(())
 }
+
+/// An SSE stream opened as the second request of a kept-alive connection is
+/// served by hyper (the first request of a connection takes the direct
+/// path); both deliver the same events.
+#[test]
+fn sse_after_another_request_on_the_same_connection() -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let comet = start(&[])?;
+    let mut tcp = std::net::TcpStream::connect(comet.addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // A first request, answered whole (404 from the app is fine).
+    tcp.write_all(b"GET /nothing-here HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    let mut reader = BufReader::new(tcp.try_clone()?);
+    let mut content_length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            content_length = v.trim().parse()?;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; content_length];
+    reader.read_exact(&mut body)?;
+    // Then a stream on the same connection.
+    tcp.write_all(b"GET /comet/sse?channel=ka HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    let mut seen = String::new();
+    while !seen.contains(": connected") {
+        let mut line = String::new();
+        anyhow::ensure!(reader.read_line(&mut line)? > 0, "closed: {seen}");
+        seen.push_str(&line);
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    published(&comet, "ka", "kept-alive")?;
+    let mut rest = String::new();
+    while !rest.contains("kept-alive") {
+        let mut line = String::new();
+        anyhow::ensure!(reader.read_line(&mut line)? > 0, "closed: {rest}");
+        rest.push_str(&line);
+    }
+    Ok(())
+}
+
+/// The direct SSE path answers refusals as whole HTTP responses, then
+/// closes.
+#[test]
+fn sse_refusals_are_whole_responses() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let comet = start(&[])?;
+    let mut tcp = std::net::TcpStream::connect(comet.addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    tcp.write_all(b"GET /comet/sse?channel=a&since=not-a-cursor HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply)?;
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let json: Value = serde_json::from_str(body)?;
+    assert_eq!(json["error"], "invalid-cursor");
+    Ok(())
+}

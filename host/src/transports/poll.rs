@@ -10,7 +10,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{Client, EndpointConfig, error, parse_ask};
+use super::{Client, EndpointConfig, RequestInfo, error, parse_ask};
 use crate::bindings::Transport;
 use crate::channels::{Cursor, Event, Message};
 use crate::dispatch::{Body, full};
@@ -20,7 +20,7 @@ use crate::module::HandlerModule;
 pub(super) async fn serve(
     module: &Arc<HandlerModule>,
     config: &EndpointConfig,
-    request: &hyper::Request<Incoming>,
+    request: hyper::Request<Incoming>,
     remote: SocketAddr,
 ) -> Response<Body> {
     let ask = match parse_ask(request.uri().query(), request.headers()) {
@@ -31,7 +31,9 @@ pub(super) async fn serve(
         .timeout
         .unwrap_or(config.hold_timeout)
         .min(config.hold_timeout);
-    let mut client = match Client::connect(module, Transport::LongPoll, request, remote).await {
+    let info = RequestInfo::of(&request, remote);
+    drop(request);
+    let mut client = match Client::connect(module, Transport::LongPoll, info).await {
         Ok(client) => client,
         Err(response) => return response,
     };

@@ -33,7 +33,8 @@ const SSE_RETRY_MS: u32 = 2000;
 /// instance or this one restarted.
 const SSE_RESTART_RETRY_MS: u32 = 500;
 
-struct Stream {
+/// An open stream: the subscribed client and what it still has to be sent.
+pub(crate) struct Stream {
     client: Client,
     cursor: Cursor,
     pending: VecDeque<Bytes>,
@@ -85,7 +86,9 @@ impl Stream {
         }
     }
 
-    async fn next_frame(&mut self) -> Option<Bytes> {
+    /// The next bytes to write, waiting for a message, a heartbeat or the
+    /// end; `None` once the stream is over.
+    pub(crate) async fn next_frame(&mut self) -> Option<Bytes> {
         if let Some(frame) = self.pending.pop_front() {
             return Some(frame);
         }
@@ -161,6 +164,34 @@ impl Drop for Stream {
     }
 }
 
+impl Stream {
+    /// Resolves once the hub has dropped this stream's client for falling
+    /// behind, so a blocked write can be abandoned.
+    pub(crate) fn kicked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.client.conn.kicked()
+    }
+
+    /// Bytes already queued, without waiting (to batch a burst into one
+    /// write).
+    pub(crate) fn ready_frame(&mut self) -> Option<Bytes> {
+        self.pending.pop_front()
+    }
+
+    /// Mark the stream as ended by the server for `reason` (for on-close).
+    pub(crate) fn end(&mut self, reason: &'static str) {
+        self.done = true;
+        self.close_reason = reason;
+    }
+
+    /// The response headers of a stream of `format`.
+    pub(crate) fn content_type(format: Format) -> &'static str {
+        match format {
+            Format::Sse => "text/event-stream",
+            Format::Ndjson => "application/x-ndjson",
+        }
+    }
+}
+
 /// The streaming response for a subscribed client: backlog first (with a
 /// reset event for each channel that has a gap), then live messages,
 /// heartbeats, and an error event if the client falls behind.
@@ -173,6 +204,45 @@ pub(crate) fn stream_response(
     hold_for: Option<Duration>,
     extra_headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Response<Body> {
+    into_response(
+        open(client, since, backlogs, format, heartbeat, hold_for),
+        extra_headers,
+    )
+}
+
+/// The hyper response that writes `stream` as its body.
+pub(crate) fn into_response(
+    stream: Stream,
+    extra_headers: Vec<(HeaderName, HeaderValue)>,
+) -> Response<Body> {
+    let format = stream.format;
+    let body = futures_util::stream::unfold(stream, |mut stream| async move {
+        let frame = stream.next_frame().await?;
+        Some((Ok::<_, Infallible>(Frame::data(frame)), stream))
+    });
+    let mut response = Response::new(StreamBody::new(body).boxed_unsync());
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(Stream::content_type(format)),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    for (name, value) in extra_headers {
+        headers.append(name, value);
+    }
+    response
+}
+
+/// A stream for a subscribed client, with its backlog (and resets) queued.
+pub(crate) fn open(
+    client: Client,
+    since: Cursor,
+    backlogs: Vec<Backlog>,
+    format: Format,
+    heartbeat: Duration,
+    hold_for: Option<Duration>,
+) -> Stream {
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stream = Stream {
@@ -221,21 +291,5 @@ pub(crate) fn stream_response(
             stream.push_message(message);
         }
     }
-    let body = futures_util::stream::unfold(stream, |mut stream| async move {
-        let frame = stream.next_frame().await?;
-        Some((Ok::<_, Infallible>(Frame::data(frame)), stream))
-    });
-    let mut response = Response::new(StreamBody::new(body).boxed_unsync());
-    let headers = response.headers_mut();
-    let content_type = match format {
-        Format::Sse => "text/event-stream",
-        Format::Ndjson => "application/x-ndjson",
-    };
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    for (name, value) in extra_headers {
-        headers.append(name, value);
-    }
-    response
+    stream
 }

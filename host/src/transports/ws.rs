@@ -27,16 +27,17 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
-use super::{Client, DEFAULT_HEARTBEAT, error, hub_status, reset_json};
+use super::{Client, DEFAULT_HEARTBEAT, RequestInfo, error, hub_status, reset_json};
 use crate::bindings::{self, Action, PublishSource, Transport};
 use crate::channels::{Cursor, Event, Message, Payload, hub::DEFAULT_MAX_PAYLOAD};
 use crate::dispatch::{Body, full, next_request_id};
 use crate::module::HandlerModule;
 use crate::publish::{self, PublishError};
 
-/// Read buffer per connection. tungstenite's default (128 KiB) is touched on
-/// the first read and would cost that much per idle connection.
-const READ_BUFFER: usize = 4 << 10;
+/// Read buffer per connection. tungstenite allocates it up front (its default
+/// of 128 KiB would cost that much per idle connection). Subscribers send
+/// small frames; a large client frame just takes more reads.
+const READ_BUFFER: usize = 1 << 10;
 
 /// Largest client frame (a publish carries at most one payload plus JSON).
 const MAX_FRAME: usize = DEFAULT_MAX_PAYLOAD + (4 << 10);
@@ -58,7 +59,8 @@ pub(super) async fn serve(
     request: hyper::Request<Incoming>,
     remote: SocketAddr,
 ) -> Response<Body> {
-    let client = match Client::connect(module, Transport::Websocket, &request, remote).await {
+    let info = RequestInfo::of(&request, remote);
+    let client = match Client::connect(module, Transport::Websocket, info).await {
         Ok(client) => client,
         Err(response) => return response,
     };
@@ -179,10 +181,9 @@ impl Session {
     async fn run(mut self, channels: Vec<String>) {
         let mut end = None;
         for channel in channels {
-            if let Err(e) = self
-                .subscribe(&channel, None, None, false, serde_json::Value::Null)
-                .await
-            {
+            let subscribed =
+                Box::pin(self.subscribe(&channel, None, None, false, serde_json::Value::Null));
+            if let Err(e) = subscribed.await {
                 end = Some(e);
                 break;
             }
@@ -215,7 +216,10 @@ impl Session {
                 frame = self.ws.next() => match frame {
                     Some(Ok(frame)) => {
                         self.last_seen = Instant::now();
-                        self.on_frame(frame).await
+                        // Boxed: handling a frame may run guest events,
+                        // whose futures are large; an idle session keeps
+                        // only the loop's state.
+                        Box::pin(self.on_frame(frame)).await
                     }
                     Some(Err(e)) => Err(protocol_error(&e)),
                     None => Err(End::Client(None)),

@@ -1,0 +1,259 @@
+//! Server-sent event streams written straight to the socket, without hyper.
+//!
+//! hyper keeps an 8 KiB write buffer and a read buffer that grows to 16 KiB
+//! for the life of every HTTP/1 connection; for an idle SSE stream that is
+//! most of its memory (heaptrack: 27 KiB per stream through hyper). A
+//! `GET /comet/sse` that is the first request of an HTTP/1.1 connection and
+//! arrives whole is served here instead: the head is parsed with httparse
+//! from a peek, the same on-connect / on-subscribe / [`Stream`] logic runs,
+//! and frames are written as chunks of one chunked response, the connection
+//! closing after it. Anything else (HTTP/2, a partial head, a second request
+//! on a kept-alive connection, any other path) goes to hyper as before.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{EndpointConfig, Format, RequestInfo, Stream, parse_ask, start_stream};
+use crate::dispatch::Body;
+use crate::module::HandlerModule;
+
+/// Largest request head taken on this path; longer ones go to hyper.
+const MAX_HEAD: usize = 4096;
+
+/// Most headers on this path; more go to hyper.
+const MAX_HEADERS: usize = 48;
+
+/// Longest a single write may block before the client counts as gone (as on
+/// WebSockets).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
+content-type: text/event-stream\r\n\
+cache-control: no-cache\r\n\
+x-accel-buffering: no\r\n\
+connection: close\r\n\
+transfer-encoding: chunked\r\n\r\n";
+
+/// A `GET /comet/sse` head waiting on `tcp`: the request and the head's
+/// length in bytes. Nothing is consumed.
+pub(crate) async fn peek_sse(tcp: &TcpStream) -> Option<(http::Request<()>, usize)> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let n = tcp.peek(&mut buf).await.ok()?;
+    parse_sse_head(&buf[..n])
+}
+
+fn parse_sse_head(bytes: &[u8]) -> Option<(http::Request<()>, usize)> {
+    if !bytes.starts_with(b"GET /comet/sse") {
+        return None;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = head.parse(bytes).ok()? else {
+        return None;
+    };
+    let path = head.path?;
+    if head.version != Some(1) || !(path == "/comet/sse" || path.starts_with("/comet/sse?")) {
+        return None;
+    }
+    let mut request = http::Request::get(path);
+    for h in head.headers.iter() {
+        // A body or a protocol switch is not a plain stream request.
+        let body = h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0");
+        if body || h.name.eq_ignore_ascii_case("upgrade") {
+            return None;
+        }
+        request = request.header(h.name, h.value);
+    }
+    // Invalid header values and the like: hyper answers those.
+    request.body(()).ok().map(|r| (r, len))
+}
+
+/// Serve the SSE request `request` (whose head, `head_len` bytes, is still
+/// unread on `tcp`) with `module`'s hooks.
+pub(crate) async fn serve(
+    module: &Arc<HandlerModule>,
+    config: &EndpointConfig,
+    mut tcp: TcpStream,
+    request: http::Request<()>,
+    head_len: usize,
+    remote: SocketAddr,
+) {
+    let mut head = vec![0u8; head_len];
+    if tcp.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    drop(head);
+    let opened = match parse_ask(request.uri().query(), request.headers()) {
+        Ok(ask) => {
+            let info = RequestInfo::of(&request, remote);
+            drop(request);
+            // Boxed: the hooks' futures are large and only live until the
+            // stream opens; the task keeps only what streaming needs.
+            Box::pin(start_stream(module, config, ask, info, Format::Sse)).await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match opened {
+        Ok(stream) => run(tcp, stream).await,
+        Err(refusal) => {
+            let bytes = serialize(refusal).await;
+            let _ = tokio::time::timeout(SEND_TIMEOUT, tcp.write_all(&bytes)).await;
+        }
+    }
+}
+
+/// Write the stream until it ends, the client goes away or falls behind.
+async fn run(mut tcp: TcpStream, mut stream: Stream) {
+    let (mut reader, mut writer) = tcp.split();
+    // The response head goes out with the backlog.
+    let mut chunk = RESPONSE_HEAD.to_vec();
+    let mut frames: Vec<Bytes> = Vec::new();
+    while let Some(frame) = stream.ready_frame() {
+        frames.push(frame);
+    }
+    append_chunk(&mut chunk, &frames);
+    if !send(&mut writer, &chunk, &stream).await {
+        stream.end("slow consumer");
+        return;
+    }
+    // Nothing is expected from the client; reading notices it leaving.
+    let mut probe = [0u8; 32];
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next_frame() => frame,
+            read = reader.read(&mut probe) => match read {
+                Ok(n) if n > 0 => continue,
+                // Closed or failed: the stream's drop reports it.
+                _ => return,
+            },
+        };
+        let last = frame.is_none();
+        frames.clear();
+        frames.extend(frame);
+        // Take whatever else is ready, so a burst is one write.
+        while let Some(more) = stream.ready_frame() {
+            frames.push(more);
+        }
+        chunk.clear();
+        append_chunk(&mut chunk, &frames);
+        if last {
+            chunk.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !send(&mut writer, &chunk, &stream).await {
+            stream.end("slow consumer");
+            return;
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Write `bytes`, racing the slow-consumer signal and a timeout.
+async fn send(writer: &mut tokio::net::tcp::WriteHalf<'_>, bytes: &[u8], stream: &Stream) -> bool {
+    let kicked = stream.kicked();
+    tokio::select! {
+        written = tokio::time::timeout(SEND_TIMEOUT, writer.write_all(bytes)) => {
+            matches!(written, Ok(Ok(())))
+        }
+        () = kicked => false,
+    }
+}
+
+/// One chunk of the chunked body holding `frames`, appended to `out`.
+fn append_chunk(out: &mut Vec<u8>, frames: &[Bytes]) {
+    let len: usize = frames.iter().map(Bytes::len).sum();
+    if len == 0 {
+        return;
+    }
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    for f in frames {
+        out.extend_from_slice(f);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A whole (small, JSON) refusal as HTTP/1.1 bytes; the connection closes
+/// after it.
+async fn serialize(response: Response<Body>) -> Vec<u8> {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_plain_sse_heads_are_taken() {
+        let ok = b"GET /comet/sse?channel=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: abc\r\n\r\n";
+        let (request, len) = parse_sse_head(ok).expect("taken");
+        assert_eq!(len, ok.len());
+        assert_eq!(request.uri().query(), Some("channel=a"));
+        assert_eq!(request.headers()["last-event-id"], "abc");
+
+        for other in [
+            &b"GET /comet/sse?channel=a HTTP/1.1\r\nHost: x\r\n"[..],
+            b"GET /comet/sse?channel=a HTTP/1.0\r\n\r\n",
+            b"GET /comet/ssex HTTP/1.1\r\n\r\n",
+            b"GET /comet/stream HTTP/1.1\r\n\r\n",
+            b"POST /comet/sse HTTP/1.1\r\n\r\n",
+            b"GET /comet/sse HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /comet/sse HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert!(
+                parse_sse_head(other).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_frame_their_length_in_hex() {
+        let mut out = Vec::new();
+        append_chunk(
+            &mut out,
+            &[Bytes::from_static(b"id: 1\n"), Bytes::from(vec![b'x'; 20])],
+        );
+        assert!(out.starts_with(b"1a\r\nid: 1\n"));
+        assert!(out.ends_with(b"\r\n"));
+        let mut empty = Vec::new();
+        append_chunk(&mut empty, &[]);
+        assert!(empty.is_empty(), "an empty chunk would end the body");
+    }
+}
