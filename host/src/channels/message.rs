@@ -47,8 +47,10 @@ pub struct Message {
     pub published_at_ms: u64,
     /// `{"type":"message",...}` followed by `\n`.
     line: Bytes,
-    /// `event: message\ndata: {json}\n\n`.
+    /// `id: {own cursor}\nevent: message\ndata: {json}\n\n`.
     sse: Bytes,
+    /// Where `event:` starts in `sse`.
+    sse_event_at: usize,
 }
 
 #[derive(Serialize)]
@@ -86,7 +88,11 @@ impl Message {
         };
         // Serializing plain strings and numbers cannot fail.
         let mut line = serde_json::to_vec(&wire).unwrap_or_default();
-        let mut sse = Vec::with_capacity(line.len() + 24);
+        let mut sse = Vec::with_capacity(line.len() + cursor.len() + 32);
+        sse.extend_from_slice(b"id: ");
+        sse.extend_from_slice(cursor.as_bytes());
+        sse.push(b'\n');
+        let sse_event_at = sse.len();
         sse.extend_from_slice(b"event: message\ndata: ");
         sse.extend_from_slice(&line);
         sse.extend_from_slice(b"\n\n");
@@ -98,6 +104,7 @@ impl Message {
             published_at_ms,
             line: line.into(),
             sse: sse.into(),
+            sse_event_at,
         }
     }
 
@@ -113,6 +120,12 @@ impl Message {
 
     /// The SSE event without its `id:` line.
     pub fn sse(&self) -> Bytes {
+        self.sse.slice(self.sse_event_at..)
+    }
+
+    /// The SSE event with this message's own cursor as its `id:`: what a
+    /// stream of one channel sends, shared, with no per-subscriber work.
+    pub fn sse_with_id(&self) -> Bytes {
         self.sse.clone()
     }
 
@@ -151,6 +164,8 @@ mod tests {
         assert!(sse.starts_with("event: message\ndata: {"));
         assert!(sse.ends_with("}\n\n"));
         assert_eq!(sse.matches('\n').count(), 3, "data must be one line: {sse}");
+        let with_id = String::from_utf8(m.sse_with_id().to_vec()).unwrap();
+        assert_eq!(with_id, format!("id: {}\n{sse}", m.cursor().encode()));
     }
 
     #[test]

@@ -47,20 +47,19 @@ pub(crate) struct Stream {
 
 impl Stream {
     /// The `id:` of an SSE event: the stream's whole cursor.
-    fn id_line(&self, message: Option<&Message>) -> Bytes {
-        // With one channel the message's own cursor is the stream's cursor.
-        let id = match message {
-            Some(m) if self.client.conn.channels().count() == 1 => m.cursor().encode(),
-            _ => self.cursor.encode(),
-        };
-        format!("id: {id}\n").into()
+    fn id_line(&self) -> Bytes {
+        format!("id: {}\n", self.cursor.encode()).into()
     }
 
     fn push_message(&mut self, message: &Message) {
         self.cursor.set(&message.channel, message.position);
         match self.format {
+            // With one channel the message's own cursor is the stream's.
+            Format::Sse if self.client.conn.channels().count() == 1 => {
+                self.pending.push_back(message.sse_with_id());
+            }
             Format::Sse => {
-                let id = self.id_line(Some(message));
+                let id = self.id_line();
                 self.pending.push_back(id);
                 self.pending.push_back(message.sse());
             }
@@ -71,7 +70,7 @@ impl Stream {
     fn push_control(&mut self, event: &str, json: &[u8]) {
         match self.format {
             Format::Sse => {
-                let id = self.id_line(None);
+                let id = self.id_line();
                 self.pending.push_back(id);
                 let mut frame = format!("event: {event}\ndata: ").into_bytes();
                 frame.extend_from_slice(json);
