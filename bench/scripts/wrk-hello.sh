@@ -18,7 +18,7 @@ hello=guest-examples/hello
 
 # comet builds the guest itself; its log goes to /dev/null (the guest logs a line
 # per request, as the example does). COMET_LOG sets the filter, default info.
-RUST_LOG=${COMET_LOG:-info} ./target/release/comet run "$hello" --listen 127.0.0.1:18080 >/tmp/wrk-comet.out 2>/dev/null &
+RUST_LOG=${COMET_LOG:-info} ./target/release/comet run "$hello" --listen 127.0.0.1:18080 --no-admin >/tmp/wrk-comet.out 2>/dev/null &
 comet_pid=$!
 ./target/release/bare-hyper 127.0.0.1:18081 >/dev/null &
 bare_pid=$!
