@@ -62,14 +62,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::server::accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
         let admin = admin.clone();
