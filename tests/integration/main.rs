@@ -11,6 +11,8 @@ mod cli;
 mod channels;
 // The chat example: page, moderation, nicknames, private rooms.
 mod chat;
+// The chat page in headless Chromium (WebSocket and long-poll fallback).
+mod browser;
 // Deploying: admin API, swaps under load, persistence, cache, CLI, shutdown,
 // manifests.
 mod deploy;
