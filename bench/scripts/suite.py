@@ -89,7 +89,9 @@ class Server:
             cmd = [str(PEERS / "tornado" / "run.sh"), str(port)]
         elif name == "wasmtime-serve":
             cmd = [
-                os.environ.get("WASMTIME", "wasmtime"), "serve", "--addr",
+                os.environ.get("WASMTIME", "wasmtime"), "serve",
+                # The Rust std links wasi:cli imports (as comet's guests do).
+                "-S", "cli", "--addr",
                 "127.0.0.1:%d" % port, str(WASI_HELLO),
             ]
         else:

@@ -12,7 +12,8 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Sample {
     /// Resident memory summed over the tree, KiB.
     pub rss_kib: u64,
-    /// User + system CPU time summed over the tree, seconds.
+    /// User + system CPU time summed over the tree (with waited-for
+    /// children), seconds.
     pub cpu_seconds: f64,
     /// Processes in the tree.
     pub processes: usize,
@@ -45,17 +46,22 @@ pub fn tree(root: u32) -> Vec<u32> {
     out
 }
 
-/// (ppid, utime + stime in ticks) from `/proc/PID/stat`.
+/// (ppid, CPU ticks) from `/proc/PID/stat`: utime + stime, plus cutime +
+/// cstime (the time of children it waited for), so a service that exits and
+/// is restarted within a window does not make the tree's total go down.
 fn stat_fields(pid: u32) -> Option<(u32, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces: the fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state): ppid is field 4, utime 14, stime 15.
+    // rest starts at field 3 (state): ppid is field 4, utime 14, stime 15,
+    // cutime 16, cstime 17.
     let ppid = fields.get(1)?.parse().ok()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    let mut ticks = 0u64;
+    for i in 11..=14 {
+        ticks += fields.get(i)?.parse::<u64>().ok()?;
+    }
+    Some((ppid, ticks))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
