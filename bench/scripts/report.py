@@ -246,7 +246,7 @@ def render(summary, root):
     # ratios and goals
     parts += ["### Ratios and goals (same run)", ""]
     parts += goals(sc)
-    parts += ["", "Commands: `bench/run-all.sh` (everything above; about 40 minutes), "
+    parts += ["", "Commands: `bench/run-all.sh` (everything above; about 20 minutes after the build), "
               "`bench/run-all.sh --quick` (small numbers, every server), `bench/run-all.sh --smoke` "
               "(10 s, comet only, fails on loss: what CI may run). Single runs: "
               "`target/release/loadgen --help`; peers alone: `bench/peers/*/run.sh`.", "", END]
