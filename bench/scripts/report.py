@@ -111,8 +111,8 @@ def render(summary, root):
         "Each load step is held 2 s before a 10 s window. Every scenario starts a fresh server. "
         "Pushpin runs its own zurl and `message_rate` is raised from its default 2,500 to 1,000,000 "
         "deliveries/s (bench/peers/pushpin/pushpin.conf.in); everything else is each peer's default. "
-        "Pushpin is driven over SSE where the others use WebSocket (its WebSocket needs a "
-        "WebSocket-over-HTTP origin, not written).")
+        "Pushpin's WebSocket clients reach its GRIP origin as WebSocket-over-HTTP (subscribed by "
+        "a control message in the answer to OPEN).")
     parts.append("")
 
     # (a) idle memory
@@ -142,7 +142,7 @@ def render(summary, root):
               "`reuseport`) is run so, from 3 load generator processes over 4 source addresses.", "",
               table(["server"] + ["%s %s" % (k.split("/")[0].upper(), "{:,}".format(int(k.split("/")[1])))
                                   for k in keys], rows), "",
-              "Pushpin's WebSocket is not driven (see above). \"not supported\": the server "
+              "\"not supported\": the server "
               "runs as one process, which holds at most 20,000 descriptors here.", ""]
 
     # (b) fan-out

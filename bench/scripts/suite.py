@@ -169,8 +169,7 @@ def run_loadgen(*a, **kw):
 
 
 def ws_or_sse(server):
-    # Pushpin is driven over SSE only: its WebSocket needs a WebSocket-over-HTTP origin.
-    return "sse" if server == "pushpin" else "ws"
+    return "ws"
 
 
 def port_for(i):
@@ -197,8 +196,6 @@ class Suite:
         sizes = [200] if self.args.smoke else ([1000] if self.args.quick else [10000, 18000])
         for server in servers:
             for transport in ["sse", "ws"]:
-                if server == "pushpin" and transport == "ws":
-                    continue
                 for n in sizes:
                     name = "a-idle-%s-%s-%d" % (server, transport, n)
                     try:

@@ -17,7 +17,8 @@ pub enum Server {
     Bare,
     /// nginx with Nchan (bench/peers/nchan): `/sub/C`, `POST /pub/C`.
     Nchan,
-    /// Pushpin with a GRIP origin (bench/peers/pushpin): `/sse`, publish on its HTTP control port.
+    /// Pushpin with a GRIP origin (bench/peers/pushpin): `/sse`, `/ws`
+    /// (WebSocket-over-HTTP), publish on its HTTP control port.
     Pushpin,
     /// The Tornado broadcast server (bench/peers/tornado): as bare.
     Tornado,
@@ -81,6 +82,7 @@ impl Target {
             (Server::Bare | Server::Tornado, Transport::Sse) => format!("/sse?channel={channel}"),
             (Server::Bare | Server::Tornado, Transport::Ws) => format!("/ws?channel={channel}"),
             (Server::Pushpin, Transport::Sse) => format!("/sse?channel={channel}"),
+            (Server::Pushpin, Transport::Ws) => format!("/ws?channel={channel}"),
             (server, transport) => {
                 anyhow::bail!("{server:?} does not support {transport:?} in this suite")
             }
@@ -93,7 +95,9 @@ impl Target {
             Server::Comet => {
                 WsStart::Send(format!(r#"{{"op":"subscribe","channel":"{channel}"}}"#))
             }
-            Server::Nchan => WsStart::Handshake,
+            // Pushpin completes the handshake after its origin's OPEN
+            // answer (which subscribes); it passes on no frame of its own.
+            Server::Nchan | Server::Pushpin => WsStart::Handshake,
             _ => WsStart::FirstFrame,
         }
     }
@@ -124,6 +128,7 @@ impl Target {
                     "channel": channel,
                     "formats": {
                         "http-stream": { "content": format!("event: message\ndata: {payload}\n\n") },
+                        "ws-message": { "content": payload },
                     },
                 }]});
                 PublishRequest {

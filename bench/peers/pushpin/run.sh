@@ -13,7 +13,8 @@ dir=${BENCH_RUN_DIR:-/tmp/comet-bench}/pushpin-$port
 rm -rf "$dir" && mkdir -p "$dir/run" "$dir/log"
 sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@PUBPORT@|$pubport|g" \
     "$here/pushpin.conf.in" >"$dir/pushpin.conf"
-echo "* 127.0.0.1:$origin" >"$dir/routes"
+# over_http: WebSocket clients reach the origin as WebSocket-over-HTTP.
+echo "* 127.0.0.1:$origin,over_http" >"$dir/routes"
 ulimit -n 20000
 python3 "$here/origin.py" "$origin" &
 origin_pid=$!

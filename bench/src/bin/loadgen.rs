@@ -22,6 +22,9 @@ use comet_bench::transport::{Sink, Subscriber};
 use comet_bench::{net, procstat};
 use tokio::sync::{Semaphore, oneshot, watch};
 
+/// A subscriber that is not subscribed by then counts as failed.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for comet and its peers")]
 struct Args {
@@ -215,6 +218,9 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
                             return;
                         }
                         None
+                    }
+                    _ = tokio::time::sleep(SUBSCRIBE_TIMEOUT) => {
+                        Some(anyhow::anyhow!("not subscribed after {SUBSCRIBE_TIMEOUT:?}"))
                     }
                 };
                 if attempt == 2 {
