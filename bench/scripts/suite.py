@@ -67,13 +67,13 @@ class Server:
             cmd = [
                 str(TARGET / "comet"), "run", str(ROOT / "bench" / "guest" / "trivial"),
                 "--listen", "127.0.0.1:%d" % port, "--publish-token", TOKEN,
-                "--max-connections", "19800",
+                "--max-connections", "19800", "--no-admin",
             ]
         elif name == "comet-hello":
             env["RUST_LOG"] = "warn"
             cmd = [
                 str(TARGET / "comet"), "run", str(ROOT / "guest-examples" / "hello"),
-                "--listen", "127.0.0.1:%d" % port,
+                "--listen", "127.0.0.1:%d" % port, "--no-admin",
             ]
         elif name == "bare":
             cmd = [str(TARGET / "bare-broadcast"), "127.0.0.1:%d" % port]
