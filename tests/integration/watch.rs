@@ -30,7 +30,7 @@ fn copy_hello(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+fn wait_for(comet: &Comet, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if check() {
@@ -38,7 +38,10 @@ fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("timed out waiting for {what}");
+    panic!(
+        "timed out waiting for {what}; comet's log:\n{}",
+        comet.stderr()
+    );
 }
 
 /// Change the source: the new behaviour is served. Break it: the error is
@@ -63,9 +66,12 @@ fn watch_rebuilds_and_survives_a_broken_build() -> anyhow::Result<()> {
         &lib,
         source.replace("comet hello example", "comet watched example"),
     )?;
-    wait_for("the rebuilt version", Duration::from_secs(180), || {
-        body(&comet).contains("comet watched example")
-    });
+    wait_for(
+        &comet,
+        "the rebuilt version",
+        Duration::from_secs(180),
+        || body(&comet).contains("comet watched example"),
+    );
     assert!(
         comet.stderr().contains("reloaded, now serving version 2"),
         "{}",
@@ -74,7 +80,7 @@ fn watch_rebuilds_and_survives_a_broken_build() -> anyhow::Result<()> {
 
     let good = std::fs::read_to_string(&lib)?;
     std::fs::write(&lib, format!("{good}\nfn broken( {{\n"))?;
-    wait_for("the build error", Duration::from_secs(180), || {
+    wait_for(&comet, "the build error", Duration::from_secs(180), || {
         comet
             .stderr()
             .contains("build failed, still serving version 2")

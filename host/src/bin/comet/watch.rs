@@ -124,6 +124,13 @@ fn rebuild(handle: &tokio::runtime::Handle, registry: &Registry, m: &Watched, re
             return;
         }
     };
+    // One save can arrive as two batches of events; the second build then
+    // produces the same component, which is not a new version.
+    let current = registry.get(&m.name).map(|info| info.current.hash);
+    if current.as_deref() == Some(comet_host::compile_cache::content_hash(&bytes).as_str()) {
+        eprintln!("comet: {}: unchanged, still serving {serving}", m.name);
+        return;
+    }
     match handle.block_on(registry.deploy(&m.name, bytes, Origin::File(wasm))) {
         Ok(info) => eprintln!(
             "comet: {}: reloaded, now serving version {} ({:.0} ms after the build)",
