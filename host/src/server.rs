@@ -79,9 +79,6 @@ pub async fn serve(
     // direct stream keeps its captures for the stream's life.
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();
-    // Direct SSE streams are not hyper connections: each holds a clone of
-    // `alive` until it ends, so shutdown can wait for them too.
-    let (alive, mut streams_ended) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -92,16 +89,12 @@ pub async fn serve(
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        // Weak while waiting for the first bytes, so an idle connection
-        // does not hold up shutdown.
-        let alive = alive.downgrade();
         tokio::spawn(async move {
             // A first request that opens an SSE stream is served without
             // hyper's per-connection buffers (see transports::direct).
             if let Some((head, len)) = direct::peek_sse(&stream).await
                 && let Some(module) = app.registry.current(&app.channel_module)
             {
-                let _alive = alive.upgrade();
                 direct::serve(&module, &app.endpoints, stream, head, len, remote).await;
                 return;
             }
@@ -118,13 +111,16 @@ pub async fn serve(
         });
     }
     tracing::info!("shutting down: telling clients to reconnect, draining");
-    app.registry.hub().close_all();
-    drop(alive);
-    let direct_streams = async move {
-        // Every direct stream holds a sender; `None` once all have ended.
-        let _ = streams_ended.recv().await;
+    let hub = app.registry.hub();
+    hub.close_all();
+    // WebSocket sessions and direct SSE streams are not hyper connections,
+    // but each holds a hub connection until it has said goodbye.
+    let clients_gone = async {
+        while hub.connection_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     };
-    let drained = async { tokio::join!(graceful.shutdown(), direct_streams) };
+    let drained = async { tokio::join!(graceful.shutdown(), clients_gone) };
     if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!(?drain, "connections still open after the drain timeout");
     }
