@@ -302,7 +302,7 @@ fn uploads_and_compiled_code_survive_a_restart() -> anyhow::Result<()> {
     {
         let comet = Comet::start(COMET, &[guests::HELLO, "--data-dir", dir])?;
         assert!(
-            comet.stderr().contains("cached=false"),
+            comet.wait_log("cached=false", Duration::from_secs(10)),
             "{}",
             comet.stderr()
         );
@@ -313,9 +313,16 @@ fn uploads_and_compiled_code_survive_a_restart() -> anyhow::Result<()> {
     }
     let comet = Comet::start(COMET, &[guests::HELLO, "--data-dir", dir])?;
     assert!(serves_chat(&comet), "the upload is served after a restart");
-    let log = comet.stderr();
-    assert!(log.contains("serving uploaded version 2"), "{log}");
-    assert!(log.contains("cached=true"), "compile cache used: {log}");
+    assert!(
+        comet.wait_log("serving uploaded version 2", Duration::from_secs(10)),
+        "{}",
+        comet.stderr()
+    );
+    assert!(
+        comet.wait_log("cached=true", Duration::from_secs(10)),
+        "compile cache used: {}",
+        comet.stderr()
+    );
     let r = admin(&comet, "GET", "/admin/modules/hello", None)?;
     let info = json_of(&r.body);
     assert_eq!(info["current"]["version"], 2, "{info}");
@@ -418,7 +425,11 @@ fn sigterm_tells_clients_to_reconnect_and_exits() -> anyhow::Result<()> {
 
     let status = comet.wait_exit(Duration::from_secs(5)).expect("exited");
     assert!(status.success(), "{status:?}");
-    assert!(comet.stderr().contains("stopped"), "{}", comet.stderr());
+    assert!(
+        comet.wait_log("stopped", Duration::from_secs(5)),
+        "{}",
+        comet.stderr()
+    );
     Ok(())
 }
 

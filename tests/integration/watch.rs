@@ -73,7 +73,7 @@ fn watch_rebuilds_and_survives_a_broken_build() -> anyhow::Result<()> {
         || body(&comet).contains("comet watched example"),
     );
     assert!(
-        comet.stderr().contains("reloaded, now serving version 2"),
+        comet.wait_log("reloaded, now serving version 2", Duration::from_secs(10)),
         "{}",
         comet.stderr()
     );

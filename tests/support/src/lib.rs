@@ -152,6 +152,21 @@ impl Comet {
         None
     }
 
+    /// Wait up to `timeout` for `needle` to appear in the log (stderr is
+    /// read on its own thread, so a line may trail what stdout said).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the process wrote to stderr so far (its log).
     pub fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
