@@ -411,8 +411,9 @@ impl Registry {
                 .map_err(|source| DeployError::Storage { path, source })
         };
         let _one_at_a_time = self.deploys.lock().await;
+        let newest_bytes = read(newest)?;
         let (module, info) = self
-            .prepare(name, newest, read(newest)?, &Origin::Upload)
+            .prepare(name, newest, newest_bytes.clone(), &Origin::Upload)
             .await?;
         let mut previous = Vec::new();
         for &n in older {
@@ -433,7 +434,7 @@ impl Registry {
         }
         let current = Version {
             info: info.clone(),
-            bytes: read(newest)?,
+            bytes: newest_bytes,
             origin: Origin::Upload,
         };
         let services = module.services().clone();
