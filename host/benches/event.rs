@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use comet_host::channels::{Hub, HubConfig, MemoryBroker};
-use comet_host::transports::{DEFAULT_HEARTBEAT, DEFAULT_HOLD_TIMEOUT, EndpointConfig};
+use comet_host::channels::{MemoryBroker, Node, NodeConfig};
+use comet_host::module::standalone;
+use comet_host::transports::EndpointConfig;
 use comet_host::{
     EngineSettings, HandlerModule, Limits, MemoryKv, ModuleServices, Runtime, dispatch,
 };
@@ -24,12 +25,11 @@ fn load(runtime: &Runtime, name: &str, path: &str) -> Arc<HandlerModule> {
         name: name.into(),
         kv: Arc::new(MemoryKv::default()),
         config: BTreeMap::new(),
-        hub: Hub::new(Arc::new(MemoryBroker::default()), HubConfig::default()),
-        registry: std::sync::Weak::new(),
+        channels: Node::new(Arc::new(MemoryBroker::default()), NodeConfig::default()),
     });
     Arc::new(
         runtime
-            .load(&bytes, services, Limits::default())
+            .load(&bytes, services, Limits::default(), standalone())
             .expect("load guest"),
     )
 }
@@ -49,11 +49,7 @@ fn events(c: &mut Criterion) {
     let trivial = load(&runtime, "misbehave", guests::MISBEHAVE);
     let hello = load(&runtime, "hello", guests::HELLO);
     let remote: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-    let endpoints = EndpointConfig {
-        publish_token: "bench".into(),
-        heartbeat: DEFAULT_HEARTBEAT,
-        hold_timeout: DEFAULT_HOLD_TIMEOUT,
-    };
+    let endpoints = EndpointConfig::new("bench".into());
 
     let mut group = c.benchmark_group("event");
     group.bench_function("wasmtime_floor_empty_component", |b| {

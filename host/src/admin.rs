@@ -19,11 +19,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::auth::check_bearer;
-use crate::dispatch::{Body, full};
-use crate::module::LoadError;
+use crate::http::{ApiError, Body, full};
 use crate::registry::{DeployError, Origin, Registry};
 use crate::routes::Routes;
-use crate::transports::error;
 
 /// Path prefix of the admin API.
 pub const PREFIX: &str = "/admin/";
@@ -87,56 +85,71 @@ pub async fn serve(
 }
 
 async fn handle(admin: &Admin, request: hyper::Request<Incoming>) -> Response<Body> {
-    if let Err(response) = check_bearer(request.headers(), &admin.token, "admin token") {
-        return response;
+    match route(admin, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
     }
+}
+
+async fn route(
+    admin: &Admin,
+    request: hyper::Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    check_bearer(request.headers(), &admin.token, "admin token")?;
     let path = request.uri().path().to_string();
     let Some(rest) = path.strip_prefix(PREFIX) else {
-        return not_found(&path);
+        return Err(not_found(&path));
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let method = request.method().clone();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["status"]) => json(StatusCode::OK, &status(admin)),
-        (&Method::GET, ["modules"]) => json(StatusCode::OK, &admin.registry.list()),
+        (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &status(admin))),
+        (&Method::GET, ["modules"]) => Ok(json(StatusCode::OK, &admin.registry.list())),
         (&Method::GET, ["modules", name]) => match admin.registry.get(name) {
-            Some(info) => json(StatusCode::OK, &info),
-            None => deploy_error(&DeployError::NotFound((*name).into())),
+            Some(info) => Ok(json(StatusCode::OK, &info)),
+            None => Err(DeployError::NotFound((*name).into()).into()),
         },
         (&Method::PUT, ["modules", name]) => upload(admin, name, request).await,
-        (&Method::DELETE, ["modules", name]) => match admin.registry.remove(name).await {
-            Ok(()) => json(StatusCode::OK, &serde_json::json!({ "removed": name })),
-            Err(e) => deploy_error(&e),
-        },
-        (&Method::POST, ["modules", name, "rollback"]) => {
-            match admin.registry.rollback(name).await {
-                Ok(info) => json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "name": name, "current": info }),
-                ),
-                Err(e) => deploy_error(&e),
-            }
+        (&Method::DELETE, ["modules", name]) => {
+            admin.registry.remove(name).await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "removed": name }),
+            ))
         }
-        (_, ["status"] | ["modules"] | ["modules", _] | ["modules", _, "rollback"]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            format!("{method} is not allowed on {path}"),
-        ),
-        _ => not_found(&path),
+        (&Method::POST, ["modules", name, "rollback"]) => {
+            let info = admin.registry.rollback(name).await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "name": name, "current": info }),
+            ))
+        }
+        (_, ["status"] | ["modules"] | ["modules", _] | ["modules", _, "rollback"]) => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
+        _ => Err(not_found(&path)),
     }
 }
 
-fn not_found(path: &str) -> Response<Body> {
-    error(
+fn not_found(path: &str) -> ApiError {
+    ApiError::new(
         StatusCode::NOT_FOUND,
         "not-found",
         format!("no admin endpoint {path}"),
     )
 }
 
-async fn upload(admin: &Admin, name: &str, request: hyper::Request<Incoming>) -> Response<Body> {
+async fn upload(
+    admin: &Admin,
+    name: &str,
+    request: hyper::Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let too_large = |size: usize| {
-        deploy_error(&DeployError::TooLarge {
+        ApiError::from(DeployError::TooLarge {
             size,
             max: admin.max_upload,
         })
@@ -149,7 +162,7 @@ async fn upload(admin: &Admin, name: &str, request: hyper::Request<Incoming>) ->
     if let Some(size) = declared
         && size > admin.max_upload
     {
-        return too_large(size);
+        return Err(too_large(size));
     }
     let bytes = match Limited::new(request.into_body(), admin.max_upload)
         .collect()
@@ -157,47 +170,45 @@ async fn upload(admin: &Admin, name: &str, request: hyper::Request<Incoming>) ->
     {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return too_large(declared.unwrap_or(admin.max_upload + 1));
+            return Err(too_large(declared.unwrap_or(admin.max_upload + 1)));
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad-body", e),
+        Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-body", e)),
     };
     // Checked after reading the body (within the size limit), so the client
     // is not cut off mid-upload and sees this answer.
-    if let Err(e) = crate::registry::validate_name(name) {
-        return deploy_error(&e);
-    }
+    crate::registry::validate_name(name)?;
     let started = Instant::now();
-    match admin
+    let info = match admin
         .registry
         .deploy(name, bytes.to_vec(), Origin::Upload)
         .await
     {
-        Ok(info) => {
-            let unrouted = !admin.registry.in_use().contains(name);
-            let mut body = serde_json::json!({
-                "name": name,
-                "current": info,
-                "swap_ms": started.elapsed().as_secs_f64() * 1000.0,
-            });
-            if unrouted {
-                body["warning"] = format!(
-                    "no route or channel namespace uses module {name:?}; add one to the manifest to serve it"
-                )
-                .into();
-            }
-            json(StatusCode::CREATED, &body)
-        }
+        Ok(info) => info,
         Err(e) => {
             tracing::warn!(module = name, error = %e, "upload refused; the current version keeps serving");
-            deploy_error(&e)
+            return Err(e.into());
         }
+    };
+    let unrouted = !admin.registry.in_use().contains(name);
+    let mut body = serde_json::json!({
+        "name": name,
+        "current": info,
+        "swap_ms": started.elapsed().as_secs_f64() * 1000.0,
+    });
+    if unrouted {
+        body["warning"] = format!(
+            "no route or channel namespace uses module {name:?}; add one to the manifest to serve it"
+        )
+        .into();
     }
+    Ok(json(StatusCode::CREATED, &body))
 }
 
 fn status(admin: &Admin) -> serde_json::Value {
-    let hub = admin.registry.hub();
-    let by_transport: serde_json::Map<String, serde_json::Value> = hub
-        .connections_by_transport()
+    let channels = admin.registry.channels();
+    let by_transport: serde_json::Map<String, serde_json::Value> = channels
+        .admission()
+        .by_transport()
         .iter()
         .map(|(kind, n)| (kind.name().to_string(), (*n).into()))
         .collect();
@@ -206,6 +217,7 @@ fn status(admin: &Admin) -> serde_json::Value {
         .iter()
         .map(|r| serde_json::json!({ "host": r.host, "prefix": r.prefix, "module": r.module }))
         .collect();
+    let broker = channels.broker_stats();
     let cache = admin
         .registry
         .runtime()
@@ -216,37 +228,20 @@ fn status(admin: &Admin) -> serde_json::Value {
         "max_module_bytes": admin.max_upload,
         "version": env!("CARGO_PKG_VERSION"),
         "connections": {
-            "total": hub.connection_count(),
+            "total": channels.admission().count(),
             "by_transport": by_transport,
         },
-        "channels": hub.channel_count(),
+        "channels": channels.local_channel_count(),
+        "broker": {
+            "channels": broker.channels,
+            "history_bytes": broker.history_bytes,
+            "evicted": broker.evicted,
+            "reclaimed": broker.reclaimed,
+        },
         "modules": admin.registry.list(),
         "routes": routes,
         "compile_cache": cache,
     })
-}
-
-fn deploy_error(e: &DeployError) -> Response<Body> {
-    let (status, code) = match e {
-        DeployError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid-name"),
-        DeployError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
-        DeployError::Load(load) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            match load {
-                LoadError::NotWasm => "not-wasm",
-                LoadError::CoreModule => "core-module",
-                LoadError::Invalid(_) => "invalid-component",
-                LoadError::WrongWorld(_) => "wrong-world",
-                LoadError::MemoryOverEngineMax { .. } => "memory-limit",
-            },
-        ),
-        DeployError::Start(_) => (StatusCode::UNPROCESSABLE_ENTITY, "does-not-start"),
-        DeployError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
-        DeployError::NoPrevious(_) => (StatusCode::CONFLICT, "no-previous-version"),
-        DeployError::InUse { .. } => (StatusCode::CONFLICT, "in-use"),
-        DeployError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
-    };
-    error(status, code, e)
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {

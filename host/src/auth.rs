@@ -1,43 +1,40 @@
 //! Bearer tokens: the one check the publish API and the admin API share.
 
-// The refusal is the ready HTTP answer, built once per refused request.
-#![allow(clippy::result_large_err)]
+use http::HeaderMap;
+use http::StatusCode;
+use http::header::AUTHORIZATION;
 
-use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
-
-use crate::dispatch::Body;
-use crate::transports::error;
+use crate::http::ApiError;
 
 /// Compare secrets in time independent of where they differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `Ok` if `headers` carry `Authorization: Bearer <expected>`; else the
-/// answer: 401 without a token, 403 with a wrong one.
+/// The token of an `Authorization: Bearer TOKEN` header. The scheme is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+/// `Ok` if `headers` carry `Authorization: Bearer <expected>`; else 401
+/// without a token, 403 with a wrong one.
 pub(crate) fn check_bearer(
     headers: &HeaderMap,
     expected: &str,
     what: &str,
-) -> Result<(), Response<Body>> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
-        None => {
-            let mut response = error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!("missing `Authorization: Bearer TOKEN` ({what})"),
-            );
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(response)
-        }
-        Some(t) if !same_secret(t.as_bytes(), expected.as_bytes()) => Err(error(
+) -> Result<(), ApiError> {
+    match bearer(headers) {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("missing `Authorization: Bearer TOKEN` ({what})"),
+        )),
+        Some(t) if !same_secret(t.as_bytes(), expected.as_bytes()) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("wrong {what}"),
@@ -57,6 +54,7 @@ pub fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn headers(auth: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -75,11 +73,7 @@ mod tests {
 
     #[test]
     fn missing_wrong_and_right_tokens() {
-        let status = |h| {
-            check_bearer(&h, "s3cret", "token")
-                .err()
-                .map(|r| r.status())
-        };
+        let status = |h| check_bearer(&h, "s3cret", "token").err().map(|e| e.status);
         assert_eq!(status(headers(None)), Some(StatusCode::UNAUTHORIZED));
         assert_eq!(
             status(headers(Some("Basic x"))),
@@ -90,5 +84,7 @@ mod tests {
             Some(StatusCode::FORBIDDEN)
         );
         assert_eq!(status(headers(Some("Bearer s3cret"))), None);
+        assert_eq!(status(headers(Some("bearer s3cret"))), None);
+        assert_eq!(status(headers(Some("BEARER s3cret"))), None);
     }
 }

@@ -17,7 +17,7 @@ mod generated {
 pub(crate) use generated::comet::edge::types::{
     Action, CloseInfo, ConnectOutcome, ConnectRequest, Connection, Header, Hold, Message, Payload,
     Publication, PublishSource, PublishVerdict, Request, RequestOutcome, Response, StreamFormat,
-    SubscribeOutcome, SubscribeRequest, Transport,
+    SubscribeOutcome, SubscribeRequest, Transport, WebsocketAccept,
 };
 pub(crate) use generated::comet::edge::{channels, config, kv, log, types};
 pub(crate) use generated::{EdgeHandler, EdgeHandlerPre};
@@ -170,7 +170,7 @@ impl From<&crate::channels::Message> for Message {
     fn from(m: &crate::channels::Message) -> Self {
         Message {
             channel: m.channel.to_string(),
-            payload: (&m.payload).into(),
+            payload: (&m.payload()).into(),
             cursor: m.cursor().encode(),
             published_at_ms: m.published_at_ms,
         }
@@ -184,6 +184,22 @@ pub(crate) fn guest_headers(headers: &http::HeaderMap) -> Vec<Header> {
         .map(|(name, value)| Header {
             name: name.as_str().to_string(),
             value: value.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+/// A guest's headers as HTTP headers, or what is wrong with one of them.
+pub(crate) fn http_headers(
+    headers: Vec<Header>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, String> {
+    headers
+        .into_iter()
+        .map(|header| {
+            let name = http::HeaderName::from_bytes(header.name.as_bytes())
+                .map_err(|_| format!("an invalid header name {:?}", header.name))?;
+            let value = http::HeaderValue::from_bytes(&header.value)
+                .map_err(|_| format!("an invalid value for header {:?}", header.name))?;
+            Ok((name, value))
         })
         .collect()
 }

@@ -7,11 +7,13 @@
 pub mod admin;
 pub mod auth;
 mod bindings;
+pub mod builder;
 pub mod channels;
 pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;
 pub mod guest_build;
+pub mod http;
 pub mod imports;
 pub mod limits;
 pub mod manifest;

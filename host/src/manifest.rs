@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::channels::HistoryLimits;
+use std::sync::Arc;
+
+use crate::channels::{ChannelRules, HistoryLimits, Namespaces};
 use crate::limits::Limits;
 use crate::registry::{ModuleSpec, validate_name};
 use crate::routes::Route;
@@ -47,6 +49,12 @@ pub struct Manifest {
     pub channel_module: Option<String>,
     /// History limits of channels in no listed namespace.
     pub default_history: Option<HistoryLimits>,
+    /// Whether clients may publish to channels in no listed namespace.
+    pub client_publish: bool,
+    /// Bytes of history kept in all channels (memory broker).
+    pub history_bytes: Option<usize>,
+    /// Channels known at once (memory broker).
+    pub max_channels: Option<usize>,
     /// Channel namespaces.
     pub namespaces: BTreeMap<String, NamespaceSpec>,
     /// Modules by name.
@@ -119,6 +127,10 @@ struct RawChannels {
     hooks: Option<Spanned<String>>,
     history_len: Option<usize>,
     history_age_s: Option<u64>,
+    #[serde(default)]
+    client_publish: bool,
+    history_mib: Option<Spanned<usize>>,
+    max_channels: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,7 +138,7 @@ struct RawChannels {
 struct RawNamespace {
     history_len: Option<usize>,
     history_age_s: Option<u64>,
-    #[serde(default = "yes")]
+    #[serde(default)]
     client_publish: bool,
     hooks: Option<Spanned<String>>,
 }
@@ -196,10 +208,16 @@ impl Manifest {
                 "the Redis broker is not available in this version; use kind = \"memory\"".into(),
             ));
         }
-        if let Some(q) = &raw.server.queue_len
-            && *q.get_ref() == 0
-        {
-            return Err(fail(Some(q.span()), "queue_len must be at least 1".into()));
+        for (value, what) in [
+            (&raw.server.queue_len, "queue_len"),
+            (&raw.channels.history_mib, "history_mib"),
+            (&raw.channels.max_channels, "max_channels"),
+        ] {
+            if let Some(v) = value
+                && *v.get_ref() == 0
+            {
+                return Err(fail(Some(v.span()), format!("{what} must be at least 1")));
+            }
         }
 
         let mut modules = BTreeMap::new();
@@ -343,10 +361,66 @@ impl Manifest {
             queue_len: raw.server.queue_len.map(Spanned::into_inner),
             channel_module,
             default_history,
+            client_publish: raw.channels.client_publish,
+            history_bytes: raw.channels.history_mib.map(|m| m.into_inner() << 20),
+            max_channels: raw.channels.max_channels.map(Spanned::into_inner),
             namespaces,
             modules,
             routes,
         })
+    }
+
+    /// The channel rules it sets; namespaces without hooks of their own use
+    /// the channel module's.
+    pub fn channel_rules(&self) -> Namespaces {
+        let hooks = self.channel_module.as_deref().map(Arc::<str>::from);
+        Namespaces {
+            default: ChannelRules {
+                history: self.default_history.unwrap_or_default(),
+                client_publish: self.client_publish,
+                hooks: hooks.clone(),
+            },
+            by_name: self
+                .namespaces
+                .iter()
+                .map(|(name, ns)| {
+                    let rules = ChannelRules {
+                        history: ns.history,
+                        client_publish: ns.client_publish,
+                        hooks: ns.hooks.as_deref().map(Arc::from).or_else(|| hooks.clone()),
+                    };
+                    (name.clone(), rules)
+                })
+                .collect(),
+        }
+    }
+
+    /// Modules that routes and channel hooks depend on, and how.
+    pub fn uses(&self) -> BTreeMap<String, String> {
+        let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &self.routes {
+            let host = r
+                .host
+                .as_deref()
+                .map(|h| format!("{h} "))
+                .unwrap_or_default();
+            uses.entry(r.module.clone())
+                .or_default()
+                .push(format!("route {host}{}", r.prefix));
+        }
+        if let Some(m) = &self.channel_module {
+            uses.entry(m.clone())
+                .or_default()
+                .push("the /comet/ endpoints".into());
+        }
+        for (ns, spec) in &self.namespaces {
+            if let Some(m) = &spec.hooks {
+                uses.entry(m.clone())
+                    .or_default()
+                    .push(format!("namespace {ns}"));
+            }
+        }
+        uses.into_iter().map(|(m, u)| (m, u.join(", "))).collect()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Handler modules: validating and compiling a component, and running its
 //! events, each in a fresh sandbox.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use http::StatusCode;
 use wasmtime::component::{Component, Linker};
 
 use wasmtime::component::InstancePre;
@@ -14,9 +15,34 @@ use crate::bindings::{
 };
 use crate::compile_cache::{CompileCache, Compiled, content_hash};
 use crate::engine::{EngineSettings, SandboxEngine};
+use crate::http::ClientError;
 use crate::imports::{self, HostState, ModuleServices};
 use crate::limits::Limits;
-use crate::sandbox::{Event, EventError, StoreState};
+use crate::sandbox::{Event, EventError, EventLabel, StoreState};
+
+/// The store data of every event.
+type State = StoreState<HostState>;
+
+/// Finds the module that serves a name now: how a module reaches the hooks
+/// module of another namespace. The registry implements it; a module that
+/// stands alone has none.
+pub trait ModuleLookup: Send + Sync + std::fmt::Debug {
+    /// The version of `name` new events should run, if deployed.
+    fn current(&self, name: &str) -> Option<Arc<HandlerModule>>;
+}
+
+/// The lookup of a module that stands alone (benchmarks, tests): the hooks
+/// of other namespaces are its own.
+pub fn standalone() -> Weak<dyn ModuleLookup> {
+    #[derive(Debug)]
+    struct Nothing;
+    impl ModuleLookup for Nothing {
+        fn current(&self, _: &str) -> Option<Arc<HandlerModule>> {
+            None
+        }
+    }
+    Weak::<Nothing>::new()
+}
 
 /// Why a file could not be loaded as a handler. Each message says what is
 /// wrong and, where there is one, the usual fix.
@@ -47,10 +73,81 @@ pub enum LoadError {
     },
 }
 
+impl ClientError for LoadError {
+    fn status(&self) -> StatusCode {
+        StatusCode::UNPROCESSABLE_ENTITY
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            LoadError::NotWasm => "not-wasm",
+            LoadError::CoreModule => "core-module",
+            LoadError::Invalid(_) => "invalid-component",
+            LoadError::WrongWorld(_) => "wrong-world",
+            LoadError::MemoryOverEngineMax { .. } => "memory-limit",
+        }
+    }
+}
+
+/// A hook (on-connect, on-subscribe, on-publish, on-message, on-close) that trapped, ran out of
+/// time or memory, or returned something invalid: 500 `hook-failed`, or
+/// 503 `busy` when every instance slot was taken.
+#[derive(Debug, thiserror::Error)]
+#[error("{hook} failed: {error}")]
+pub struct HookError {
+    /// Which hook.
+    pub hook: &'static str,
+    /// What went wrong.
+    pub error: EventError,
+    /// The event's id (also in the log line).
+    pub id: Option<Arc<str>>,
+}
+
+impl HookError {
+    /// Log it with the module and event id (the id is in the answer too).
+    pub(crate) fn logged(
+        hook: &'static str,
+        module: &str,
+        id: Arc<str>,
+        error: EventError,
+    ) -> Self {
+        tracing::warn!(module, event = hook, id = &*id, %error, "hook failed");
+        HookError {
+            hook,
+            error,
+            id: Some(id),
+        }
+    }
+}
+
+impl ClientError for HookError {
+    fn status(&self) -> StatusCode {
+        match self.error {
+            EventError::Busy | EventError::NotDeployed(_) => self.error.status(),
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self.error {
+            EventError::Busy | EventError::NotDeployed(_) => self.error.code(),
+            _ => "hook-failed",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u32> {
+        self.error.retry_after()
+    }
+
+    fn request_id(&self) -> Option<Arc<str>> {
+        self.id.clone()
+    }
+}
+
 /// The engine and linker shared by all modules of a host.
 pub struct Runtime {
     engine: SandboxEngine,
-    linker: Linker<StoreState>,
+    linker: Linker<State>,
     settings: EngineSettings,
     cache: Option<CompileCache>,
 }
@@ -90,12 +187,14 @@ impl Runtime {
         self.cache.as_ref()
     }
 
-    /// Validate, compile and pre-link a handler component.
+    /// Validate, compile and pre-link a handler component. `lookup` finds
+    /// the hooks modules of other namespaces.
     pub fn load(
         &self,
         bytes: &[u8],
         services: Arc<ModuleServices>,
         limits: Limits,
+        lookup: Weak<dyn ModuleLookup>,
     ) -> Result<HandlerModule, LoadError> {
         if limits.memory_bytes > self.settings.max_memory_bytes {
             return Err(LoadError::MemoryOverEngineMax {
@@ -128,6 +227,7 @@ impl Runtime {
             limits,
             hash,
             compiled,
+            lookup,
         })
     }
 }
@@ -167,12 +267,13 @@ fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(),
 
 /// A loaded handler: compiled, linked and ready to instantiate per event.
 pub struct HandlerModule {
-    pre: InstancePre<StoreState>,
+    pre: InstancePre<State>,
     exports: HandlerExports,
     services: Arc<ModuleServices>,
     limits: Limits,
     hash: String,
     compiled: Compiled,
+    lookup: Weak<dyn ModuleLookup>,
 }
 
 impl std::fmt::Debug for HandlerModule {
@@ -193,16 +294,16 @@ impl HandlerModule {
     /// The module whose on-subscribe and on-publish decide for `channel`:
     /// its namespace's hooks module, else this one.
     pub(crate) fn hooks_for(self: &Arc<Self>, channel: &str) -> Result<Arc<Self>, EventError> {
-        let Some(name) = self.services.hub.rules(channel).hooks.as_deref() else {
+        let Some(name) = self.services.channels.rules(channel).hooks.as_deref() else {
             return Ok(self.clone());
         };
         if name == self.name() {
             return Ok(self.clone());
         }
-        let Some(registry) = self.services.registry.upgrade() else {
+        let Some(lookup) = self.lookup.upgrade() else {
             return Ok(self.clone());
         };
-        registry
+        lookup
             .current(name)
             .ok_or_else(|| EventError::NotDeployed(name.to_string()))
     }
@@ -231,14 +332,18 @@ impl HandlerModule {
         self: &Arc<Self>,
         event_id: Arc<str>,
         in_publish_hook: bool,
-    ) -> Result<Event, EventError> {
+    ) -> Result<Event<HostState>, EventError> {
+        let label = EventLabel {
+            module: self.services.name.clone(),
+            id: event_id.clone(),
+        };
         let host = HostState {
             services: self.services.clone(),
-            module: self.clone(),
+            publisher: self.clone(),
             event_id,
             in_publish_hook,
         };
-        Event::start(&self.pre, &self.limits, host).await
+        Event::start(&self.pre, &self.limits, host, label).await
     }
 
     /// Instantiate once and drop the instance without calling any export:

@@ -17,14 +17,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Instant, SystemTime};
 
+use http::StatusCode;
 use serde::Serialize;
 
-use crate::channels::Hub;
+use crate::channels::Node;
 use crate::compile_cache::Compiled;
+use crate::http::ClientError;
 use crate::imports::ModuleServices;
 use crate::imports::kv::{DeniedKv, KvStore};
 use crate::limits::Limits;
-use crate::module::{HandlerModule, LoadError, Runtime};
+use crate::module::{HandlerModule, LoadError, ModuleLookup, Runtime};
 use crate::sandbox::EventError;
 
 /// Versions kept per module, the served one included.
@@ -149,6 +151,39 @@ pub enum DeployError {
     },
 }
 
+impl ClientError for DeployError {
+    fn status(&self) -> StatusCode {
+        match self {
+            DeployError::InvalidName(_) => StatusCode::BAD_REQUEST,
+            DeployError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            DeployError::Load(e) => e.status(),
+            DeployError::Start(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            DeployError::NotFound(_) => StatusCode::NOT_FOUND,
+            DeployError::NoPrevious(_) | DeployError::InUse { .. } => StatusCode::CONFLICT,
+            DeployError::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            DeployError::InvalidName(_) => "invalid-name",
+            DeployError::TooLarge { .. } => "too-large",
+            DeployError::Load(e) => e.code(),
+            DeployError::Start(_) => "does-not-start",
+            DeployError::NotFound(_) => "not-found",
+            DeployError::NoPrevious(_) => "no-previous-version",
+            DeployError::InUse { .. } => "in-use",
+            DeployError::Storage { .. } => "storage",
+        }
+    }
+}
+
+impl ModuleLookup for Registry {
+    fn current(&self, name: &str) -> Option<Arc<HandlerModule>> {
+        Registry::current(self, name)
+    }
+}
+
 /// Check a module name: it becomes a directory and a URL segment.
 pub fn validate_name(name: &str) -> Result<(), DeployError> {
     let ok = (1..=63).contains(&name.len())
@@ -183,7 +218,7 @@ struct Slot {
 #[derive(Debug)]
 pub struct Registry {
     runtime: Runtime,
-    hub: Arc<Hub>,
+    channels: Arc<Node>,
     kv: Arc<dyn KvStore>,
     specs: BTreeMap<String, ModuleSpec>,
     data_dir: Option<PathBuf>,
@@ -226,13 +261,13 @@ impl Registry {
     /// An empty registry loading modules with `runtime`.
     pub fn new(
         runtime: Runtime,
-        hub: Arc<Hub>,
+        channels: Arc<Node>,
         kv: Arc<dyn KvStore>,
         config: RegistryConfig,
     ) -> Arc<Registry> {
         Arc::new_cyclic(|me| Registry {
             runtime,
-            hub,
+            channels,
             kv,
             specs: config.specs,
             data_dir: config.data_dir,
@@ -255,9 +290,9 @@ impl Registry {
         self.max_module_bytes
     }
 
-    /// The hub all modules share.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+    /// The channels all modules share.
+    pub fn channels(&self) -> &Arc<Node> {
+        &self.channels
     }
 
     /// The version of `name` new events should run, if deployed.
@@ -491,9 +526,11 @@ impl Registry {
         let size = bytes.len();
         // Compiling takes milliseconds to seconds: keep it off the workers
         // that serve connections.
-        let module = tokio::task::spawn_blocking(move || me.runtime.load(&bytes, services, limits))
-            .await
-            .map_err(|e| DeployError::Start(EventError::Instantiate(e.to_string())))??;
+        let lookup: Weak<dyn ModuleLookup> = self.me.clone();
+        let module =
+            tokio::task::spawn_blocking(move || me.runtime.load(&bytes, services, limits, lookup))
+                .await
+                .map_err(|e| DeployError::Start(EventError::Instantiate(e.to_string())))??;
         let module = Arc::new(module);
         module
             .check_instantiate()
@@ -564,8 +601,7 @@ impl Registry {
                 Arc::new(DeniedKv)
             },
             config: spec.config,
-            hub: self.hub.clone(),
-            registry: self.me.clone(),
+            channels: self.channels.clone(),
         })
     }
 

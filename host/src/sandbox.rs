@@ -16,9 +16,12 @@ use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use std::sync::Arc;
+
+use http::StatusCode;
 use wasmtime::component::{Instance, InstancePre};
 
-use crate::imports::HostState;
+use crate::http::ClientError;
 use crate::limits::Limits;
 
 /// Why an event did not produce a usable answer. Only that event fails; the
@@ -49,6 +52,31 @@ pub enum EventError {
     /// Instantiation failed for another reason.
     #[error("the handler could not be started: {0}")]
     Instantiate(String),
+}
+
+impl ClientError for EventError {
+    fn status(&self) -> StatusCode {
+        match self {
+            EventError::Busy | EventError::NotDeployed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            EventError::Busy => "busy",
+            EventError::NotDeployed(_) => "not-deployed",
+            _ => "handler-failed",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            EventError::Busy => Some(1),
+            EventError::NotDeployed(_) => Some(5),
+            _ => None,
+        }
+    }
 }
 
 /// A typed trap raised by the resource limiter, so that a memory-limit hit is
@@ -92,15 +120,16 @@ impl ResourceLimiter for EventLimiter {
     }
 }
 
-/// Everything a store holds for one event.
-pub(crate) struct StoreState {
+/// Everything a store holds for one event: WASI, the limiter, and the
+/// embedder's own state `T` (the imports' host state).
+pub(crate) struct StoreState<T> {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: EventLimiter,
-    pub(crate) host: HostState,
+    pub(crate) host: T,
 }
 
-impl WasiView for StoreState {
+impl<T: Send> WasiView for StoreState<T> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -113,21 +142,31 @@ impl WasiView for StoreState {
 /// prints); they are logged with the event id when the event ends.
 const MAX_GUEST_OUTPUT: usize = 16 << 10;
 
+/// What names an event in the log: its module and its request or
+/// connection id.
+#[derive(Debug, Clone)]
+pub(crate) struct EventLabel {
+    pub(crate) module: Arc<str>,
+    pub(crate) id: Arc<str>,
+}
+
 /// A live instance for one event.
-pub(crate) struct Event {
-    pub(crate) store: Store<StoreState>,
+pub(crate) struct Event<T: 'static> {
+    pub(crate) store: Store<StoreState<T>>,
     pub(crate) instance: Instance,
     limits: Limits,
     output: MemoryOutputPipe,
+    label: EventLabel,
 }
 
-impl Event {
+impl<T: Send + 'static> Event<T> {
     /// Instantiate a fresh sandbox for one event.
     pub(crate) async fn start(
-        pre: &InstancePre<StoreState>,
+        pre: &InstancePre<StoreState<T>>,
         limits: &Limits,
-        host: HostState,
-    ) -> Result<Event, EventError> {
+        host: T,
+        label: EventLabel,
+    ) -> Result<Event<T>, EventError> {
         // No preopened directories, no environment, no sockets: only clocks,
         // random, and stdout/stderr captured for the log.
         let output = MemoryOutputPipe::new(MAX_GUEST_OUTPUT);
@@ -167,6 +206,7 @@ impl Event {
             instance,
             limits: limits.clone(),
             output,
+            label,
         })
     }
 
@@ -175,12 +215,11 @@ impl Event {
     pub(crate) fn finish<R>(&self, result: wasmtime::Result<R>) -> Result<R, EventError> {
         let printed = self.output.contents();
         if !printed.is_empty() {
-            let host = &self.store.data().host;
             for line in String::from_utf8_lossy(&printed).lines() {
                 tracing::warn!(
                     target: "guest",
-                    module = &*host.services.name,
-                    event = &*host.event_id,
+                    module = &*self.label.module,
+                    event = &*self.label.id,
                     "guest output: {line}"
                 );
             }

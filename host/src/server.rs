@@ -16,13 +16,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use http::header::{HOST, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
+use http::header::HOST;
 
 use crate::dispatch;
+use crate::http::{ApiError, Body};
 use crate::registry::Registry;
 use crate::routes::Routes;
-use crate::transports::{self, EndpointConfig, direct};
+use crate::transports::{self, EndpointConfig, Hangup, direct};
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,33 +99,52 @@ pub async fn serve(
                 direct::serve(&module, &app.endpoints, stream, head, len, remote).await;
                 return;
             }
-            let service = service_fn(move |request| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(route(&app, request, remote).await) }
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             // Boxed, so a task serving a direct stream is not sized for
             // hyper's connection state as well.
-            if let Err(e) = Box::pin(watcher.watch(connection.into_owned())).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
+            Box::pin(serve_hyper(app, builder, watcher, stream, remote)).await;
         });
     }
     tracing::info!("shutting down: telling clients to reconnect, draining");
-    let hub = app.registry.hub();
-    hub.close_all();
+    let channels = app.registry.channels();
+    channels.close_all();
     // WebSocket sessions and direct SSE streams are not hyper connections,
-    // but each holds a hub connection until it has said goodbye.
-    let clients_gone = async {
-        while hub.connection_count() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let drained = async { tokio::join!(graceful.shutdown(), clients_gone) };
+    // but each holds a channel connection until it has said goodbye.
+    let drained = async { tokio::join!(graceful.shutdown(), channels.admission().drained()) };
     if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!(?drain, "connections still open after the drain timeout");
     }
     Ok(())
+}
+
+/// One connection through hyper (HTTP/1.1 or HTTP/2), hung up if one of
+/// its streams is dropped as a slow consumer and cannot be written to its
+/// end (see `transports::hangup`).
+async fn serve_hyper(
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+) {
+    let hangup = Arc::new(Hangup::default());
+    let grace = app.endpoints.write_timeout;
+    let service = service_fn({
+        let hangup = hangup.clone();
+        move |mut request: hyper::Request<Incoming>| {
+            let app = app.clone();
+            request.extensions_mut().insert(hangup.clone());
+            async move { Ok::<_, Infallible>(route(&app, request, remote).await) }
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    match hangup
+        .serve(watcher.watch(connection.into_owned()), grace)
+        .await
+    {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::debug!(%remote, error = %e, "connection ended with an error"),
+        None => tracing::debug!(%remote, "hung up on a client that stopped reading"),
+    }
 }
 
 /// The next connection. Accept errors (out of file descriptors and the like)
@@ -145,7 +165,7 @@ async fn route(
     app: &App,
     request: hyper::Request<Incoming>,
     remote: SocketAddr,
-) -> hyper::Response<dispatch::Body> {
+) -> hyper::Response<Body> {
     let path = request.uri().path();
     let name = if path.starts_with(transports::PREFIX) {
         Some(app.channel_module.as_str())
@@ -158,29 +178,29 @@ async fn route(
         app.routes.resolve(host, path)
     };
     if name.is_some_and(str::is_empty) {
-        return transports::error(
+        return ApiError::new(
             StatusCode::NOT_FOUND,
             "no-route",
             "no module serves the /comet/ endpoints: set `hooks` under [channels] in the manifest",
-        );
+        )
+        .into_response();
     }
     let Some(name) = name else {
-        return transports::error(
+        return ApiError::new(
             StatusCode::NOT_FOUND,
             "no-route",
             format!("no route for {path}"),
-        );
+        )
+        .into_response();
     };
     let Some(module) = app.registry.current(name) else {
-        let mut response = transports::error(
+        return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-deployed",
             format!("module {name:?} is not deployed"),
-        );
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        return response;
+        )
+        .retry_after(5)
+        .into_response();
     };
     if path.starts_with(transports::PREFIX) {
         return transports::handle(&module, &app.endpoints, request, remote).await;

@@ -128,7 +128,10 @@ fn chat_page_in_headless_chromium() -> anyhow::Result<()> {
         eprintln!("skipped: no chromium installed");
         return Ok(());
     };
-    let comet = Comet::start(COMET, &[guests::CHAT, "--publish-token", TOKEN])?;
+    let comet = Comet::start(
+        COMET,
+        &[guests::CHAT, "--client-publish", "--publish-token", TOKEN],
+    )?;
     let url = comet.url("/?room=lobby");
     let (_browser, mut devtools) = open_page(binary, &url)?;
     let mut id = 0;

@@ -1,7 +1,10 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use comet_testkit::{Comet, Lines, get, guests, publish, ws_connect, ws_frame, ws_json, ws_send};
+use comet_testkit::{
+    Comet, Lines, get, guests, publish, wait_connections, wait_for, ws_connect, ws_frame, ws_json,
+    ws_send,
+};
 use serde_json::{Value, json};
 
 use crate::COMET;
@@ -9,7 +12,12 @@ use crate::COMET;
 const TOKEN: &str = "test-token";
 
 fn start(extra: &[&str]) -> anyhow::Result<Comet> {
-    let mut args = vec![guests::CHANNELS_APP, "--publish-token", TOKEN];
+    let mut args = vec![
+        guests::CHANNELS_APP,
+        "--publish-token",
+        TOKEN,
+        "--client-publish",
+    ];
     args.extend_from_slice(extra);
     Comet::start(COMET, &args)
 }
@@ -95,7 +103,7 @@ fn long_poll_returns_messages_and_a_cursor() -> anyhow::Result<()> {
     let cursor = v["cursor"].as_str().unwrap_or_default().to_string();
     let url = comet.url(&format!("/comet/poll?channel=a&channel=b&since={cursor}"));
     let waiter = std::thread::spawn(move || get(&url));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_connections(&comet, "poll", 1)?;
     published(&comet, "b", "3")?;
     let v: Value = serde_json::from_str(&waiter.join().expect("poll thread")?.body)?;
     assert_eq!(v["messages"][0]["data"], "3");
@@ -398,29 +406,24 @@ fn on_message_actions_run_in_order() -> anyhow::Result<()> {
         &mut ws,
         &json!({"op": "message", "data": "pub room hi all"}),
     )?;
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        seen.push(
-            ws_json(&mut ws)?["type"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        );
-    }
-    seen.sort();
-    assert_eq!(seen, ["ack", "message"]);
+    // The action's publish is acknowledged as it runs; the message comes
+    // through the connection's queue after it.
+    let ack = ws_json(&mut ws)?;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let message = ws_json(&mut ws)?;
+    assert_eq!(
+        (message["type"].as_str(), message["data"].as_str()),
+        (Some("message"), Some("hi all")),
+        "{message}"
+    );
     ws_send(&mut ws, &json!({"op": "message", "data": "bye"}))?;
     let err = ws_frame(&mut ws).expect_err("closed");
     assert!(err.to_string().contains("4001"), "{err}");
     // on-close ran (asynchronously) and counted the connection.
-    let mut closed = String::new();
-    for _ in 0..50 {
-        closed = get(&comet.url("/closed"))?.body;
-        if closed != "0" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let closed = wait_for("on-close", Duration::from_secs(10), || {
+        let body = get(&comet.url("/closed")).ok()?.body;
+        (body != "0").then_some(body)
+    })?;
     assert_eq!(closed, "1");
     Ok(())
 }
@@ -434,8 +437,18 @@ fn guest_holds_serve_channels() -> anyhow::Result<()> {
     assert_eq!(sse.status, 200);
     assert!(sse.headers.iter().any(|(n, v)| n == "x-room" && v == "42"));
     let mut ws = ws_connect(&ws_url(&comet, "/rooms/42/ws?user=cy"))?;
-    // The accept subscribed it before any frame; give the task a moment.
-    std::thread::sleep(Duration::from_millis(200));
+    // The accept subscribes it in the connection's task: wait for both
+    // subscribers of the room.
+    wait_for(
+        "two subscribers of room:42",
+        Duration::from_secs(10),
+        || {
+            let v: Value =
+                serde_json::from_str(&get(&comet.url("/presence?channel=room:42")).ok()?.body)
+                    .ok()?;
+            (v["connections"] == 2).then_some(())
+        },
+    )?;
     published(&comet, "room:42", "welcome")?;
     assert_eq!(sse.event()?.json()["data"], "welcome");
     let v = ws_json(&mut ws)?;

@@ -11,7 +11,7 @@ fn message_data(v: &Value) -> Value {
 /// session, HTML escaped by on-publish, delivered over WebSocket.
 #[test]
 fn chat_escapes_html_and_stamps_the_nickname() -> anyhow::Result<()> {
-    let comet = Comet::start(COMET, &[guests::CHAT])?;
+    let comet = Comet::start(COMET, &[guests::CHAT, "--client-publish"])?;
     let page = get_with(&comet.url("/?room=lobby"), &[("cookie", "nick=ann")])?;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<b id=\"me\">ann</b>"), "{}", page.body);
@@ -76,7 +76,15 @@ fn chat_escapes_html_and_stamps_the_nickname() -> anyhow::Result<()> {
 /// Private rooms need the token (on-subscribe, Hookbox style).
 #[test]
 fn chat_private_rooms_need_the_token() -> anyhow::Result<()> {
-    let comet = Comet::start(COMET, &[guests::CHAT, "--var", "room_token=sesame"])?;
+    let comet = Comet::start(
+        COMET,
+        &[
+            guests::CHAT,
+            "--client-publish",
+            "--var",
+            "room_token=sesame",
+        ],
+    )?;
     let ws_url = format!("ws://{}/comet/ws", comet.addr);
     let mut ws = ws_connect_with(&ws_url, &[])?;
     ws_send(

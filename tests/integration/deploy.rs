@@ -445,6 +445,7 @@ fn manifest_routes_and_errors() -> anyhow::Result<()> {
             r#"
 [channels]
 hooks = "hello"
+client_publish = true
 
 [namespaces.news]
 client_publish = false

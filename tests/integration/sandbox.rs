@@ -1,28 +1,28 @@
 use std::time::{Duration, Instant};
 
-use comet_testkit::{Comet, get, guests, post};
+use comet_testkit::{Comet, get, guests, post, wait_for};
 
 use crate::COMET;
 
-/// An event that fails answers 500 with a JSON body naming the request id,
-/// which also appears in the host's log line for the failure.
+/// An event that fails answers 500 `handler-failed` with a JSON body naming
+/// the request id, which also appears in the host's log line for the failure.
 fn assert_failed(comet: &Comet, r: &comet_testkit::Reply, needle: &str) -> anyhow::Result<()> {
     assert_eq!(r.status, 500, "{}", r.body);
     let id = r.header("x-request-id").expect("request id header");
     let v: serde_json::Value = serde_json::from_str(&r.body)?;
     assert_eq!(v["request_id"], id);
-    let error = v["error"].as_str().unwrap_or_default();
-    assert!(error.contains(needle), "expected {needle:?} in {error:?}");
-    // The log line is written just before the response; give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !comet.stderr().contains(id) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!(v["error"], "handler-failed", "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
     assert!(
-        comet.stderr().contains(id),
-        "request id {id} not in the log"
+        message.contains(needle),
+        "expected {needle:?} in {message:?}"
     );
-    Ok(())
+    // The log line is written just before the response.
+    wait_for(
+        &format!("request id {id} in the log"),
+        Duration::from_secs(5),
+        || comet.stderr().contains(id).then_some(()),
+    )
 }
 
 /// Infinite loops are interrupted at the deadline while requests to a healthy

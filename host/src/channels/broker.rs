@@ -1,17 +1,30 @@
-//! The [`Broker`] boundary (history and positions of every channel) and the
-//! embedded memory broker.
+//! The [`Broker`] boundary: where channel history and positions live, and
+//! how messages reach this node. The shape is Centrifuge's (`broker.go`):
 //!
-//! The hub calls `append` with the channel's hub lock held, so the offset a
-//! broker assigns and the order subscribers see are the same order. A Redis
-//! broker (streams for history, pub/sub for other nodes' messages) implements
-//! the same trait; the transports only ever talk to the hub.
+//! - `publish` stores a message and gives it its position (epoch and next
+//!   offset) atomically with announcing it;
+//! - `history` reads what is kept after a position, and always answers the
+//!   channel's current position, epoch included, even for a channel with no
+//!   message yet;
+//! - `subscribe` / `unsubscribe` say which channels this node has local
+//!   subscribers for;
+//! - every message published anywhere (this node's own included) comes back
+//!   through the one [`Sink`] the node registered with [`Broker::start`], in
+//!   offset order per channel. A broker may lose a message between storing
+//!   and delivering it (a network broker can); connections notice the jump in
+//!   offsets and read it from history.
+//!
+//! The embedded [`MemoryBroker`](super::memory::MemoryBroker) and the Redis
+//! broker implement it; nothing above the node talks to a broker.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::cursor::Position;
+use async_trait::async_trait;
+
+use super::cursor::{Cursor, Position};
 use super::message::{Message, Payload};
+use super::name::ChannelName;
 
 /// Messages kept per channel by default. Enough for a client that drops off
 /// for a few seconds of a busy channel to resume without a gap.
@@ -40,9 +53,9 @@ impl Default for HistoryLimits {
 /// Why messages may be missing before what a read returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gap {
-    /// The cursor is older than the oldest message kept.
+    /// The position is older than the oldest message kept.
     TooOld,
-    /// The cursor is from another lifetime of the channel's history (for
+    /// The position is from another lifetime of the channel's history (for
     /// example before a restart of the memory broker).
     EpochChanged,
 }
@@ -60,223 +73,96 @@ impl Gap {
 /// Messages read from history.
 #[derive(Debug, Default)]
 pub struct History {
-    /// Messages after the cursor, oldest first.
+    /// Messages after the position asked for, oldest first.
     pub messages: Vec<Arc<Message>>,
     /// Set when messages before these may have been lost.
     pub gap: Option<Gap>,
-    /// The channel's newest position (to continue from when nothing is read).
+    /// The channel's newest position, in its current epoch.
     pub head: Position,
 }
 
+/// A stored message's position, as its publisher learns it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The channel.
+    pub channel: ChannelName,
+    /// Its position.
+    pub position: Position,
+    /// When the broker accepted it, in ms since the Unix epoch.
+    pub time_ms: u64,
+}
+
+impl Published {
+    /// The cursor right after the message.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::single(&self.channel, self.position)
+    }
+}
+
 /// Why a broker call failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
     /// The backend is down or refused.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker holds as many channels as it may.
+    #[error("the server holds its maximum of {0} channels")]
+    ChannelLimit(usize),
 }
 
-/// Where channel history and positions live.
+/// What the broker knows about its own use of memory, for status pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Channels with a known epoch.
+    pub channels: usize,
+    /// Bytes of history held.
+    pub history_bytes: usize,
+    /// Messages dropped to stay within the history byte budget.
+    pub evicted: u64,
+    /// Idle channels forgotten by the sweep.
+    pub reclaimed: u64,
+}
+
+/// Where the broker hands every message: the node, which fans it out.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// A message of a channel this node subscribed to (others may come too;
+    /// the node drops what no connection wants). Must not block.
+    fn deliver(&self, message: Arc<Message>);
+}
+
+/// Where channel history and positions live, and how messages reach nodes.
+#[async_trait]
 pub trait Broker: Send + Sync + std::fmt::Debug {
-    /// Store a message and give it the next position.
-    fn append(
+    /// Begin delivering messages to `sink` (called once, by the node).
+    fn start(self: Arc<Self>, sink: Arc<dyn Sink>);
+
+    /// Store `payload` as the next message of `channel`, keep at most
+    /// `history` of the channel, and deliver it to every subscribed node.
+    async fn publish(
         &self,
-        channel: &Arc<str>,
+        channel: &ChannelName,
         payload: Payload,
-        limits: HistoryLimits,
-    ) -> Result<Arc<Message>, BrokerError>;
-    /// Up to `limit` messages after `since` (`None`: the oldest kept).
-    fn read(
+        history: HistoryLimits,
+    ) -> Result<Published, BrokerError>;
+
+    /// Up to `limit` messages of `channel` after `since` (`None`: from the
+    /// oldest kept), and the channel's head. Creates the channel's epoch if
+    /// it has none yet, so a position read now can be checked later.
+    async fn history(
         &self,
-        channel: &str,
+        channel: &ChannelName,
         since: Option<Position>,
         limit: usize,
     ) -> Result<History, BrokerError>;
-}
 
-#[derive(Debug)]
-struct ChannelHistory {
-    epoch: u64,
-    next_offset: u64,
-    messages: VecDeque<Arc<Message>>,
-    max_age: Duration,
-}
+    /// This node has a local subscriber of `channel` from now on.
+    async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError>;
 
-impl ChannelHistory {
-    fn prune(&mut self, now_ms: u64) {
-        let max_age = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
-        while self
-            .messages
-            .front()
-            .is_some_and(|m| now_ms.saturating_sub(m.published_at_ms) > max_age)
-        {
-            self.messages.pop_front();
-        }
-    }
-}
+    /// This node's last local subscriber of `channel` left.
+    async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), BrokerError>;
 
-/// The embedded broker: history in memory, a fresh random epoch per channel,
-/// so cursors from before a restart get an explicit reset.
-#[derive(Debug, Default)]
-pub struct MemoryBroker {
-    channels: Mutex<HashMap<Arc<str>, ChannelHistory>>,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn random_epoch() -> u64 {
-    let mut b = [0u8; 8];
-    // A failed getrandom leaves zeros; the time still makes epochs differ.
-    let _ = getrandom::fill(&mut b);
-    u64::from_le_bytes(b) ^ now_ms()
-}
-
-impl Broker for MemoryBroker {
-    fn append(
-        &self,
-        channel: &Arc<str>,
-        payload: Payload,
-        limits: HistoryLimits,
-    ) -> Result<Arc<Message>, BrokerError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let history = channels
-            .entry(channel.clone())
-            .or_insert_with(|| ChannelHistory {
-                epoch: random_epoch(),
-                next_offset: 1,
-                messages: VecDeque::new(),
-                max_age: limits.max_age,
-            });
-        history.max_age = limits.max_age;
-        let now = now_ms();
-        let position = Position {
-            epoch: history.epoch,
-            offset: history.next_offset,
-        };
-        history.next_offset += 1;
-        let message = Arc::new(Message::new(channel.clone(), position, payload, now));
-        history.messages.push_back(message.clone());
-        while history.messages.len() > limits.max_len.max(1) {
-            history.messages.pop_front();
-        }
-        history.prune(now);
-        Ok(message)
-    }
-
-    fn read(
-        &self,
-        channel: &str,
-        since: Option<Position>,
-        limit: usize,
-    ) -> Result<History, BrokerError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(history) = channels.get_mut(channel) else {
-            // Never published: nothing to read, and nothing was missed.
-            return Ok(History {
-                head: since.unwrap_or_default(),
-                ..History::default()
-            });
-        };
-        history.prune(now_ms());
-        let head = Position {
-            epoch: history.epoch,
-            offset: history.next_offset - 1,
-        };
-        let oldest = history.messages.front().map(|m| m.position.offset);
-        // After which offset to deliver, and whether a gap must be reported.
-        let (after, gap) = match since {
-            None => (0, None),
-            Some(p) if p.epoch != history.epoch => {
-                // A cursor that had seen nothing has lost nothing unless the
-                // history no longer starts at the first message.
-                let lost = p.offset > 0 || oldest.is_some_and(|o| o > 1);
-                (0, lost.then_some(Gap::EpochChanged))
-            }
-            Some(p) if p.offset > head.offset => (0, Some(Gap::EpochChanged)),
-            Some(p) => {
-                let first_kept = oldest.unwrap_or(head.offset + 1);
-                let gap = (p.offset + 1 < first_kept).then_some(Gap::TooOld);
-                (p.offset, gap)
-            }
-        };
-        let messages: Vec<_> = history
-            .messages
-            .iter()
-            .filter(|m| m.position.offset > after)
-            .take(limit)
-            .cloned()
-            .collect();
-        Ok(History {
-            messages,
-            gap,
-            head,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(s: &str) -> Payload {
-        Payload::Text(s.into())
-    }
-
-    #[test]
-    fn offsets_increase_and_reads_resume() {
-        let b = MemoryBroker::default();
-        let ch: Arc<str> = "a".into();
-        let m1 = b.append(&ch, text("1"), HistoryLimits::default()).unwrap();
-        let m2 = b.append(&ch, text("2"), HistoryLimits::default()).unwrap();
-        assert!(m2.position.offset > m1.position.offset);
-        assert_eq!(m1.position.epoch, m2.position.epoch);
-        let h = b.read("a", Some(m1.position), 10).unwrap();
-        assert_eq!(h.messages.len(), 1);
-        assert_eq!(h.messages[0].payload, text("2"));
-        assert_eq!(h.gap, None);
-        assert_eq!(h.head, m2.position);
-        let h = b.read("a", Some(m2.position), 10).unwrap();
-        assert!(h.messages.is_empty());
-    }
-
-    #[test]
-    fn old_and_foreign_cursors_get_a_gap() {
-        let b = MemoryBroker::default();
-        let ch: Arc<str> = "a".into();
-        let limits = HistoryLimits {
-            max_len: 3,
-            ..HistoryLimits::default()
-        };
-        let first = b.append(&ch, text("0"), limits).unwrap();
-        for i in 1..10 {
-            b.append(&ch, text(&i.to_string()), limits).unwrap();
-        }
-        let h = b.read("a", Some(first.position), 100).unwrap();
-        assert_eq!(h.gap, Some(Gap::TooOld));
-        assert_eq!(h.messages.len(), 3);
-        let foreign = Position {
-            epoch: first.position.epoch ^ 1,
-            offset: 5,
-        };
-        let h = b.read("a", Some(foreign), 100).unwrap();
-        assert_eq!(h.gap, Some(Gap::EpochChanged));
-        assert_eq!(h.messages.len(), 3);
-    }
-
-    #[test]
-    fn a_cursor_that_saw_nothing_loses_nothing() {
-        let b = MemoryBroker::default();
-        let before = b.read("fresh", None, 10).unwrap().head;
-        b.append(&"fresh".into(), text("x"), HistoryLimits::default())
-            .unwrap();
-        let h = b.read("fresh", Some(before), 10).unwrap();
-        assert_eq!(h.gap, None);
-        assert_eq!(h.messages.len(), 1);
+    /// Memory and reclamation figures.
+    fn stats(&self) -> BrokerStats {
+        BrokerStats::default()
     }
 }

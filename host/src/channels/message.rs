@@ -1,14 +1,20 @@
-//! A published message and its wire forms, encoded once when it is published
-//! and shared (as `Bytes`) by every subscriber on every transport.
-
-use std::sync::Arc;
+//! A published message and its wire forms, encoded once when it is made and
+//! shared (as `Bytes`) by every subscriber on every transport.
+//!
+//! A message is stored once: one buffer holds its SSE event,
+//! `id: CURSOR\nevent: message\ndata: JSON\n\n`, and the JSON object, the
+//! NDJSON line and the SSE event without its id are slices of it. A text
+//! payload lives only inside that JSON; a binary payload keeps its raw bytes
+//! too (WebSocket sends them as a binary frame), and its JSON carries them in
+//! base64.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cursor::{Cursor, Position};
+use super::name::ChannelName;
 
 /// The content of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,27 +41,42 @@ impl Payload {
 }
 
 /// A message as stored in history and fanned out.
-#[derive(Debug)]
 pub struct Message {
     /// The channel it was published to.
-    pub channel: Arc<str>,
+    pub channel: ChannelName,
     /// Its position: resuming from here continues after it.
     pub position: Position,
-    /// Its content.
-    pub payload: Payload,
     /// When the host accepted it, in ms since the Unix epoch.
     pub published_at_ms: u64,
-    /// `{"type":"message",...}` followed by `\n`.
-    line: Bytes,
-    /// `id: {own cursor}\nevent: message\ndata: {json}\n\n`.
-    sse: Bytes,
-    /// Where `event:` starts in `sse`.
-    sse_event_at: usize,
+    /// The SSE event with the message's own cursor as its id.
+    encoded: Bytes,
+    /// Where `event:` starts in `encoded`.
+    event_at: usize,
+    /// Where the JSON object starts in `encoded`; it ends 2 bytes before the
+    /// end (the blank line that ends the event).
+    json_at: usize,
+    /// A binary payload's bytes and the WebSocket text frame announcing them.
+    binary: Option<Box<Binary>>,
+}
+
+struct Binary {
+    bytes: Bytes,
+    ws_header: Bytes,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("channel", &self.channel)
+            .field("position", &self.position)
+            .field("bytes", &self.size())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Serialize)]
 struct Wire<'a> {
-    r#type: &'static str,
+    r#type: &'a str,
     channel: &'a str,
     cursor: &'a str,
     time: u64,
@@ -63,75 +84,120 @@ struct Wire<'a> {
     data: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_b64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary: Option<bool>,
 }
 
 impl Message {
     /// Build a message and its encodings.
     pub fn new(
-        channel: Arc<str>,
+        channel: ChannelName,
         position: Position,
         payload: Payload,
         published_at_ms: u64,
     ) -> Message {
         let cursor = Cursor::single(&channel, position).encode();
-        let (data, data_b64) = match &payload {
-            Payload::Text(t) => (Some(t.as_str()), None),
-            Payload::Binary(b) => (None, Some(STANDARD.encode(b))),
+        let (text, bytes) = match payload {
+            Payload::Text(t) => (Some(t), None),
+            Payload::Binary(b) => (None, Some(b)),
         };
-        let wire = Wire {
+        let mut wire = Wire {
             r#type: "message",
             channel: &channel,
             cursor: &cursor,
             time: published_at_ms,
-            data,
-            data_b64,
+            data: text.as_deref(),
+            data_b64: bytes.as_ref().map(|b| STANDARD.encode(b)),
+            binary: None,
         };
-        // Serializing plain strings and numbers cannot fail.
-        let mut line = serde_json::to_vec(&wire).unwrap_or_default();
-        let mut sse = Vec::with_capacity(line.len() + cursor.len() + 32);
-        sse.extend_from_slice(b"id: ");
-        sse.extend_from_slice(cursor.as_bytes());
-        sse.push(b'\n');
-        let sse_event_at = sse.len();
-        sse.extend_from_slice(b"event: message\ndata: ");
-        sse.extend_from_slice(&line);
-        sse.extend_from_slice(b"\n\n");
-        line.push(b'\n');
+        let size =
+            text.as_ref().map_or(0, String::len) + wire.data_b64.as_ref().map_or(0, String::len);
+        let mut encoded = Vec::with_capacity(size + cursor.len() + 128);
+        encoded.extend_from_slice(b"id: ");
+        encoded.extend_from_slice(cursor.as_bytes());
+        encoded.push(b'\n');
+        let event_at = encoded.len();
+        encoded.extend_from_slice(b"event: message\ndata: ");
+        let json_at = encoded.len();
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut encoded, &wire);
+        encoded.extend_from_slice(b"\n\n");
+        let binary = bytes.map(|bytes| {
+            wire.data_b64 = None;
+            wire.binary = Some(true);
+            let ws_header = serde_json::to_vec(&wire).unwrap_or_default().into();
+            Box::new(Binary { bytes, ws_header })
+        });
         Message {
             channel,
             position,
-            payload,
             published_at_ms,
-            line: line.into(),
-            sse: sse.into(),
-            sse_event_at,
+            encoded: encoded.into(),
+            event_at,
+            json_at,
+            binary,
         }
     }
 
     /// The message as one JSON object (no trailing newline).
     pub fn json(&self) -> Bytes {
-        self.line.slice(..self.line.len() - 1)
+        self.encoded
+            .slice(self.json_at..self.encoded.len().saturating_sub(2))
     }
 
     /// The JSON object and a newline: one NDJSON line.
     pub fn ndjson(&self) -> Bytes {
-        self.line.clone()
+        self.encoded
+            .slice(self.json_at..self.encoded.len().saturating_sub(1))
     }
 
     /// The SSE event without its `id:` line.
     pub fn sse(&self) -> Bytes {
-        self.sse.slice(self.sse_event_at..)
+        self.encoded.slice(self.event_at..)
     }
 
     /// The SSE event with this message's own cursor as its `id:`: what a
     /// stream of one channel sends, shared, with no per-subscriber work.
     pub fn sse_with_id(&self) -> Bytes {
-        self.sse.clone()
+        self.encoded.clone()
     }
 
     /// This message's own cursor (its channel only).
     pub fn cursor(&self) -> Cursor {
         Cursor::single(&self.channel, self.position)
+    }
+
+    /// For a binary payload: the WebSocket text frame that announces it
+    /// (the message JSON with `"binary": true` and no data) and its bytes.
+    pub fn binary(&self) -> Option<(Bytes, Bytes)> {
+        self.binary
+            .as_ref()
+            .map(|b| (b.ws_header.clone(), b.bytes.clone()))
+    }
+
+    /// The payload (for guests reading history; transports use the
+    /// encodings).
+    pub fn payload(&self) -> Payload {
+        if let Some(b) = &self.binary {
+            return Payload::Binary(b.bytes.clone());
+        }
+        #[derive(Deserialize)]
+        struct Data {
+            data: String,
+        }
+        let text = serde_json::from_slice::<Data>(&self.json())
+            .map(|d| d.data)
+            .unwrap_or_default();
+        Payload::Text(text)
+    }
+
+    /// Bytes of memory this message holds (for history budgets).
+    pub fn size(&self) -> usize {
+        let binary = self
+            .binary
+            .as_ref()
+            .map_or(0, |b| b.bytes.len() + b.ws_header.len() + 64);
+        std::mem::size_of::<Message>() + self.encoded.len() + binary
     }
 }
 
@@ -139,10 +205,14 @@ impl Message {
 mod tests {
     use super::*;
 
+    fn name(s: &str) -> ChannelName {
+        ChannelName::new(s).unwrap()
+    }
+
     #[test]
     fn encodings_share_one_json() {
         let m = Message::new(
-            "a".into(),
+            name("a"),
             Position {
                 epoch: 1,
                 offset: 2,
@@ -159,19 +229,21 @@ mod tests {
             Cursor::decode(v["cursor"].as_str().unwrap()).unwrap(),
             m.cursor()
         );
-        assert!(m.ndjson().ends_with(b"\n"));
+        assert_eq!(&m.ndjson()[..], [&m.json()[..], b"\n"].concat());
         let sse = String::from_utf8(m.sse().to_vec()).unwrap();
         assert!(sse.starts_with("event: message\ndata: {"));
         assert!(sse.ends_with("}\n\n"));
         assert_eq!(sse.matches('\n').count(), 3, "data must be one line: {sse}");
         let with_id = String::from_utf8(m.sse_with_id().to_vec()).unwrap();
         assert_eq!(with_id, format!("id: {}\n{sse}", m.cursor().encode()));
+        assert_eq!(m.payload(), Payload::Text("hi\n\"x\"".into()));
+        assert!(m.binary().is_none());
     }
 
     #[test]
-    fn binary_payloads_are_base64() {
+    fn binary_payloads_are_base64_and_kept_raw() {
         let m = Message::new(
-            "a".into(),
+            name("a"),
             Position {
                 epoch: 1,
                 offset: 1,
@@ -182,5 +254,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&m.json()).unwrap();
         assert_eq!(v["data_b64"], "AP8=");
         assert!(v.get("data").is_none());
+        let (header, bytes) = m.binary().unwrap();
+        let h: serde_json::Value = serde_json::from_slice(&header).unwrap();
+        assert_eq!(h["binary"], true);
+        assert!(h.get("data_b64").is_none());
+        assert_eq!(&bytes[..], [0, 255]);
+        assert_eq!(m.payload(), Payload::Binary(Bytes::from_static(&[0, 255])));
     }
 }

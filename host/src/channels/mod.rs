@@ -1,15 +1,53 @@
-//! Channels: names, cursors, messages and their wire forms, the broker that
-//! keeps history, and the hub that fans messages out to connections.
+//! Channels: names, cursors, messages and their wire forms, the [`Broker`]
+//! boundary and the embedded [`MemoryBroker`], the local [`Hub`], and the
+//! [`Node`] that ties them together for transports and guests.
+//!
+//! The path of a published message: `Node::publish` → `Broker::publish`
+//! (position assigned, history stored) → the broker's delivery to every
+//! subscribed node's [`Sink`] (the hub) → each subscriber's bounded queue →
+//! [`Connection::next`], which checks the offset, and the transport.
 
+pub mod admission;
 pub mod broker;
+pub mod connection;
 pub mod cursor;
+mod error;
 pub mod hub;
+pub mod memory;
 pub mod message;
 pub mod name;
+pub mod node;
 pub mod rules;
+pub mod signal;
 
-pub use broker::{Broker, Gap, History, HistoryLimits, MemoryBroker};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use admission::{Admission, TransportKind};
+pub use broker::{Broker, BrokerError, BrokerStats, Gap, History, HistoryLimits, Published, Sink};
+pub use connection::{Backlog, Connection, Event, Reset};
 pub use cursor::{Cursor, CursorError, Position};
-pub use hub::{Connection, Event, Hub, HubConfig, HubError, TransportKind};
+pub use error::ChannelError;
+pub use hub::{Hub, Presence, Session};
+pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use message::{Message, Payload};
+pub use name::{ChannelName, NameError};
+pub use node::{Node, NodeConfig};
 pub use rules::{ChannelRules, Namespaces};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Lock a mutex, going on with the data if a panic poisoned it: every
+/// critical section here leaves its data consistent between statements.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,10 @@
 //! Channel names: 1..=255 bytes of a URL- and header-safe alphabet, with an
-//! optional namespace prefix before the first `:` (`chat:room1`).
+//! optional namespace prefix before the first `:` (`chat:room1`). A
+//! [`ChannelName`] is checked once, where it enters the host; everything
+//! after that takes the type and checks nothing again.
+
+use std::borrow::Borrow;
+use std::sync::Arc;
 
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_BYTES: usize = 255;
@@ -44,6 +49,62 @@ pub fn validate(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// A channel name that follows the rules. Cheap to clone (shared), and
+/// hashes and compares like the `str` it holds, so maps keyed by it can be
+/// looked up with a `&str`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(Arc<str>);
+
+impl ChannelName {
+    /// Check `name` and make it a channel name.
+    pub fn new(name: &str) -> Result<ChannelName, NameError> {
+        validate(name)?;
+        Ok(ChannelName(name.into()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The namespace: the part before the first `:`, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        namespace(&self.0)
+    }
+}
+
+impl std::ops::Deref for ChannelName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for ChannelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for ChannelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl TryFrom<&str> for ChannelName {
+    type Error = NameError;
+    fn try_from(name: &str) -> Result<Self, NameError> {
+        ChannelName::new(name)
+    }
+}
+
 /// The namespace of a channel: the part before the first `:`, if any.
 pub fn namespace(name: &str) -> Option<&str> {
     name.split_once(':').map(|(ns, _)| ns)
@@ -67,6 +128,16 @@ mod tests {
             Err(NameError::BadCharacter { found: ' ', .. })
         ));
         assert!(matches!(validate("é"), Err(NameError::BadCharacter { .. })));
+    }
+
+    #[test]
+    fn names_are_checked_once_and_look_up_as_str() {
+        let name = ChannelName::new("chat:a").unwrap();
+        assert_eq!(name.namespace(), Some("chat"));
+        let mut map = std::collections::HashMap::new();
+        map.insert(name, 1);
+        assert_eq!(map.get("chat:a"), Some(&1));
+        assert!(ChannelName::new("no spaces").is_err());
     }
 
     #[test]

@@ -7,26 +7,19 @@ use std::sync::Arc;
 use super::broker::HistoryLimits;
 use super::name;
 
-/// What applies to the channels of one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What applies to the channels of one namespace. The default keeps the
+/// default history and lets no client publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChannelRules {
     /// History kept per channel.
     pub history: HistoryLimits,
-    /// Whether WebSocket clients may publish (the server API always may).
+    /// Whether WebSocket clients may publish (the server API and guests
+    /// always may). Off unless the namespace allows it: an anonymous
+    /// client should not be able to create channels and fill history.
     pub client_publish: bool,
     /// The module whose on-subscribe and on-publish run for these channels;
     /// `None`: the module serving the connection or publishing.
     pub hooks: Option<Arc<str>>,
-}
-
-impl Default for ChannelRules {
-    fn default() -> Self {
-        ChannelRules {
-            history: HistoryLimits::default(),
-            client_publish: true,
-            hooks: None,
-        }
-    }
 }
 
 /// Rules by namespace (the part of a channel name before the first `:`),
@@ -56,14 +49,14 @@ mod tests {
     fn namespaced_channels_get_their_rules() {
         let mut ns = Namespaces::default();
         ns.by_name.insert(
-            "ro".into(),
+            "rw".into(),
             ChannelRules {
-                client_publish: false,
+                client_publish: true,
                 ..ChannelRules::default()
             },
         );
-        assert!(!ns.rules("ro:news").client_publish);
         assert!(ns.rules("rw:news").client_publish);
-        assert!(ns.rules("ro").client_publish, "no colon: no namespace");
+        assert!(!ns.rules("ro:news").client_publish);
+        assert!(!ns.rules("rw").client_publish, "no colon: no namespace");
     }
 }

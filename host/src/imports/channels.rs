@@ -1,72 +1,100 @@
-//! The `channels` import: publish (through the module's on-publish), history
-//! and presence, over the hub.
+//! The `channels` import: publish (through the channel's on-publish),
+//! history and presence.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
 
 use crate::bindings::PublishSource;
-use crate::bindings::channels::{ChannelError, HistoryPage, Host, PresenceInfo};
+use crate::bindings::channels::{ChannelError as WitError, HistoryPage, Host, PresenceInfo};
 use crate::bindings::types::Payload;
-use crate::channels::{Cursor, HubError};
+use crate::channels::{ChannelError, ChannelName, Cursor};
 use crate::imports::HostState;
-use crate::publish::{self, PublishError};
 
 /// Most sessions listed by `presence`.
 const MAX_PRESENCE_SESSIONS: usize = 100;
 /// Most messages one `history` call returns.
 const MAX_HISTORY_PAGE: u32 = 1000;
 
-impl From<HubError> for ChannelError {
-    fn from(e: HubError) -> Self {
+/// The publish path a guest's `channels.publish` takes: on-publish of the
+/// channel's hooks module, then the node. Implemented by `crate::publish`.
+#[async_trait]
+pub(crate) trait GuestPublisher: Send + Sync + std::fmt::Debug {
+    /// Publish on behalf of the guest running event `event_id`; the cursor
+    /// after the new message, or why not.
+    async fn publish_for_guest(
+        self: Arc<Self>,
+        event_id: Arc<str>,
+        channel: ChannelName,
+        payload: crate::channels::Payload,
+        source: PublishSource,
+    ) -> Result<String, WitError>;
+}
+
+impl From<ChannelError> for WitError {
+    fn from(e: ChannelError) -> Self {
         let msg = e.to_string();
         match e {
-            HubError::InvalidChannel(_) => ChannelError::InvalidChannel(msg),
-            HubError::TooLarge(_) => ChannelError::TooLarge(msg),
-            HubError::TooManyChannels(_)
-            | HubError::Full(_)
-            | HubError::Broker(_)
-            | HubError::Closing => ChannelError::Unavailable(msg),
+            ChannelError::InvalidChannel(_) => WitError::InvalidChannel(msg),
+            ChannelError::InvalidCursor(_) => WitError::InvalidCursor(msg),
+            ChannelError::TooLarge { .. } => WitError::TooLarge(msg),
+            ChannelError::TooManyChannels(_)
+            | ChannelError::ConnectionLimit(_)
+            | ChannelError::ChannelLimit(_)
+            | ChannelError::Unavailable(_)
+            | ChannelError::Closing => WitError::Unavailable(msg),
         }
     }
+}
+
+fn channel(name: &str) -> Result<ChannelName, WitError> {
+    ChannelName::new(name).map_err(|e| ChannelError::from(e).into())
 }
 
 impl Host for HostState {
     async fn publish(
         &mut self,
-        channel: String,
+        name: String,
         payload: Payload,
-    ) -> wasmtime::Result<Result<String, ChannelError>> {
+    ) -> wasmtime::Result<Result<String, WitError>> {
         if self.in_publish_hook {
-            return Ok(Err(ChannelError::Rejected(
+            return Ok(Err(WitError::Rejected(
                 "cannot publish from inside on-publish".into(),
             )));
         }
-        let result = publish::publish(
-            &self.module,
-            self.event_id.clone(),
-            &channel,
-            payload.into(),
-            PublishSource::Guest,
-        )
-        .await;
-        Ok(match result {
-            Ok(message) => Ok(message.cursor().encode()),
-            Err(PublishError::Hub(e)) => Err(e.into()),
-            Err(PublishError::Rejected(reason)) => Err(ChannelError::Rejected(reason)),
-            Err(e @ PublishError::Hook(_)) => Err(ChannelError::Unavailable(e.to_string())),
-        })
+        let channel = match channel(&name) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self
+            .publisher
+            .clone()
+            .publish_for_guest(
+                self.event_id.clone(),
+                channel,
+                payload.into(),
+                PublishSource::Guest,
+            )
+            .await)
     }
 
     async fn history(
         &mut self,
-        channel: String,
+        name: String,
         since: Option<String>,
         limit: u32,
-    ) -> wasmtime::Result<Result<HistoryPage, ChannelError>> {
+    ) -> wasmtime::Result<Result<HistoryPage, WitError>> {
+        let channel = match channel(&name) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
         let since = match since.as_deref().map(Cursor::decode) {
             None => None,
             Some(Ok(cursor)) => cursor.get(&channel),
-            Some(Err(e)) => return Ok(Err(ChannelError::InvalidCursor(e.to_string()))),
+            Some(Err(e)) => return Ok(Err(WitError::InvalidCursor(e.to_string()))),
         };
         let limit = limit.min(MAX_HISTORY_PAGE) as usize;
-        let history = match self.services.hub.history(&channel, since, limit) {
+        let history = match self.services.channels.history(&channel, since, limit).await {
             Ok(h) => h,
             Err(e) => return Ok(Err(e.into())),
         };
@@ -78,18 +106,18 @@ impl Host for HostState {
         }))
     }
 
-    async fn presence(
-        &mut self,
-        channel: String,
-    ) -> wasmtime::Result<Result<PresenceInfo, ChannelError>> {
-        Ok(
-            match self.services.hub.presence(&channel, MAX_PRESENCE_SESSIONS) {
-                Ok(presence) => Ok(PresenceInfo {
-                    connections: u32::try_from(presence.connections).unwrap_or(u32::MAX),
-                    sessions: presence.sessions,
-                }),
-                Err(e) => Err(e.into()),
-            },
-        )
+    async fn presence(&mut self, name: String) -> wasmtime::Result<Result<PresenceInfo, WitError>> {
+        let channel = match channel(&name) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let presence = self
+            .services
+            .channels
+            .presence(&channel, MAX_PRESENCE_SESSIONS);
+        Ok(Ok(PresenceInfo {
+            connections: u32::try_from(presence.connections).unwrap_or(u32::MAX),
+            sessions: presence.sessions,
+        }))
     }
 }

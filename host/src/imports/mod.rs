@@ -1,5 +1,10 @@
 //! The host functions a handler imports (`channels`, `kv`, `log`, `config`),
 //! implemented over the services a module was granted.
+//!
+//! This module depends on the channel layer and the sandbox, never on
+//! modules or the registry: publishing runs the channel's on-publish, which
+//! needs a module, so it goes through the [`GuestPublisher`] the module hands
+//! in with each event.
 
 mod channels;
 mod config;
@@ -7,15 +12,15 @@ pub mod kv;
 mod log;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{EdgeHandler, types};
-use crate::channels::Hub;
-use crate::module::HandlerModule;
-use crate::registry::Registry;
+use crate::channels::Node;
 use crate::sandbox::StoreState;
+
+pub(crate) use channels::GuestPublisher;
 
 /// What one module may reach from inside its sandbox. Shared by all of the
 /// module's events.
@@ -28,10 +33,7 @@ pub struct ModuleServices {
     /// Values readable through the `config` import.
     pub config: BTreeMap<String, String>,
     /// The channels the module publishes to and reads from.
-    pub hub: Arc<Hub>,
-    /// The registry the module is deployed in, for the hooks of other
-    /// modules' namespaces (empty when the module stands alone).
-    pub registry: Weak<Registry>,
+    pub channels: Arc<Node>,
 }
 
 /// Per-event host state: the module's services plus what identifies the event
@@ -39,8 +41,8 @@ pub struct ModuleServices {
 #[derive(Debug)]
 pub(crate) struct HostState {
     pub(crate) services: Arc<ModuleServices>,
-    /// The module running the event (for on-publish of guest publishes).
-    pub(crate) module: Arc<HandlerModule>,
+    /// The one publish path, with the channel's on-publish.
+    pub(crate) publisher: Arc<dyn GuestPublisher>,
     /// True inside on-publish, where publishing is refused.
     pub(crate) in_publish_hook: bool,
     /// Request or connection id of the event, for log lines.
@@ -51,7 +53,7 @@ impl types::Host for HostState {}
 
 /// Add WASI (clocks, random, stdio; no files or sockets are granted) and the
 /// `comet:edge` imports to a linker.
-pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreState<HostState>>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     EdgeHandler::add_to_linker::<_, HasSelf<HostState>>(linker, |state| &mut state.host)
 }

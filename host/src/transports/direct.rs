@@ -15,13 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{EndpointConfig, Format, RequestInfo, Stream, parse_ask, start_stream};
-use crate::dispatch::Body;
+use super::{EndpointConfig, Format, RequestInfo, Stream, query, start_stream};
+use crate::http::ApiError;
 use crate::module::HandlerModule;
 
 /// Largest request head taken on this path; longer ones go to hyper.
@@ -29,10 +27,6 @@ const MAX_HEAD: usize = 4096;
 
 /// Most headers on this path; more go to hyper.
 const MAX_HEADERS: usize = 48;
-
-/// Longest a single write may block before the client counts as gone (as on
-/// WebSockets).
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
 content-type: text/event-stream\r\n\
@@ -91,7 +85,8 @@ pub(crate) async fn serve(
         return;
     }
     drop(head);
-    let opened = match parse_ask(request.uri().query(), request.headers()) {
+    let max = module.services().channels.max_channels_per_connection();
+    let opened = match query::parse(request.uri().query(), request.headers(), max) {
         Ok(ask) => {
             let info = RequestInfo::of(&request, remote);
             drop(request);
@@ -101,17 +96,21 @@ pub(crate) async fn serve(
         }
         Err(refusal) => Err(refusal),
     };
+    let write_timeout = config.write_timeout;
     match opened {
-        Ok(stream) => run(tcp, stream).await,
+        Ok(stream) => run(tcp, stream, write_timeout).await,
         Err(refusal) => {
-            let bytes = serialize(refusal).await;
-            let _ = tokio::time::timeout(SEND_TIMEOUT, tcp.write_all(&bytes)).await;
+            let bytes = serialize(&refusal);
+            let _ = tokio::time::timeout(write_timeout, tcp.write_all(&bytes)).await;
         }
     }
 }
 
-/// Write the stream until it ends, the client goes away or falls behind.
-async fn run(mut tcp: TcpStream, mut stream: Stream) {
+/// Write the stream until it ends, the client goes away, or a write blocks
+/// for `write_timeout`. A client dropped as a slow consumer gets the
+/// `slow-consumer` event and the final chunk after what it was being sent,
+/// if it reads them within the timeout; else the connection is closed.
+async fn run(mut tcp: TcpStream, mut stream: Stream, write_timeout: Duration) {
     let (mut reader, mut writer) = tcp.split();
     // The response head goes out with the backlog.
     let mut chunk = RESPONSE_HEAD.to_vec();
@@ -120,7 +119,7 @@ async fn run(mut tcp: TcpStream, mut stream: Stream) {
         frames.push(frame);
     }
     append_chunk(&mut chunk, &frames);
-    if !send(&mut writer, &chunk, &stream).await {
+    if !send(&mut writer, &chunk, write_timeout).await {
         stream.end("slow consumer");
         return;
     }
@@ -147,7 +146,7 @@ async fn run(mut tcp: TcpStream, mut stream: Stream) {
         if last {
             chunk.extend_from_slice(b"0\r\n\r\n");
         }
-        if !send(&mut writer, &chunk, &stream).await {
+        if !send(&mut writer, &chunk, write_timeout).await {
             stream.end("slow consumer");
             return;
         }
@@ -157,15 +156,18 @@ async fn run(mut tcp: TcpStream, mut stream: Stream) {
     }
 }
 
-/// Write `bytes`, racing the slow-consumer signal and a timeout.
-async fn send(writer: &mut tokio::net::tcp::WriteHalf<'_>, bytes: &[u8], stream: &Stream) -> bool {
-    let kicked = stream.kicked();
-    tokio::select! {
-        written = tokio::time::timeout(SEND_TIMEOUT, writer.write_all(bytes)) => {
-            matches!(written, Ok(Ok(())))
-        }
-        () = kicked => false,
-    }
+/// Write all of `bytes` within `timeout`. A write is never cut short by
+/// the slow-consumer signal: it ends at an event boundary, and the stream's
+/// next frame says why it ends.
+async fn send(
+    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    bytes: &[u8],
+    timeout: Duration,
+) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, writer.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// One chunk of the chunked body holding `frames`, appended to `out`.
@@ -181,26 +183,19 @@ fn append_chunk(out: &mut Vec<u8>, frames: &[Bytes]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A whole (small, JSON) refusal as HTTP/1.1 bytes; the connection closes
-/// after it.
-async fn serialize(response: Response<Body>) -> Vec<u8> {
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+/// A whole refusal as HTTP/1.1 bytes; the connection closes after it.
+fn serialize(error: &ApiError) -> Vec<u8> {
+    let status = error.status;
+    let retry_after = error.retry_after;
+    let body = error.body().to_string();
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\n",
-        parts.status.as_u16(),
-        parts.status.canonical_reason().unwrap_or("")
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
     )
     .into_bytes();
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    if let Some(seconds) = retry_after {
+        out.extend_from_slice(format!("retry-after: {seconds}\r\n").as_bytes());
     }
     out.extend_from_slice(
         format!(
@@ -209,7 +204,7 @@ async fn serialize(response: Response<Body>) -> Vec<u8> {
         )
         .as_bytes(),
     );
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body.as_bytes());
     out
 }
 

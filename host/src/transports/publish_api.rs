@@ -1,5 +1,5 @@
 //! `POST /comet/publish/CHANNEL`: the server-side publish API, behind a
-//! bearer token, through the module's on-publish.
+//! bearer token, through the channel's on-publish.
 
 use std::sync::Arc;
 
@@ -8,45 +8,41 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{EndpointConfig, error, hub_error};
+use super::EndpointConfig;
 use crate::auth::check_bearer;
 use crate::bindings::PublishSource;
-use crate::channels::Payload;
-use crate::channels::hub::DEFAULT_MAX_PAYLOAD;
-use crate::dispatch::{Body, full, next_request_id};
+use crate::channels::node::DEFAULT_MAX_PAYLOAD;
+use crate::channels::{ChannelError, ChannelName, Payload};
+use crate::http::{ApiError, Body, full, next_request_id};
 use crate::module::HandlerModule;
-use crate::publish::{self, PublishError};
+use crate::publish;
 
 pub(super) async fn serve(
     module: &Arc<HandlerModule>,
     config: &EndpointConfig,
     request: hyper::Request<Incoming>,
-) -> Response<Body> {
+) -> Result<Response<Body>, ApiError> {
     if request.method() != http::Method::POST {
-        return error(
+        return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
             "publish with POST",
-        );
+        ));
     }
-    if let Err(response) = check_bearer(request.headers(), &config.publish_token, "publish token") {
-        return response;
-    }
-    let channel = request
+    check_bearer(request.headers(), &config.publish_token, "publish token")?;
+    let name = request
         .uri()
         .path()
         .strip_prefix("/comet/publish/")
         .unwrap_or_default();
-    let channel = match percent_decode(channel) {
-        Some(c) => c,
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid-channel",
-                "channel is not valid UTF-8",
-            );
-        }
-    };
+    let name = percent_decode(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-channel",
+            "channel is not valid UTF-8",
+        )
+    })?;
+    let channel = ChannelName::new(&name).map_err(ChannelError::from)?;
     let is_text = request
         .headers()
         .get(CONTENT_TYPE)
@@ -56,63 +52,60 @@ pub(super) async fn serve(
                 || ct.starts_with("application/json")
                 || ct.starts_with("application/x-www-form-urlencoded")
         });
+    let too_large = |size| {
+        ApiError::from(ChannelError::TooLarge {
+            size,
+            max: DEFAULT_MAX_PAYLOAD,
+        })
+    };
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = declared.filter(|size| *size > DEFAULT_MAX_PAYLOAD) {
+        return Err(too_large(size));
+    }
     let body = match Limited::new(request.into_body(), DEFAULT_MAX_PAYLOAD)
         .collect()
         .await
     {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("payload is over the {DEFAULT_MAX_PAYLOAD} byte limit"),
-            );
+            return Err(too_large(DEFAULT_MAX_PAYLOAD + 1));
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad-body", e),
+        Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-body", e)),
     };
     let payload = if is_text {
-        match String::from_utf8(body.to_vec()) {
-            Ok(text) => Payload::Text(text),
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid-text",
-                    "body is not UTF-8; send binary payloads as application/octet-stream",
-                );
-            }
-        }
+        let text = String::from_utf8(body.to_vec()).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-text",
+                "body is not UTF-8; send binary payloads as application/octet-stream",
+            )
+        })?;
+        Payload::Text(text)
     } else {
         Payload::Binary(body)
     };
-    match publish::publish(
+    let published = publish::publish(
         module,
         next_request_id(),
         &channel,
         payload,
         PublishSource::Api,
     )
-    .await
-    {
-        Ok(message) => {
-            let body = serde_json::json!({
-                "channel": &*message.channel,
-                "cursor": message.cursor().encode(),
-                "time": message.published_at_ms,
-            });
-            let mut response = Response::new(full(body.to_string()));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
-        Err(PublishError::Hub(e)) => hub_error(&e),
-        Err(PublishError::Rejected(reason)) => {
-            error(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason)
-        }
-        Err(e @ PublishError::Hook(_)) => {
-            error(StatusCode::INTERNAL_SERVER_ERROR, "hook-failed", e)
-        }
-    }
+    .await?;
+    let body = serde_json::json!({
+        "channel": published.channel.as_str(),
+        "cursor": published.cursor().encode(),
+        "time": published.time_ms,
+    });
+    let mut response = Response::new(full(body.to_string()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
 }
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -1,9 +1,17 @@
-//! Streaming transports: server-sent events and chunked NDJSON. The response
-//! body is a stream that waits on the connection's hub queue, so an open
-//! stream costs one queue and one small state, and no task of its own.
+//! Streaming transports: server-sent events and chunked NDJSON. A
+//! [`Stream`] turns a subscribed client's events into frames; it is written
+//! either as a hyper response body ([`into_response`]) or straight to the
+//! socket (`direct`). An open stream costs one queue and one small state, and
+//! no task of its own.
+//!
+//! Every way a stream ends is said in the stream itself, at an event
+//! boundary: `slow-consumer` (the client fell behind), `server-restart`
+//! (shutdown), `unavailable` (a lost message could not be read back), or
+//! the hold's timeout.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +21,11 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::{Backlog, Client, reset_json};
-use crate::channels::{Cursor, Event, Message, Position};
-use crate::dispatch::Body;
+use super::client::Client;
+use super::hangup::{Hangup, Stall};
+use crate::channels::signal::Listener;
+use crate::channels::{Backlog, Cursor, Event, Message, Reset};
+use crate::http::Body;
 
 /// How a stream is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +34,16 @@ pub(crate) enum Format {
     Sse,
     /// `application/x-ndjson`.
     Ndjson,
+}
+
+impl Format {
+    /// The content type.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Format::Sse => "text/event-stream",
+            Format::Ndjson => "application/x-ndjson",
+        }
+    }
 }
 
 /// How long an SSE client waits before reconnecting (the `retry:` field).
@@ -36,16 +56,64 @@ const SSE_RESTART_RETRY_MS: u32 = 500;
 /// An open stream: the subscribed client and what it still has to be sent.
 pub(crate) struct Stream {
     client: Client,
+    /// Each channel's position as far as frames were made: the `id:` of an
+    /// SSE event (a reconnect with it misses nothing and repeats nothing).
     cursor: Cursor,
+    /// One channel: a message's own cursor is the stream's.
+    single: bool,
     pending: VecDeque<Bytes>,
     format: Format,
     heartbeat: Interval,
     deadline: Option<Instant>,
     done: bool,
     close_reason: &'static str,
+    stall: Option<Arc<Stall>>,
 }
 
 impl Stream {
+    /// A stream for a subscribed client, with its backlog (and resets)
+    /// queued first.
+    pub(crate) fn open(
+        client: Client,
+        backlogs: Vec<Backlog>,
+        format: Format,
+        heartbeat: Duration,
+        hold_for: Option<Duration>,
+    ) -> Stream {
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut cursor = Cursor::new();
+        for backlog in &backlogs {
+            cursor.set(&backlog.channel, backlog.start);
+        }
+        let mut stream = Stream {
+            single: client.conn.channel_count() == 1,
+            client,
+            cursor,
+            pending: VecDeque::new(),
+            format,
+            heartbeat,
+            deadline: hold_for.map(|d| Instant::now() + d),
+            done: false,
+            close_reason: "",
+            stall: None,
+        };
+        if format == Format::Sse {
+            stream
+                .pending
+                .push_back(format!("retry: {SSE_RETRY_MS}\n: connected\n\n").into());
+        }
+        for backlog in backlogs {
+            if let Some(reset) = &backlog.reset {
+                stream.push_reset(reset);
+            }
+            for message in &backlog.messages {
+                stream.push_message(message);
+            }
+        }
+        stream
+    }
+
     /// The `id:` of an SSE event: the stream's whole cursor.
     fn id_line(&self) -> Bytes {
         format!("id: {}\n", self.cursor.encode()).into()
@@ -54,10 +122,7 @@ impl Stream {
     fn push_message(&mut self, message: &Message) {
         self.cursor.set(&message.channel, message.position);
         match self.format {
-            // With one channel the message's own cursor is the stream's.
-            Format::Sse if self.client.conn.channels().count() == 1 => {
-                self.pending.push_back(message.sse_with_id());
-            }
+            Format::Sse if self.single => self.pending.push_back(message.sse_with_id()),
             Format::Sse => {
                 let id = self.id_line();
                 self.pending.push_back(id);
@@ -65,6 +130,11 @@ impl Stream {
             }
             Format::Ndjson => self.pending.push_back(message.ndjson()),
         }
+    }
+
+    fn push_reset(&mut self, reset: &Reset) {
+        self.cursor.set(&reset.channel, reset.position);
+        self.push_control("reset", &reset.json());
     }
 
     fn push_control(&mut self, event: &str, json: &[u8]) {
@@ -85,6 +155,43 @@ impl Stream {
         }
     }
 
+    /// End with an `error` event carrying `code`.
+    fn push_end(&mut self, reason: &'static str, code: &str, message: &str) {
+        self.done = true;
+        self.close_reason = reason;
+        let json = serde_json::json!({ "type": "error", "error": code, "message": message });
+        self.push_control("error", json.to_string().as_bytes());
+    }
+
+    fn push(&mut self, event: Event) {
+        match event {
+            Event::Message(m) => self.push_message(&m),
+            Event::Reset(reset) => self.push_reset(&reset),
+            Event::Closing => {
+                if self.format == Format::Sse {
+                    // Reconnect soon, and with the cursor (the id line).
+                    let retry = format!("retry: {SSE_RESTART_RETRY_MS}\n");
+                    self.pending.push_back(retry.into());
+                }
+                self.push_end(
+                    "server shutdown",
+                    "server-restart",
+                    "the server is restarting; reconnect with the last cursor",
+                );
+            }
+            Event::SlowConsumer => self.push_end(
+                "slow consumer",
+                "slow-consumer",
+                "this client fell behind; reconnect with the last cursor to resume",
+            ),
+            Event::Unavailable(why) => self.push_end(
+                "broker unavailable",
+                "unavailable",
+                &format!("{why}; reconnect with the last cursor to resume"),
+            ),
+        }
+    }
+
     /// The next bytes to write, waiting for a message, a heartbeat or the
     /// end; `None` once the stream is over.
     pub(crate) async fn next_frame(&mut self) -> Option<Bytes> {
@@ -96,40 +203,15 @@ impl Stream {
         }
         let deadline = self.deadline;
         tokio::select! {
-            event = self.client.conn.next() => match event {
-                Event::Message(m) => {
-                    self.push_message(&m);
-                    // Take whatever else is queued, so a burst is one write.
-                    while let Some(m) = self.client.conn.try_next() {
-                        self.push_message(&m);
-                    }
+            event = self.client.conn.next() => {
+                self.push(event);
+                // Take whatever else is ready, so a burst is one write.
+                while !self.done
+                    && let Some(event) = self.client.conn.try_next()
+                {
+                    self.push(event);
                 }
-                Event::Closing => {
-                    self.done = true;
-                    self.close_reason = "server shutdown";
-                    if self.format == Format::Sse {
-                        // Reconnect soon, and with the cursor (the id line).
-                        let retry = format!("retry: {SSE_RESTART_RETRY_MS}\n");
-                        self.pending.push_back(retry.into());
-                    }
-                    let json = serde_json::json!({
-                        "type": "error",
-                        "error": "server-restart",
-                        "message": "the server is restarting; reconnect with the last cursor",
-                    });
-                    self.push_control("error", json.to_string().as_bytes());
-                }
-                Event::SlowConsumer => {
-                    self.done = true;
-                    self.close_reason = "slow consumer";
-                    let json = serde_json::json!({
-                        "type": "error",
-                        "error": "slow-consumer",
-                        "message": "this client fell behind; reconnect with the last cursor to resume",
-                    });
-                    self.push_control("error", json.to_string().as_bytes());
-                }
-            },
+            }
             _ = self.heartbeat.tick() => {
                 self.pending.push_back(match self.format {
                     Format::Sse => Bytes::from_static(b": heartbeat\n\n"),
@@ -143,34 +225,8 @@ impl Stream {
         }
         self.pending.pop_front()
     }
-}
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let reason = if self.done {
-            self.close_reason
-        } else {
-            "client closed"
-        };
-        self.client.closed(None, reason);
-    }
-}
-
-impl Stream {
-    /// Resolves once the hub has dropped this stream's client for falling
-    /// behind, so a blocked write can be abandoned.
-    pub(crate) fn kicked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.client.conn.kicked()
-    }
-
-    /// Bytes already queued, without waiting (to batch a burst into one
+    /// Bytes already made, without waiting (to batch a burst into one
     /// write).
     pub(crate) fn ready_frame(&mut self) -> Option<Bytes> {
         self.pending.pop_front()
@@ -182,31 +238,36 @@ impl Stream {
         self.close_reason = reason;
     }
 
-    /// The response headers of a stream of `format`.
-    pub(crate) fn content_type(format: Format) -> &'static str {
-        match format {
-            Format::Sse => "text/event-stream",
-            Format::Ndjson => "application/x-ndjson",
-        }
+    /// Let `hangup` close the HTTP connection if this stream is dropped as a
+    /// slow consumer and cannot be written to its end.
+    pub(crate) fn hang_up_with(&mut self, hangup: &Arc<Hangup>) {
+        let stall = hangup.stall();
+        self.client
+            .conn
+            .on_kick(&(stall.clone() as Arc<dyn Listener>));
+        self.stall = Some(stall);
     }
 }
 
-/// The streaming response for a subscribed client: backlog first (with a
-/// reset event for each channel that has a gap), then live messages,
-/// heartbeats, and an error event if the client falls behind.
-pub(crate) fn stream_response(
-    client: Client,
-    since: Cursor,
-    backlogs: Vec<Backlog>,
-    format: Format,
-    heartbeat: Duration,
-    hold_for: Option<Duration>,
-    extra_headers: Vec<(HeaderName, HeaderValue)>,
-) -> Response<Body> {
-    into_response(
-        open(client, since, backlogs, format, heartbeat, hold_for),
-        extra_headers,
-    )
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(stall) = &self.stall {
+            stall.release();
+        }
+        let reason = if self.done {
+            self.close_reason
+        } else {
+            "client closed"
+        };
+        self.client.closed(None, reason);
+    }
 }
 
 /// The hyper response that writes `stream` as its body.
@@ -223,7 +284,7 @@ pub(crate) fn into_response(
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
-        HeaderValue::from_static(Stream::content_type(format)),
+        HeaderValue::from_static(format.content_type()),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -231,64 +292,4 @@ pub(crate) fn into_response(
         headers.append(name, value);
     }
     response
-}
-
-/// A stream for a subscribed client, with its backlog (and resets) queued.
-pub(crate) fn open(
-    client: Client,
-    since: Cursor,
-    backlogs: Vec<Backlog>,
-    format: Format,
-    heartbeat: Duration,
-    hold_for: Option<Duration>,
-) -> Stream {
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut stream = Stream {
-        client,
-        cursor: since,
-        pending: VecDeque::new(),
-        format,
-        heartbeat,
-        deadline: hold_for.map(|d| Instant::now() + d),
-        done: false,
-        close_reason: "",
-    };
-    // Drop positions of channels this stream is not subscribed to.
-    let subscribed: Vec<String> = stream.client.conn.channels().map(str::to_string).collect();
-    let mut cursor = Cursor::new();
-    for channel in &subscribed {
-        if let Some(p) = stream.cursor.get(channel) {
-            cursor.set(channel, p);
-        }
-    }
-    stream.cursor = cursor;
-    if format == Format::Sse {
-        stream
-            .pending
-            .push_back(format!("retry: {SSE_RETRY_MS}\n: connected\n\n").into());
-    }
-    for backlog in backlogs {
-        // Where this channel starts: just before the first message delivered.
-        let start = match backlog.messages.first() {
-            Some(first) => Position {
-                epoch: first.position.epoch,
-                offset: first.position.offset.saturating_sub(1),
-            },
-            None => backlog.head,
-        };
-        stream.cursor.set(&backlog.channel, start);
-        if let Some(gap) = backlog.gap {
-            let json = reset_json(
-                &backlog.channel,
-                gap,
-                &Cursor::single(&backlog.channel, start),
-            );
-            stream.push_control("reset", &json);
-        }
-        for message in &backlog.messages {
-            stream.push_message(message);
-        }
-    }
-    stream
 }

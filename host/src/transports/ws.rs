@@ -27,12 +27,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
-use super::{Client, DEFAULT_HEARTBEAT, RequestInfo, error, hub_status, reset_json};
+use super::DEFAULT_HEARTBEAT;
+use super::client::{Client, RequestInfo};
+use super::query::channel_list;
 use crate::bindings::{self, Action, PublishSource, Transport};
-use crate::channels::{Cursor, Event, Message, Payload, hub::DEFAULT_MAX_PAYLOAD};
-use crate::dispatch::{Body, full, next_request_id};
-use crate::module::HandlerModule;
-use crate::publish::{self, PublishError};
+use crate::channels::node::DEFAULT_MAX_PAYLOAD;
+use crate::channels::{ChannelError, ChannelName, Cursor, Event, Message, Payload, Reset};
+use crate::http::{ApiError, Body, full, next_request_id};
+use crate::module::{HandlerModule, HookError};
+use crate::publish;
 
 /// Read buffer per connection. tungstenite allocates it up front (its default
 /// of 128 KiB would cost that much per idle connection). Subscribers send
@@ -41,9 +44,6 @@ const READ_BUFFER: usize = 1 << 10;
 
 /// Largest client frame (a publish carries at most one payload plus JSON).
 const MAX_FRAME: usize = DEFAULT_MAX_PAYLOAD + (4 << 10);
-
-/// Longest a single write may block before the client counts as gone.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client with no frame (not even a pong) for this many heartbeats is idle.
 const IDLE_HEARTBEATS: u32 = 3;
@@ -56,41 +56,49 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// `GET /comet/ws`: on-connect, then the upgrade.
 pub(super) async fn serve(
     module: &Arc<HandlerModule>,
-    request: hyper::Request<Incoming>,
+    mut request: hyper::Request<Incoming>,
     remote: SocketAddr,
-) -> Response<Body> {
+    write_timeout: Duration,
+) -> Result<Response<Body>, ApiError> {
+    check_upgrade(&request)?;
     let info = RequestInfo::of(&request, remote);
-    let client = match Client::connect(module, Transport::Websocket, info).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
-    let mut request = request;
-    upgrade(client, &mut request, Vec::new())
+    let client = Client::connect(module, Transport::Websocket, info).await?;
+    upgrade(client, &mut request, Vec::new(), write_timeout)
 }
 
-/// Answer the upgrade and run the connection in its own task, subscribed to
-/// `channels` from the start (on-subscribe is not asked for these: the
-/// handler that accepted the upgrade chose them).
-pub(crate) fn upgrade<B>(
-    client: Client,
-    request: &mut http::Request<B>,
-    channels: Vec<String>,
-) -> Response<Body> {
+/// Refuse a request that is not a WebSocket upgrade.
+pub(super) fn check_upgrade<B>(request: &http::Request<B>) -> Result<(), ApiError> {
     let is_upgrade = request
         .headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = request
-        .headers()
-        .get(SEC_WEBSOCKET_KEY)
-        .filter(|_| is_upgrade)
-    else {
-        return error(
+    if is_upgrade && request.headers().contains_key(SEC_WEBSOCKET_KEY) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "not-websocket",
+        "expected a WebSocket upgrade request",
+    ))
+}
+
+/// Answer the upgrade and run the connection in its own task, subscribed to
+/// `channels` from the start (on-subscribe is not asked for these: the
+/// handler that accepted the upgrade chose them).
+pub(super) fn upgrade<B>(
+    client: Client,
+    request: &mut http::Request<B>,
+    channels: Vec<ChannelName>,
+    write_timeout: Duration,
+) -> Result<Response<Body>, ApiError> {
+    check_upgrade(request)?;
+    let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY) else {
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "not-websocket",
             "expected a WebSocket upgrade request",
-        );
+        ));
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(request);
@@ -107,7 +115,7 @@ pub(crate) fn upgrade<B>(
                     Some(config),
                 )
                 .await;
-                Session::new(client, ws).run(channels).await;
+                Session::new(client, ws, write_timeout).run(channels).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -120,7 +128,15 @@ pub(crate) fn upgrade<B>(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
-    response
+    Ok(response)
+}
+
+/// The channels a handler's WebSocket accept names, repeats removed.
+pub(super) fn accepted_channels(
+    names: &[String],
+    max: usize,
+) -> Result<Vec<ChannelName>, ChannelError> {
+    channel_list(names.iter().map(String::as_str), max)
 }
 
 /// A client operation (a JSON text frame with an `op`).
@@ -166,23 +182,26 @@ enum End {
 struct Session {
     client: Client,
     ws: Ws,
+    /// Longest a single write may block before the client counts as gone.
+    write_timeout: Duration,
     last_seen: Instant,
 }
 
 impl Session {
-    fn new(client: Client, ws: Ws) -> Session {
+    fn new(client: Client, ws: Ws, write_timeout: Duration) -> Session {
         Session {
             client,
+            write_timeout,
             ws,
             last_seen: Instant::now(),
         }
     }
 
-    async fn run(mut self, channels: Vec<String>) {
+    async fn run(mut self, channels: Vec<ChannelName>) {
         let mut end = None;
         for channel in channels {
             let subscribed =
-                Box::pin(self.subscribe(&channel, None, None, false, serde_json::Value::Null));
+                Box::pin(self.subscribe(channel, None, None, false, serde_json::Value::Null));
             if let Err(e) = subscribed.await {
                 end = Some(e);
                 break;
@@ -201,7 +220,7 @@ impl Session {
                 };
                 // A slow consumer gets the close after what is already
                 // buffered for it, so give it as long as any other write.
-                let _ = tokio::time::timeout(SEND_TIMEOUT, self.ws.close(Some(frame))).await;
+                let _ = tokio::time::timeout(self.write_timeout, self.ws.close(Some(frame))).await;
                 (Some(code), reason)
             }
         };
@@ -226,8 +245,13 @@ impl Session {
                 },
                 event = self.client.conn.next() => match event {
                     Event::Message(m) => self.deliver(&m).await,
+                    Event::Reset(reset) => self.send_reset(&reset).await,
                     Event::SlowConsumer => Err(slow()),
                     Event::Closing => Err(End::Server(1012, "server restarting; reconnect".into())),
+                    Event::Unavailable(_) => Err(End::Server(
+                        1013,
+                        "try again later: reconnect and subscribe with your last cursors".into(),
+                    )),
                 },
                 _ = heartbeat.tick() => {
                     if self.last_seen.elapsed() > DEFAULT_HEARTBEAT * IDLE_HEARTBEATS {
@@ -247,7 +271,7 @@ impl Session {
     async fn send(&mut self, frame: Frame) -> Result<(), End> {
         let kicked = self.client.conn.kicked();
         tokio::select! {
-            result = tokio::time::timeout(SEND_TIMEOUT, self.ws.send(frame)) => match result {
+            result = tokio::time::timeout(self.write_timeout, self.ws.send(frame)) => match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(End::Client(None)),
                 Err(_) => Err(slow()),
@@ -272,24 +296,34 @@ impl Session {
         .await
     }
 
+    /// An error frame for `error`, answering the operation `id`.
+    async fn send_api_error(&mut self, id: serde_json::Value, error: ApiError) -> Result<(), End> {
+        let mut frame = serde_json::json!({
+            "type": "error", "id": id, "error": error.code, "message": error.message,
+        });
+        if let Some(request_id) = error.request_id {
+            frame["request_id"] = serde_json::Value::from(&*request_id);
+        }
+        self.send_json(&frame).await
+    }
+
+    async fn send_text(&mut self, bytes: Bytes) -> Result<(), End> {
+        let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Server(1011, "encoding".into()))?;
+        self.send(Frame::Text(text)).await
+    }
+
+    async fn send_reset(&mut self, reset: &Reset) -> Result<(), End> {
+        self.send_text(reset.json()).await
+    }
+
     async fn deliver(&mut self, message: &Message) -> Result<(), End> {
-        match &message.payload {
-            Payload::Text(_) => {
-                let text = Utf8Bytes::try_from(message.json())
-                    .map_err(|_| End::Server(1011, "encoding".into()))?;
-                self.send(Frame::Text(text)).await
-            }
-            Payload::Binary(bytes) => {
-                // The header as a text frame, the payload as the binary frame after it.
-                let header = serde_json::json!({
-                    "type": "message",
-                    "channel": &*message.channel,
-                    "cursor": message.cursor().encode(),
-                    "time": message.published_at_ms,
-                    "binary": true,
-                });
-                self.send_json(&header).await?;
-                self.send(Frame::Binary(bytes.clone())).await
+        match message.binary() {
+            None => self.send_text(message.json()).await,
+            // The header as a text frame, the payload as the binary frame
+            // after it.
+            Some((header, bytes)) => {
+                self.send_text(header).await?;
+                self.send(Frame::Binary(bytes)).await
             }
         }
     }
@@ -330,14 +364,18 @@ impl Session {
                 token,
                 id,
             } => {
+                let channel = match ChannelName::new(&channel) {
+                    Ok(c) => c,
+                    Err(e) => return self.send_api_error(id, ChannelError::from(e).into()).await,
+                };
                 let since = match since.as_deref().map(Cursor::decode) {
                     None => None,
-                    Some(Ok(c)) => Some(c),
+                    Some(Ok(c)) => c.get(&channel),
                     Some(Err(e)) => {
-                        return self.send_error(id, "invalid-cursor", &e.to_string()).await;
+                        return self.send_api_error(id, ChannelError::from(e).into()).await;
                     }
                 };
-                self.subscribe(&channel, since, token, true, id).await
+                self.subscribe(channel, since, token, true, id).await
             }
             Op::Unsubscribe { channel, id } => {
                 let was = self.client.conn.unsubscribe(&channel);
@@ -370,8 +408,14 @@ impl Session {
                             .await;
                     }
                 };
-                if !self.client.conn.hub().rules(&channel).client_publish {
-                    let message = format!("clients may not publish to {channel}");
+                let channel = match ChannelName::new(&channel) {
+                    Ok(c) => c,
+                    Err(e) => return self.send_api_error(id, ChannelError::from(e).into()).await,
+                };
+                if !self.client.conn.node().rules(&channel).client_publish {
+                    let message = format!(
+                        "clients may not publish to {channel}: its namespace does not set client_publish"
+                    );
                     return self.send_error(id, "forbidden", &message).await;
                 }
                 self.publish(&channel, payload, id).await
@@ -382,80 +426,66 @@ impl Session {
 
     async fn subscribe(
         &mut self,
-        channel: &str,
-        since: Option<Cursor>,
+        channel: ChannelName,
+        since: Option<crate::channels::Position>,
         token: Option<String>,
         ask_guest: bool,
         id: serde_json::Value,
     ) -> Result<(), End> {
-        let since = since.unwrap_or_default();
         match self
             .client
-            .subscribe(channel, &since, token, ask_guest)
+            .subscribe(&channel, since, token, ask_guest)
             .await
         {
             Ok(backlog) => {
-                self.send_json(
-                    &serde_json::json!({ "type": "subscribed", "id": id, "channel": channel }),
-                )
+                self.send_json(&serde_json::json!({
+                    "type": "subscribed", "id": id, "channel": channel.as_str(),
+                }))
                 .await?;
-                if let Some(gap) = backlog.gap {
-                    let at = backlog.messages.first().map_or(backlog.head, |m| {
-                        let mut p = m.position;
-                        p.offset = p.offset.saturating_sub(1);
-                        p
-                    });
-                    let json = reset_json(channel, gap, &Cursor::single(channel, at));
-                    let text = Utf8Bytes::try_from(json)
-                        .map_err(|_| End::Server(1011, "encoding".into()))?;
-                    self.send(Frame::Text(text)).await?;
+                if let Some(reset) = &backlog.reset {
+                    self.send_reset(reset).await?;
                 }
                 for message in &backlog.messages {
                     self.deliver(message).await?;
                 }
                 Ok(())
             }
-            Err(e) => self.send_error(id, e.code(), &e.message(channel)).await,
+            Err(e) => self.send_api_error(id, e.into()).await,
         }
     }
 
     async fn publish(
         &mut self,
-        channel: &str,
+        channel: &ChannelName,
         payload: Payload,
         id: serde_json::Value,
     ) -> Result<(), End> {
         let source = PublishSource::Client(self.client.info.clone());
         let module = self.client.module.clone();
         match publish::publish(&module, next_request_id(), channel, payload, source).await {
-            Ok(message) => {
+            Ok(published) => {
                 self.send_json(&serde_json::json!({
-                    "type": "ack", "id": id, "channel": channel, "cursor": message.cursor().encode(),
+                    "type": "ack", "id": id, "channel": channel.as_str(),
+                    "cursor": published.cursor().encode(),
                 }))
                 .await
             }
-            Err(PublishError::Hub(e)) => self.send_error(id, hub_status(&e).1, &e.to_string()).await,
-            Err(PublishError::Rejected(reason)) => self.send_error(id, "rejected", &reason).await,
-            Err(e @ PublishError::Hook(_)) => self.send_error(id, "hook-failed", &e.to_string()).await,
+            Err(e) => self.send_api_error(id, e.into()).await,
         }
     }
 
     /// A custom frame: on-message decides, and its actions run in order.
     async fn on_custom(&mut self, frame: bindings::Payload) -> Result<(), End> {
         let module = self.client.module.clone();
+        let event_id = next_request_id();
         let actions = match module
-            .on_message(next_request_id(), &self.client.info, &frame)
+            .on_message(event_id.clone(), &self.client.info, &frame)
             .await
         {
             Ok(actions) => actions,
             Err(e) => {
-                return self
-                    .send_error(
-                        serde_json::Value::Null,
-                        "hook-failed",
-                        &format!("on-message: {e}"),
-                    )
-                    .await;
+                let e = HookError::logged("on-message", module.name(), event_id, e);
+                return self.send_api_error(serde_json::Value::Null, e.into()).await;
             }
         };
         for action in actions {
@@ -466,14 +496,26 @@ impl Session {
                 Action::Send(bindings::Payload::Binary(b)) => {
                     self.send(Frame::Binary(b.into())).await?
                 }
-                Action::Publish(out) => {
-                    self.publish(&out.channel, out.payload.into(), serde_json::Value::Null)
-                        .await?
-                }
-                Action::Subscribe(channel) => {
-                    self.subscribe(&channel, None, None, false, serde_json::Value::Null)
-                        .await?;
-                }
+                Action::Publish(out) => match ChannelName::new(&out.channel) {
+                    Ok(channel) => {
+                        self.publish(&channel, out.payload.into(), serde_json::Value::Null)
+                            .await?
+                    }
+                    Err(e) => {
+                        self.send_api_error(serde_json::Value::Null, ChannelError::from(e).into())
+                            .await?
+                    }
+                },
+                Action::Subscribe(channel) => match ChannelName::new(&channel) {
+                    Ok(channel) => {
+                        self.subscribe(channel, None, None, false, serde_json::Value::Null)
+                            .await?
+                    }
+                    Err(e) => {
+                        self.send_api_error(serde_json::Value::Null, ChannelError::from(e).into())
+                            .await?
+                    }
+                },
                 Action::Unsubscribe(channel) => {
                     self.client.conn.unsubscribe(&channel);
                 }

@@ -503,3 +503,43 @@ pub fn publish(comet: &Comet, token: &str, channel: &str, body: &str) -> anyhow:
             .context("publish")?,
     )
 }
+
+/// Wait up to `timeout` for `probe` to give a value, checking every 20 ms
+/// (a condition, never a fixed sleep); an error naming `what` if it does
+/// not come.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Ok(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The admin API's `GET /admin/status` of `comet`.
+pub fn status(comet: &Comet) -> anyhow::Result<serde_json::Value> {
+    let r = admin(comet, "GET", "/admin/status", None)?;
+    anyhow::ensure!(r.status == 200, "status: {} {}", r.status, r.body);
+    Ok(serde_json::from_str(&r.body)?)
+}
+
+/// Wait until `comet` holds `n` client connections of `transport` (`sse`,
+/// `stream`, `poll`, `websocket`).
+pub fn wait_connections(comet: &Comet, transport: &str, n: u64) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{n} {transport} connection(s)"),
+        Duration::from_secs(30),
+        || {
+            let status = status(comet).ok()?;
+            (status["connections"]["by_transport"][transport].as_u64() == Some(n)).then_some(())
+        },
+    )
+}

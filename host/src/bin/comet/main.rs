@@ -3,6 +3,7 @@
 
 mod remote;
 mod run;
+mod source;
 mod watch;
 
 use clap::{Parser, Subcommand};

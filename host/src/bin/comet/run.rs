@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use comet_host::channels::{ChannelRules, HistoryLimits, Hub, HubConfig, MemoryBroker, Namespaces};
+use comet_host::builder::{Host, HostConfig};
+use comet_host::channels::HistoryLimits;
 use comet_host::manifest::{Manifest, ModuleEntry};
-use comet_host::transports::{self, EndpointConfig};
-use comet_host::{
-    EngineSettings, Limits, MemoryKv, ModuleSpec, Origin, Registry, RegistryConfig, Route, Routes,
-    Runtime, admin, auth, guest_build, limits, server,
-};
+use comet_host::{EngineSettings, Limits, ModuleSpec, Origin, Registry, Route, auth, limits};
+
+use crate::source::resolve_component;
 
 /// Default admin listener: loopback only.
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -114,6 +113,31 @@ pub(crate) struct RunArgs {
     /// Messages of history kept per channel, for resuming clients.
     #[arg(long, value_name = "N", default_value_t = comet_host::channels::broker::DEFAULT_HISTORY_LEN, conflicts_with = "config")]
     history_len: usize,
+
+    /// Seconds a message is kept in history.
+    #[arg(long, value_name = "S", default_value_t = comet_host::channels::broker::DEFAULT_HISTORY_AGE.as_secs(), conflicts_with = "config")]
+    history_age_s: u64,
+
+    /// Let WebSocket clients publish (the `publish` operation) to channels
+    /// outside any namespace; on-publish still decides. Off by default: an
+    /// anonymous client could otherwise create channels and fill history.
+    #[arg(long, conflicts_with = "config")]
+    client_publish: bool,
+
+    /// History kept in all channels together, in MiB; past it the oldest
+    /// messages go first [default: 256].
+    #[arg(long, value_name = "MIB")]
+    history_mib: Option<usize>,
+
+    /// Channels the server knows at once; more are refused (503
+    /// `channel-limit`) [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_channels: Option<usize>,
+
+    /// Longest a write to a client may block, in seconds, before the client
+    /// is disconnected (it resumes by cursor).
+    #[arg(long, value_name = "S", default_value_t = comet_host::transports::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    write_timeout_s: u64,
 
     /// A configuration value the handler reads with `config::get`
     /// (repeatable).
@@ -214,8 +238,9 @@ impl RunArgs {
             channel_module: Some(name.clone()),
             default_history: Some(HistoryLimits {
                 max_len: self.history_len,
-                ..HistoryLimits::default()
+                max_age: Duration::from_secs(self.history_age_s),
             }),
+            client_publish: self.client_publish,
             modules,
             routes: vec![Route {
                 host: None,
@@ -257,7 +282,17 @@ fn default_name(path: &Path) -> String {
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let manifest = args.manifest()?;
+    let mut manifest = args.manifest()?;
+    if args.history_mib == Some(0) || args.max_channels == Some(0) || args.queue_len == Some(0) {
+        bail!("--history-mib, --max-channels and --queue-len must be at least 1");
+    }
+    if args.write_timeout_s == 0 {
+        bail!("--write-timeout-s must be at least 1");
+    }
+    manifest.history_bytes = args.history_mib.map(|m| m << 20).or(manifest.history_bytes);
+    manifest.max_channels = args.max_channels.or(manifest.max_channels);
+    manifest.queue_len = args.queue_len.or(manifest.queue_len);
+    manifest.max_connections = args.max_connections.or(manifest.max_connections);
     let data_dir = args
         .data_dir
         .clone()
@@ -272,57 +307,6 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         .chain([limits::DEFAULT_MEMORY_BYTES])
         .max()
         .unwrap_or(limits::DEFAULT_MEMORY_BYTES);
-    let settings = EngineSettings {
-        max_instances: args.max_instances,
-        max_memory_bytes: max_memory,
-        ..EngineSettings::default()
-    };
-    let mut runtime = Runtime::new(settings).context("cannot start the WebAssembly engine")?;
-    if !args.no_cache {
-        let cache_dir = data_dir.join("cache");
-        runtime
-            .enable_cache(&cache_dir)
-            .with_context(|| format!("cannot use {} as compile cache", cache_dir.display()))?;
-    }
-
-    let hub = Hub::new(
-        Arc::new(MemoryBroker::default()),
-        HubConfig {
-            queue_len: args
-                .queue_len
-                .or(manifest.queue_len)
-                .unwrap_or(comet_host::channels::hub::DEFAULT_QUEUE_LEN),
-            max_connections: args
-                .max_connections
-                .or(manifest.max_connections)
-                .unwrap_or(comet_host::channels::hub::DEFAULT_MAX_CONNECTIONS),
-            namespaces: namespaces(&manifest),
-        },
-    );
-    let registry = Registry::new(
-        runtime,
-        hub,
-        Arc::new(MemoryKv::default()),
-        RegistryConfig {
-            specs: manifest
-                .modules
-                .iter()
-                .map(|(name, m)| (name.clone(), m.spec.clone()))
-                .collect(),
-            data_dir: Some(data_dir),
-            in_use: in_use(&manifest),
-            max_module_bytes: args.max_module_mib << 20,
-        },
-    );
-    let channel_module = manifest.channel_module.clone().unwrap_or_default();
-    let routes = Routes::new(manifest.routes.clone());
-
-    let publish_token = token(args.publish_token.clone(), "publish", "COMET_PUBLISH_TOKEN");
-    let endpoints = EndpointConfig {
-        publish_token,
-        heartbeat: transports::DEFAULT_HEARTBEAT,
-        hold_timeout: transports::DEFAULT_HOLD_TIMEOUT,
-    };
     let listen = args
         .listen
         .or(manifest.listen)
@@ -334,38 +318,38 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let release = !args.debug;
 
+    let publish_token = token(args.publish_token.clone(), "publish", "COMET_PUBLISH_TOKEN");
+    let mut config = HostConfig::new(manifest.clone(), publish_token);
+    config.engine = EngineSettings {
+        max_instances: args.max_instances,
+        max_memory_bytes: max_memory,
+        ..EngineSettings::default()
+    };
+    config.data_dir = Some(data_dir);
+    config.compile_cache = !args.no_cache;
+    config.max_module_bytes = args.max_module_mib << 20;
+    config.endpoints.write_timeout = Duration::from_secs(args.write_timeout_s);
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        let host = Host::new(config)?;
+        let registry = host.registry().clone();
         let watched = load_modules(&registry, &manifest, args.watch, release).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        let admin_listener = match admin_listen {
-            Some(at) => Some(
-                tokio::net::TcpListener::bind(at)
+        let admin = match admin_listen {
+            Some(at) => {
+                let listener = tokio::net::TcpListener::bind(at)
                     .await
-                    .with_context(|| format!("cannot listen on {at} for the admin API (choose another with --admin-listen, or --no-admin)"))?,
-            ),
-            None => None,
-        };
-
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        };
-        let admin_task = match admin_listener {
-            Some(listener) => {
+                    .with_context(|| format!("cannot listen on {at} for the admin API (choose another with --admin-listen, or --no-admin)"))?;
                 let token = token(args.admin_token.clone(), "admin", "COMET_ADMIN_TOKEN");
                 println!("comet: admin API on http://{}", listener.local_addr()?);
-                let admin = admin::Admin::new(registry.clone(), routes.clone(), token);
-                Some(tokio::spawn(admin::serve(listener, admin, stopped())))
+                Some((listener, token))
             }
             None => None,
         };
@@ -374,81 +358,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let names: std::collections::BTreeSet<&str> = routes
-            .iter()
-            .map(|r| r.module.as_str())
-            .chain([channel_module.as_str()])
-            .filter(|n| !n.is_empty())
-            .collect();
-        let names: Vec<&str> = names.into_iter().collect();
         tracing::info!(elapsed = ?started.elapsed(), "ready");
-        println!("comet: serving {} on http://{addr}", names.join(", "));
-
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        });
-        let app = server::App::new(registry.clone(), routes, channel_module, endpoints);
-        server::serve(listener, app, stopped(), server::DEFAULT_DRAIN_TIMEOUT).await?;
-        if let Some(task) = admin_task {
-            let _ = task.await;
-        }
+        println!(
+            "comet: serving {} on http://{addr}",
+            host.served_names().join(", ")
+        );
+        host.serve(listener, admin, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-/// Channel rules from the manifest; namespaces without hooks of their own use
-/// the channel module's.
-fn namespaces(manifest: &Manifest) -> Namespaces {
-    let hooks = manifest.channel_module.as_deref().map(Arc::<str>::from);
-    Namespaces {
-        default: ChannelRules {
-            history: manifest.default_history.unwrap_or_default(),
-            client_publish: true,
-            hooks: hooks.clone(),
-        },
-        by_name: manifest
-            .namespaces
-            .iter()
-            .map(|(name, ns)| {
-                let rules = ChannelRules {
-                    history: ns.history,
-                    client_publish: ns.client_publish,
-                    hooks: ns.hooks.as_deref().map(Arc::from).or_else(|| hooks.clone()),
-                };
-                (name.clone(), rules)
-            })
-            .collect(),
-    }
-}
-
-/// Modules that routes and channel hooks depend on, and how.
-fn in_use(manifest: &Manifest) -> BTreeMap<String, String> {
-    let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for r in &manifest.routes {
-        let host = r
-            .host
-            .as_deref()
-            .map(|h| format!("{h} "))
-            .unwrap_or_default();
-        uses.entry(r.module.clone())
-            .or_default()
-            .push(format!("route {host}{}", r.prefix));
-    }
-    if let Some(m) = &manifest.channel_module {
-        uses.entry(m.clone())
-            .or_default()
-            .push("the /comet/ endpoints".into());
-    }
-    for (ns, spec) in &manifest.namespaces {
-        if let Some(m) = &spec.hooks {
-            uses.entry(m.clone())
-                .or_default()
-                .push(format!("namespace {ns}"));
-        }
-    }
-    uses.into_iter().map(|(m, u)| (m, u.join(", "))).collect()
 }
 
 /// Load every module: its latest upload if one is stored (unless watching,
@@ -516,22 +434,6 @@ fn token(given: Option<String>, what: &str, env: &str) -> String {
             token
         }
     }
-}
-
-/// A `.wasm` file as it is; a crate directory built first.
-pub(crate) fn resolve_component(path: &Path, release: bool) -> anyhow::Result<PathBuf> {
-    if path.is_dir() {
-        eprintln!(
-            "comet: building {} for {}",
-            path.display(),
-            guest_build::GUEST_TARGET
-        );
-        return Ok(guest_build::build_crate(path, release)?);
-    }
-    if !path.exists() {
-        bail!("{} does not exist", path.display());
-    }
-    Ok(path.to_path_buf())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -106,7 +106,7 @@ fn rebuild(handle: &tokio::runtime::Handle, registry: &Registry, m: &Watched, re
         .get(&m.name)
         .map(|info| format!("version {}", info.current.version))
         .unwrap_or_else(|| "nothing".into());
-    let wasm = match crate::run::resolve_component(&m.source, release) {
+    let wasm = match crate::source::resolve_component(&m.source, release) {
         Ok(wasm) => wasm,
         Err(e) => {
             eprintln!(

@@ -69,6 +69,15 @@ impl Handler for App {
                         .into(),
                 }
             }
+            ["presence"] => {
+                let channel = request.query_param("channel").unwrap_or_default();
+                match channels::presence(&channel) {
+                    Ok(p) => Response::json(&json!({ "connections": p.connections })).into(),
+                    Err(e) => Response::json(&json!({ "error": e.to_string() }))
+                        .with_status(400)
+                        .into(),
+                }
+            }
             ["closed"] => {
                 let n = kv::get_string("closed")
                     .ok()

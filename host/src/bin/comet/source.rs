@@ -1,0 +1,23 @@
+//! Where a module's component comes from: a `.wasm` file as it is, or a
+//! guest crate directory built for `wasm32-wasip2` first.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use comet_host::guest_build;
+
+/// The component file for `path`, building it if `path` is a crate.
+pub(crate) fn resolve_component(path: &Path, release: bool) -> anyhow::Result<PathBuf> {
+    if path.is_dir() {
+        eprintln!(
+            "comet: building {} for {}",
+            path.display(),
+            guest_build::GUEST_TARGET
+        );
+        return Ok(guest_build::build_crate(path, release)?);
+    }
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    Ok(path.to_path_buf())
+}

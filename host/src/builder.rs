@@ -1,0 +1,272 @@
+//! The composition root: from what `comet run` reads off its flags or a
+//! manifest (or what a test sets) to a serving host. [`Host::new`] builds
+//! the engine, the channels (node, broker) and the module registry;
+//! modules are then deployed into [`Host::registry`]; [`Host::serve`] or
+//! [`Host::start`] runs the public and admin listeners until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::admin::{self, Admin};
+use crate::channels::admission::DEFAULT_MAX_CONNECTIONS;
+use crate::channels::node::{DEFAULT_MAX_CHANNELS_PER_CONNECTION, DEFAULT_QUEUE_LEN};
+use crate::channels::{Broker, MemoryBroker, MemoryBrokerConfig, Node, NodeConfig};
+use crate::engine::EngineSettings;
+use crate::imports::kv::{KvStore, MemoryKv};
+use crate::manifest::Manifest;
+use crate::module::Runtime;
+use crate::registry::{DEFAULT_MAX_MODULE_BYTES, Registry, RegistryConfig};
+use crate::routes::Routes;
+use crate::server::{self, App};
+use crate::transports::EndpointConfig;
+
+/// Everything a host is made from.
+#[derive(Debug)]
+pub struct HostConfig {
+    /// Modules (specs), routes, namespaces, the channel module.
+    pub manifest: Manifest,
+    /// Engine-wide sandbox settings.
+    pub engine: EngineSettings,
+    /// Uploads and the compile cache; `None`: uploads in memory, no cache.
+    pub data_dir: Option<PathBuf>,
+    /// Use the compile cache in `data_dir`.
+    pub compile_cache: bool,
+    /// Largest module upload.
+    pub max_module_bytes: usize,
+    /// Per-connection queue length.
+    pub queue_len: usize,
+    /// Client connections held at once.
+    pub max_connections: usize,
+    /// Budgets of the memory broker (when no other broker is given).
+    pub memory_broker: MemoryBrokerConfig,
+    /// The broker; `None`: the memory broker.
+    pub broker: Option<Arc<dyn Broker>>,
+    /// The kv store; `None`: in memory.
+    pub kv: Option<Arc<dyn KvStore>>,
+    /// The built-in endpoints' settings (publish token, timeouts).
+    pub endpoints: EndpointConfig,
+}
+
+impl HostConfig {
+    /// The defaults for `manifest`, with `publish_token` for the publish API.
+    pub fn new(manifest: Manifest, publish_token: String) -> HostConfig {
+        let mut memory_broker = MemoryBrokerConfig::default();
+        if let Some(bytes) = manifest.history_bytes {
+            memory_broker.max_history_bytes = bytes;
+        }
+        if let Some(max) = manifest.max_channels {
+            memory_broker.max_channels = max;
+        }
+        HostConfig {
+            engine: EngineSettings::default(),
+            data_dir: manifest.data_dir.clone(),
+            compile_cache: true,
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            queue_len: manifest.queue_len.unwrap_or(DEFAULT_QUEUE_LEN),
+            max_connections: manifest.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            memory_broker,
+            broker: None,
+            kv: None,
+            endpoints: EndpointConfig::new(publish_token),
+            manifest,
+        }
+    }
+}
+
+/// Why a host could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The WebAssembly engine did not start.
+    #[error("cannot start the WebAssembly engine: {0:#}")]
+    Engine(anyhow::Error),
+    /// The compile cache directory is not usable.
+    #[error("cannot use {} as compile cache: {source}", dir.display())]
+    Cache {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A host with no listener yet: deploy modules into its registry, then
+/// serve.
+#[derive(Debug)]
+pub struct Host {
+    registry: Arc<Registry>,
+    routes: Routes,
+    channel_module: String,
+    endpoints: EndpointConfig,
+}
+
+impl Host {
+    /// Build the engine, the channels and an empty registry.
+    pub fn new(config: HostConfig) -> Result<Host, StartError> {
+        let mut runtime = Runtime::new(config.engine).map_err(StartError::Engine)?;
+        if let (true, Some(dir)) = (config.compile_cache, &config.data_dir) {
+            let dir = dir.join("cache");
+            runtime
+                .enable_cache(&dir)
+                .map_err(|source| StartError::Cache { dir, source })?;
+        }
+        let broker = config
+            .broker
+            .unwrap_or_else(|| Arc::new(MemoryBroker::new(config.memory_broker)));
+        let manifest = config.manifest;
+        let channels = Node::new(
+            broker,
+            NodeConfig {
+                queue_len: config.queue_len,
+                max_connections: config.max_connections,
+                max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
+                namespaces: manifest.channel_rules(),
+            },
+        );
+        let registry = Registry::new(
+            runtime,
+            channels,
+            config.kv.unwrap_or_else(|| Arc::new(MemoryKv::default())),
+            RegistryConfig {
+                specs: manifest
+                    .modules
+                    .iter()
+                    .map(|(name, m)| (name.clone(), m.spec.clone()))
+                    .collect(),
+                data_dir: config.data_dir,
+                in_use: manifest.uses(),
+                max_module_bytes: config.max_module_bytes,
+            },
+        );
+        Ok(Host {
+            registry,
+            routes: Routes::new(manifest.routes.clone()),
+            channel_module: manifest.channel_module.unwrap_or_default(),
+            endpoints: config.endpoints,
+        })
+    }
+
+    /// The modules: deploy into it before serving.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The names routes and the `/comet/` endpoints serve.
+    pub fn served_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .routes
+            .iter()
+            .map(|r| r.module.clone())
+            .chain([self.channel_module.clone()])
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Serve on `public` (and the admin API on `admin`, with its token)
+    /// until `shutdown` resolves; then drain (see `server::serve`).
+    pub async fn serve(
+        self,
+        public: TcpListener,
+        admin: Option<(TcpListener, String)>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let admin_task = admin.map(|(listener, token)| {
+            let admin = Admin::new(self.registry.clone(), self.routes.clone(), token);
+            tokio::spawn(admin::serve(listener, admin, stopped()))
+        });
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let app = App::new(
+            self.registry,
+            self.routes,
+            self.channel_module,
+            self.endpoints,
+        );
+        let served = server::serve(public, app, stopped(), server::DEFAULT_DRAIN_TIMEOUT).await;
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
+        served
+    }
+
+    /// Bind `public` (and `admin`, with its token) and serve in the
+    /// background (for tests and embedders). Port 0 picks a free port.
+    pub async fn start(
+        self,
+        public: SocketAddr,
+        admin: Option<(SocketAddr, String)>,
+    ) -> std::io::Result<RunningHost> {
+        let listener = TcpListener::bind(public).await?;
+        let addr = listener.local_addr()?;
+        let (admin, admin_addr) = match admin {
+            Some((at, token)) => {
+                let listener = TcpListener::bind(at).await?;
+                let addr = listener.local_addr()?;
+                (Some((listener, token)), Some(addr))
+            }
+            None => (None, None),
+        };
+        let registry = self.registry.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(listener, admin, async {
+            let _ = stopped.await;
+        }));
+        Ok(RunningHost {
+            addr,
+            admin_addr,
+            registry,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// A host serving in the background; shut down by [`RunningHost::stop`] or
+/// when dropped.
+#[derive(Debug)]
+pub struct RunningHost {
+    /// The public address.
+    pub addr: SocketAddr,
+    /// The admin API's address, if it serves one.
+    pub admin_addr: Option<SocketAddr>,
+    /// Its modules and channels.
+    pub registry: Arc<Registry>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningHost {
+    /// Shut down gracefully (clients are told to reconnect) and wait.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

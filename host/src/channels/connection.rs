@@ -1,0 +1,371 @@
+//! One client connection's membership in the channels: its bounded queue,
+//! the channels it is subscribed to and its position in each, and the rules
+//! that make delivery exactly once and in order.
+//!
+//! Strategy (Centrifuge's `client.go`, with the queue as the buffer):
+//! - **Subscribe**: register with the hub first (live messages start
+//!   queueing), then read history after the client's cursor. Every message
+//!   is in the history read, in the queue, or both; the connection records
+//!   where the history read ended, and drops queued messages at or before
+//!   that offset.
+//! - **Live**: each message must carry the next offset of its channel. A
+//!   lower one is a duplicate and dropped; a higher one (or another epoch)
+//!   means something was lost between broker and node, so the channel is
+//!   read from history after the last delivered position: the missing
+//!   messages, or an explicit reset when they are gone.
+//! - A catch-up changes nothing until its read completes, so `next` stays
+//!   cancel-safe (transports race it against sockets and timers).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::admission::Ticket;
+use super::broker::Gap;
+use super::cursor::{Cursor, Position};
+use super::error::ChannelError;
+use super::hub::{Session, Subscriber};
+use super::lock;
+use super::message::Message;
+use super::name::ChannelName;
+use super::node::Node;
+use super::signal::Listener;
+
+/// Messages before this point of a channel may be missing: the client
+/// resumes from `position`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    /// The channel.
+    pub channel: ChannelName,
+    /// Why.
+    pub gap: Gap,
+    /// Where the channel resumes (just before the first message kept).
+    pub position: Position,
+}
+
+impl Reset {
+    /// `{"type":"reset","channel":..,"reason":..,"cursor":..}`.
+    pub fn json(&self) -> Bytes {
+        serde_json::json!({
+            "type": "reset",
+            "channel": self.channel.as_str(),
+            "reason": self.gap.reason(),
+            "cursor": Cursor::single(&self.channel, self.position).encode(),
+        })
+        .to_string()
+        .into()
+    }
+}
+
+/// What a new subscription delivers before live messages.
+#[derive(Debug)]
+pub struct Backlog {
+    /// The channel.
+    pub channel: ChannelName,
+    /// The position before the first message below (where the client's
+    /// cursor for this channel stands once the reset, if any, is sent).
+    pub start: Position,
+    /// Set when messages before `start` may be missing.
+    pub reset: Option<Reset>,
+    /// Messages after `start`, oldest first.
+    pub messages: Vec<Arc<Message>>,
+}
+
+/// The next thing a connection must handle.
+#[derive(Debug)]
+pub enum Event {
+    /// The next message of one of its channels.
+    Message(Arc<Message>),
+    /// Messages of a channel were lost before what follows.
+    Reset(Reset),
+    /// The connection fell behind and was dropped from its channels.
+    SlowConsumer,
+    /// The server is shutting down: tell the client to reconnect.
+    Closing,
+    /// A lost message could not be read back (the broker is down): the
+    /// client should reconnect with its cursor.
+    Unavailable(String),
+}
+
+/// One client connection (see the module docs). Dropping it unsubscribes
+/// from everything.
+#[derive(Debug)]
+pub struct Connection {
+    node: Arc<Node>,
+    me: Subscriber,
+    rx: mpsc::Receiver<Arc<Message>>,
+    /// Subscribed channels and the position of the last message delivered.
+    positions: HashMap<ChannelName, Position>,
+    /// Channels to read from history before any more of their messages.
+    behind: Vec<ChannelName>,
+    /// Events read from history, to hand out before anything else.
+    ready: VecDeque<Event>,
+    _ticket: Ticket,
+}
+
+impl Connection {
+    pub(crate) fn new(node: Arc<Node>, id: u64, ticket: Ticket) -> Connection {
+        let (tx, rx) = mpsc::channel(node.queue_len);
+        Connection {
+            node,
+            me: Subscriber {
+                id,
+                tx,
+                kick: Arc::default(),
+                session: Arc::default(),
+            },
+            rx,
+            positions: HashMap::new(),
+            behind: Vec::new(),
+            ready: VecDeque::new(),
+            _ticket: ticket,
+        }
+    }
+
+    /// Id unique within this process.
+    pub fn id(&self) -> u64 {
+        self.me.id
+    }
+
+    /// The node it belongs to.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Store session attributes (seen by presence).
+    pub fn set_session(&self, session: Session) {
+        *lock(&self.me.session) = session;
+    }
+
+    /// The channels subscribed to.
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.positions.keys()
+    }
+
+    /// How many channels it is subscribed to.
+    pub fn channel_count(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Where it is in every channel: the cursor to resume from.
+    pub fn cursor(&self) -> Cursor {
+        let mut cursor = Cursor::new();
+        for (channel, position) in &self.positions {
+            cursor.set(channel, *position);
+        }
+        cursor
+    }
+
+    /// Subscribe to `channel` from `since` (`None`: from now on). Returns
+    /// what to deliver before live messages; live ones then come from
+    /// [`Connection::next`], none twice and none missed.
+    pub async fn subscribe(
+        &mut self,
+        channel: &ChannelName,
+        since: Option<Position>,
+    ) -> Result<Backlog, ChannelError> {
+        let new = !self.positions.contains_key(channel);
+        if new {
+            let max = self.node.max_channels_per_connection;
+            if self.positions.len() >= max {
+                return Err(ChannelError::TooManyChannels(max));
+            }
+            self.node.subscribe_node(channel).await?;
+            self.node.hub.add(channel, self.me.clone());
+        }
+        let limit = match since {
+            Some(_) => self.node.rules(channel).history.max_len,
+            None => 0,
+        };
+        let history = match self.node.broker.history(channel, since, limit).await {
+            Ok(history) => history,
+            Err(e) => {
+                if new {
+                    self.leave(channel);
+                }
+                return Err(e.into());
+            }
+        };
+        let (start, reset) = match (history.gap, since) {
+            (Some(gap), _) => {
+                let position = history
+                    .messages
+                    .first()
+                    .map_or(history.head, |m| m.position.before());
+                let reset = Reset {
+                    channel: channel.clone(),
+                    gap,
+                    position,
+                };
+                (position, Some(reset))
+            }
+            (None, Some(p)) => (p, None),
+            (None, None) => (history.head, None),
+        };
+        let end = history.messages.last().map_or(start, |m| m.position);
+        self.positions.insert(channel.clone(), end);
+        self.behind.retain(|c| c != channel);
+        Ok(Backlog {
+            channel: channel.clone(),
+            start,
+            reset,
+            messages: history.messages,
+        })
+    }
+
+    /// Leave `channel`; true if it was subscribed.
+    pub fn unsubscribe(&mut self, channel: &str) -> bool {
+        let Some((channel, _)) = self.positions.remove_entry(channel) else {
+            return false;
+        };
+        self.behind.retain(|c| *c != channel);
+        self.ready.retain(|event| match event {
+            Event::Message(m) => m.channel != channel,
+            Event::Reset(r) => r.channel != channel,
+            _ => true,
+        });
+        self.leave(&channel);
+        true
+    }
+
+    fn leave(&self, channel: &ChannelName) {
+        self.node.hub.remove(channel, self.me.id);
+        self.node.unsubscribe_node(channel);
+    }
+
+    /// Wait for the next event. Cancel-safe.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            if self.me.kick.is_set() {
+                return Event::SlowConsumer;
+            }
+            if let Some(event) = self.ready.pop_front() {
+                return event;
+            }
+            if let Some(channel) = self.behind.first().cloned() {
+                if let Err(e) = self.catch_up(&channel).await {
+                    return Event::Unavailable(e.to_string());
+                }
+                continue;
+            }
+            let message = tokio::select! {
+                biased;
+                () = self.me.kick.wait() => return Event::SlowConsumer,
+                () = self.node.admission.closing() => return Event::Closing,
+                message = self.rx.recv() => match message {
+                    Some(m) => m,
+                    // The hub holds a sender for as long as this connection
+                    // is subscribed anywhere; this one is never dropped.
+                    None => return Event::SlowConsumer,
+                },
+            };
+            if let Some(event) = self.accept(message) {
+                return event;
+            }
+        }
+    }
+
+    /// The next event if one is ready without waiting (to batch a burst
+    /// into one write); `None` also when a catch-up must run first.
+    pub fn try_next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            if !self.behind.is_empty() || self.me.kick.is_set() {
+                return None;
+            }
+            let message = self.rx.try_recv().ok()?;
+            if let Some(event) = self.accept(message) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Check a live message against the channel's position.
+    fn accept(&mut self, message: Arc<Message>) -> Option<Event> {
+        if self.behind.contains(&message.channel) {
+            // The catch-up read will include it.
+            return None;
+        }
+        let position = self.positions.get_mut(&*message.channel)?;
+        let (have, got) = (*position, message.position);
+        if got.epoch == have.epoch {
+            if got.offset <= have.offset {
+                return None;
+            }
+            if got.offset == have.offset + 1 {
+                *position = got;
+                return Some(Event::Message(message));
+            }
+        }
+        // A jump or another epoch: messages were lost on the way here.
+        tracing::debug!(channel = %message.channel, ?have, ?got, "offset jump: catching up from history");
+        self.behind.push(message.channel.clone());
+        None
+    }
+
+    /// Read `channel` from history after its position; queue what was
+    /// missed (and a reset if some of it is gone).
+    async fn catch_up(&mut self, channel: &ChannelName) -> Result<(), ChannelError> {
+        let Some(have) = self.positions.get(channel).copied() else {
+            self.behind.retain(|c| c != channel);
+            return Ok(());
+        };
+        let limit = self.node.rules(channel).history.max_len;
+        let history = self.node.broker.history(channel, Some(have), limit).await?;
+        // Nothing changed before this point: a cancelled read is redone.
+        self.behind.retain(|c| c != channel);
+        let mut position = have;
+        if let Some(gap) = history.gap {
+            position = history
+                .messages
+                .first()
+                .map_or(history.head, |m| m.position.before());
+            self.ready.push_back(Event::Reset(Reset {
+                channel: channel.clone(),
+                gap,
+                position,
+            }));
+        }
+        for message in history.messages {
+            position = message.position;
+            self.ready.push_back(Event::Message(message));
+        }
+        self.positions.insert(channel.clone(), position);
+        Ok(())
+    }
+
+    /// Resolves once the hub has dropped this connection as a slow consumer
+    /// (for transports that must notice it while blocked writing).
+    pub fn kicked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let kick = self.me.kick.clone();
+        async move { kick.wait().await }
+    }
+
+    /// Tell `listener` when this connection is dropped as a slow consumer.
+    pub fn on_kick(&self, listener: &Arc<dyn Listener>) {
+        self.me.kick.listen(listener);
+    }
+
+    /// Whether it was dropped as a slow consumer.
+    pub fn is_kicked(&self) -> bool {
+        self.me.kick.is_set()
+    }
+
+    /// Resolves once the server begins shutting down.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let admission = self.node.admission.clone();
+        async move { admission.closing().await }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for channel in std::mem::take(&mut self.positions).into_keys() {
+            self.leave(&channel);
+        }
+    }
+}

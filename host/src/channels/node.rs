@@ -1,0 +1,226 @@
+//! The node: the channels service every transport and guest talks to. It
+//! owns the broker, the hub and admission, applies the per-namespace rules
+//! and budgets, and keeps the node's subscriptions at the broker.
+//!
+//! Strategy: a channel's first local subscriber subscribes the node at the
+//! broker and its last one unsubscribes it, under a per-channel async lock,
+//! so a second subscriber never reads history before the node's
+//! subscription is in place. The broker delivers every message to the hub
+//! (the node's [`Sink`](super::broker::Sink)); connections then check each
+//! message's offset (see [`Connection`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::admission::{Admission, DEFAULT_MAX_CONNECTIONS, TransportKind};
+use super::broker::{Broker, BrokerStats, History, Published};
+use super::connection::Connection;
+use super::cursor::Position;
+use super::error::ChannelError;
+use super::hub::{Hub, Presence};
+use super::lock;
+use super::message::Payload;
+use super::name::ChannelName;
+use super::rules::{ChannelRules, Namespaces};
+
+/// Messages a connection may have queued before it counts as a slow consumer.
+/// A healthy client drains its queue in microseconds; 1024 messages is seconds
+/// of a busy channel.
+pub const DEFAULT_QUEUE_LEN: usize = 1024;
+
+/// Most channels one connection may be subscribed to (also the most one
+/// request, hold or WebSocket accept may name, after removing repeats).
+pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 100;
+
+/// Largest payload accepted for publishing.
+pub const DEFAULT_MAX_PAYLOAD: usize = 64 << 10;
+
+/// Tunables of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Per-connection queue length (see [`DEFAULT_QUEUE_LEN`]).
+    pub queue_len: usize,
+    /// Client connections held at once.
+    pub max_connections: usize,
+    /// Channels per connection.
+    pub max_channels_per_connection: usize,
+    /// History, client publishing and hooks, per namespace.
+    pub namespaces: Namespaces,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            queue_len: DEFAULT_QUEUE_LEN,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
+            namespaces: Namespaces::default(),
+        }
+    }
+}
+
+/// Local subscriber count of one channel, behind the channel's subscribe
+/// lock.
+type Subscription = Arc<tokio::sync::Mutex<usize>>;
+
+/// The channels service of one host.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) admission: Arc<Admission>,
+    namespaces: Namespaces,
+    pub(crate) queue_len: usize,
+    pub(crate) max_channels_per_connection: usize,
+    subscriptions: Mutex<HashMap<ChannelName, Subscription>>,
+    next_id: AtomicU64,
+}
+
+impl Node {
+    /// A node over `broker`, which it starts.
+    pub fn new(broker: Arc<dyn Broker>, config: NodeConfig) -> Arc<Node> {
+        let hub = Arc::new(Hub::default());
+        broker.clone().start(hub.clone());
+        Arc::new(Node {
+            broker,
+            hub,
+            admission: Admission::new(config.max_connections),
+            namespaces: config.namespaces,
+            queue_len: config.queue_len.max(1),
+            max_channels_per_connection: config.max_channels_per_connection,
+            subscriptions: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A new client connection, unless the host is full or shutting down.
+    pub fn connect(self: &Arc<Self>, kind: TransportKind) -> Result<Connection, ChannelError> {
+        let ticket = self.admission.admit(kind)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok(Connection::new(self.clone(), id, ticket))
+    }
+
+    /// Check a payload against the size limit.
+    pub fn check_payload(&self, payload: &Payload) -> Result<(), ChannelError> {
+        if payload.len() > DEFAULT_MAX_PAYLOAD {
+            return Err(ChannelError::TooLarge {
+                size: payload.len(),
+                max: DEFAULT_MAX_PAYLOAD,
+            });
+        }
+        Ok(())
+    }
+
+    /// Publish through the broker (which delivers it to every subscribed
+    /// node, this one included). Hooks are the caller's business: see
+    /// `crate::publish`.
+    pub async fn publish(
+        &self,
+        channel: &ChannelName,
+        payload: Payload,
+    ) -> Result<Published, ChannelError> {
+        self.check_payload(&payload)?;
+        let history = self.rules(channel).history;
+        Ok(self.broker.publish(channel, payload, history).await?)
+    }
+
+    /// Up to `limit` messages of `channel` after `since`.
+    pub async fn history(
+        &self,
+        channel: &ChannelName,
+        since: Option<Position>,
+        limit: usize,
+    ) -> Result<History, ChannelError> {
+        Ok(self.broker.history(channel, since, limit).await?)
+    }
+
+    /// Local subscribers of `channel`, with up to `max_sessions` sessions.
+    pub fn presence(&self, channel: &ChannelName, max_sessions: usize) -> Presence {
+        self.hub.presence(channel, max_sessions)
+    }
+
+    /// The rules that apply to `channel`.
+    pub fn rules(&self, channel: &str) -> &ChannelRules {
+        self.namespaces.rules(channel)
+    }
+
+    /// Most channels per connection.
+    pub fn max_channels_per_connection(&self) -> usize {
+        self.max_channels_per_connection
+    }
+
+    /// Connection counts and the shutdown signal.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// Begin shutdown: every connection's next event is `Closing`, and new
+    /// connections are refused.
+    pub fn close_all(&self) {
+        self.admission.close_all();
+    }
+
+    /// Channels with at least one local subscriber.
+    pub fn local_channel_count(&self) -> usize {
+        self.hub.channel_count()
+    }
+
+    /// The broker's memory figures.
+    pub fn broker_stats(&self) -> BrokerStats {
+        self.broker.stats()
+    }
+
+    /// Count a local subscriber of `channel`; the first subscribes the node
+    /// at the broker, and everyone waits until that is done.
+    pub(crate) async fn subscribe_node(&self, channel: &ChannelName) -> Result<(), ChannelError> {
+        let subscription = lock(&self.subscriptions)
+            .entry(channel.clone())
+            .or_default()
+            .clone();
+        let mut count = subscription.lock().await;
+        if *count == 0 {
+            self.broker.subscribe(channel).await?;
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// Count one local subscriber of `channel` less; the last unsubscribes
+    /// the node at the broker (in the background: callers are in `Drop`).
+    pub(crate) fn unsubscribe_node(self: &Arc<Self>, channel: &ChannelName) {
+        let Some(subscription) = lock(&self.subscriptions).get(channel).cloned() else {
+            return;
+        };
+        if let Ok(mut count) = subscription.try_lock()
+            && *count > 1
+        {
+            *count -= 1;
+            return;
+        }
+        // During shutdown the runtime may be gone: the process is ending.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let node = self.clone();
+        let channel = channel.clone();
+        runtime.spawn(async move {
+            let mut count = subscription.lock().await;
+            *count = count.saturating_sub(1);
+            if *count > 0 {
+                return;
+            }
+            if let Err(e) = node.broker.unsubscribe(&channel).await {
+                tracing::warn!(%channel, error = %e, "broker unsubscribe failed");
+            }
+            drop(count);
+            // Forget the lock unless someone is about to use it.
+            let mut subscriptions = lock(&node.subscriptions);
+            if Arc::strong_count(&subscription) == 2
+                && subscription.try_lock().is_ok_and(|c| *c == 0)
+            {
+                subscriptions.remove(&channel);
+            }
+        });
+    }
+}

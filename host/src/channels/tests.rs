@@ -1,0 +1,311 @@
+//! The channel layer end to end in one process: node, memory broker, hub and
+//! connections, including a broker that loses messages on the way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+
+fn name(s: &str) -> ChannelName {
+    ChannelName::new(s).unwrap()
+}
+
+fn text(m: &Message) -> String {
+    match m.payload() {
+        Payload::Text(t) => t,
+        Payload::Binary(_) => String::new(),
+    }
+}
+
+fn node_over(broker: Arc<dyn Broker>) -> Arc<Node> {
+    Node::new(broker, NodeConfig::default())
+}
+
+fn node() -> Arc<Node> {
+    node_over(Arc::new(MemoryBroker::default()))
+}
+
+async fn publish(node: &Node, channel: &str, s: &str) -> Published {
+    node.publish(&name(channel), Payload::Text(s.into()))
+        .await
+        .unwrap()
+}
+
+/// The texts of the next `n` events, which must be messages.
+async fn next_texts(c: &mut Connection, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        match c.next().await {
+            Event::Message(m) => got.push(text(&m)),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn subscribers_get_messages_in_order() {
+    let node = node();
+    let mut a = node.connect(TransportKind::Sse).unwrap();
+    let mut b = node.connect(TransportKind::Sse).unwrap();
+    a.subscribe(&name("x"), None).await.unwrap();
+    b.subscribe(&name("x"), None).await.unwrap();
+    b.subscribe(&name("y"), None).await.unwrap();
+    for i in 0..5 {
+        publish(&node, "x", &i.to_string()).await;
+    }
+    publish(&node, "y", "why").await;
+    assert_eq!(next_texts(&mut a, 5).await, ["0", "1", "2", "3", "4"]);
+    assert_eq!(
+        next_texts(&mut b, 6).await,
+        ["0", "1", "2", "3", "4", "why"]
+    );
+    assert!(a.try_next().is_none());
+}
+
+#[tokio::test]
+async fn resume_gets_the_backlog_then_live_messages_once() {
+    let node = node();
+    let first = publish(&node, "x", "1").await;
+    publish(&node, "x", "2").await;
+    let mut c = node.connect(TransportKind::Sse).unwrap();
+    let backlog = c.subscribe(&name("x"), Some(first.position)).await.unwrap();
+    assert_eq!(backlog.reset, None);
+    assert_eq!(backlog.start, first.position);
+    let texts: Vec<String> = backlog.messages.iter().map(|m| text(m)).collect();
+    assert_eq!(texts, ["2"]);
+    publish(&node, "x", "3").await;
+    assert_eq!(next_texts(&mut c, 1).await, ["3"]);
+    assert!(c.try_next().is_none());
+}
+
+#[tokio::test]
+async fn a_message_queued_during_the_history_read_is_not_delivered_twice() {
+    let node = node();
+    let first = publish(&node, "x", "1").await;
+    let mut c = node.connect(TransportKind::Sse).unwrap();
+    // Subscribe, and before reading anything publish: the message is both
+    // in the queue and (for a later resubscribe) in history.
+    c.subscribe(&name("x"), Some(first.position)).await.unwrap();
+    publish(&node, "x", "2").await;
+    let again = c.subscribe(&name("x"), Some(first.position)).await.unwrap();
+    assert_eq!(again.messages.len(), 1, "history has it");
+    assert!(c.try_next().is_none(), "so the queued copy is dropped");
+}
+
+#[tokio::test]
+async fn a_full_queue_kicks_only_that_connection() {
+    let node = node();
+    let mut slow = node.connect(TransportKind::Sse).unwrap();
+    let mut fast = node.connect(TransportKind::Sse).unwrap();
+    slow.subscribe(&name("x"), None).await.unwrap();
+    fast.subscribe(&name("x"), None).await.unwrap();
+    for i in 0..node::DEFAULT_QUEUE_LEN + 1 {
+        publish(&node, "x", &i.to_string()).await;
+        while fast.try_next().is_some() {}
+    }
+    assert!(matches!(slow.next().await, Event::SlowConsumer));
+    publish(&node, "x", "after").await;
+    assert!(matches!(fast.next().await, Event::Message(_)));
+}
+
+#[tokio::test]
+async fn dropping_a_connection_unsubscribes_it() {
+    let node = node();
+    let mut c = node.connect(TransportKind::Sse).unwrap();
+    c.subscribe(&name("x"), None).await.unwrap();
+    assert_eq!(node.presence(&name("x"), 10).connections, 1);
+    drop(c);
+    assert_eq!(node.presence(&name("x"), 10).connections, 0);
+    assert_eq!(node.admission().count(), 0);
+}
+
+#[tokio::test]
+async fn big_payloads_and_too_many_channels_are_refused() {
+    let node = node();
+    let big = Payload::Binary(vec![0u8; node::DEFAULT_MAX_PAYLOAD + 1].into());
+    assert!(matches!(
+        node.publish(&name("a"), big).await,
+        Err(ChannelError::TooLarge { .. })
+    ));
+    let mut c = node.connect(TransportKind::WebSocket).unwrap();
+    for i in 0..node::DEFAULT_MAX_CHANNELS_PER_CONNECTION {
+        c.subscribe(&name(&format!("c{i}")), None).await.unwrap();
+    }
+    // Again the same channel: no new subscription.
+    c.subscribe(&name("c0"), None).await.unwrap();
+    assert!(matches!(
+        c.subscribe(&name("one-more"), None).await,
+        Err(ChannelError::TooManyChannels(_))
+    ));
+}
+
+/// A memory broker whose delivery loses the messages `drop` says, as a
+/// network between a broker and a node can.
+#[derive(Debug)]
+struct Lossy {
+    inner: Arc<MemoryBroker>,
+    drop: fn(&Message) -> bool,
+}
+
+#[derive(Debug)]
+struct LossySink {
+    sink: Arc<dyn Sink>,
+    drop: fn(&Message) -> bool,
+    dropped: AtomicUsize,
+}
+
+impl Sink for LossySink {
+    fn deliver(&self, message: Arc<Message>) {
+        if (self.drop)(&message) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.sink.deliver(message);
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for Lossy {
+    fn start(self: Arc<Self>, sink: Arc<dyn Sink>) {
+        let lossy = Arc::new(LossySink {
+            sink,
+            drop: self.drop,
+            dropped: AtomicUsize::new(0),
+        });
+        self.inner.clone().start(lossy);
+    }
+    async fn publish(
+        &self,
+        channel: &ChannelName,
+        payload: Payload,
+        history: HistoryLimits,
+    ) -> Result<Published, BrokerError> {
+        self.inner.publish(channel, payload, history).await
+    }
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        since: Option<Position>,
+        limit: usize,
+    ) -> Result<History, BrokerError> {
+        self.inner.history(channel, since, limit).await
+    }
+    async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        self.inner.subscribe(channel).await
+    }
+    async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        self.inner.unsubscribe(channel).await
+    }
+}
+
+#[tokio::test]
+async fn a_lost_message_is_read_back_from_history() {
+    let broker = Arc::new(Lossy {
+        inner: Arc::new(MemoryBroker::default()),
+        drop: |m| m.position.offset == 3,
+    });
+    let node = node_over(broker);
+    let mut c = node.connect(TransportKind::WebSocket).unwrap();
+    c.subscribe(&name("x"), None).await.unwrap();
+    for i in 1..=6 {
+        publish(&node, "x", &i.to_string()).await;
+    }
+    assert_eq!(next_texts(&mut c, 6).await, ["1", "2", "3", "4", "5", "6"]);
+    assert!(c.try_next().is_none(), "nothing twice");
+}
+
+#[tokio::test]
+async fn a_lost_message_that_history_lost_too_is_a_reset() {
+    let limits = HistoryLimits {
+        max_len: 2,
+        ..HistoryLimits::default()
+    };
+    let mut namespaces = Namespaces::default();
+    namespaces.default.history = limits;
+    let broker = Arc::new(Lossy {
+        inner: Arc::new(MemoryBroker::default()),
+        // Everything from 2 to 5 is lost on the way; history keeps 2.
+        drop: |m| (2..=5).contains(&m.position.offset),
+    });
+    let node = Node::new(
+        broker,
+        NodeConfig {
+            namespaces,
+            ..NodeConfig::default()
+        },
+    );
+    let mut c = node.connect(TransportKind::Sse).unwrap();
+    c.subscribe(&name("x"), None).await.unwrap();
+    for i in 1..=6 {
+        publish(&node, "x", &i.to_string()).await;
+    }
+    assert_eq!(next_texts(&mut c, 1).await, ["1"]);
+    match c.next().await {
+        Event::Reset(reset) => {
+            assert_eq!(reset.gap, Gap::TooOld);
+            assert_eq!(reset.position.offset, 4);
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    assert_eq!(next_texts(&mut c, 2).await, ["5", "6"]);
+}
+
+#[tokio::test]
+async fn the_subscribe_lock_subscribes_the_node_once() {
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: MemoryBroker,
+        subscribes: AtomicUsize,
+        unsubscribes: AtomicUsize,
+    }
+    #[async_trait]
+    impl Broker for Counting {
+        fn start(self: Arc<Self>, _sink: Arc<dyn Sink>) {}
+        async fn publish(
+            &self,
+            channel: &ChannelName,
+            payload: Payload,
+            history: HistoryLimits,
+        ) -> Result<Published, BrokerError> {
+            self.inner.publish(channel, payload, history).await
+        }
+        async fn history(
+            &self,
+            channel: &ChannelName,
+            since: Option<Position>,
+            limit: usize,
+        ) -> Result<History, BrokerError> {
+            self.inner.history(channel, since, limit).await
+        }
+        async fn subscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+            tokio::task::yield_now().await;
+            self.subscribes.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        }
+        async fn unsubscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+            self.unsubscribes.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        }
+    }
+    let broker = Arc::new(Counting::default());
+    let node = node_over(broker.clone());
+    let mut a = node.connect(TransportKind::Sse).unwrap();
+    let mut b = node.connect(TransportKind::Sse).unwrap();
+    let x = name("x");
+    let (ra, rb) = tokio::join!(a.subscribe(&x, None), b.subscribe(&x, None));
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(broker.subscribes.load(Ordering::Acquire), 1);
+    drop(a);
+    drop(b);
+    for _ in 0..100 {
+        if broker.unsubscribes.load(Ordering::Acquire) == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(broker.unsubscribes.load(Ordering::Acquire), 1);
+}
