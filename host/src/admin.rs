@@ -218,6 +218,7 @@ fn status(admin: &Admin) -> serde_json::Value {
         .map(|r| serde_json::json!({ "host": r.host, "prefix": r.prefix, "module": r.module }))
         .collect();
     let broker = channels.broker_stats();
+    let node = channels.stats();
     let cache = admin
         .registry
         .runtime()
@@ -232,6 +233,11 @@ fn status(admin: &Admin) -> serde_json::Value {
             "by_transport": by_transport,
         },
         "channels": channels.local_channel_count(),
+        "delivery": {
+            "slow_consumers": node.slow_consumers,
+            "catch_ups": node.catch_ups,
+            "resets": node.resets,
+        },
         "broker": {
             "channels": broker.channels,
             "history_bytes": broker.history_bytes,

@@ -8,12 +8,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::admin::{self, Admin};
 use crate::channels::admission::DEFAULT_MAX_CONNECTIONS;
-use crate::channels::node::{DEFAULT_MAX_CHANNELS_PER_CONNECTION, DEFAULT_QUEUE_LEN};
+use crate::channels::node::{
+    DEFAULT_MAX_CHANNELS_PER_CONNECTION, DEFAULT_POSITION_CHECK, DEFAULT_QUEUE_LEN,
+};
 use crate::channels::{Broker, MemoryBroker, MemoryBrokerConfig, Node, NodeConfig};
 use crate::engine::EngineSettings;
 use crate::imports::kv::{KvStore, MemoryKv};
@@ -41,6 +44,9 @@ pub struct HostConfig {
     pub queue_len: usize,
     /// Client connections held at once.
     pub max_connections: usize,
+    /// How often the node checks for messages lost on the way from the
+    /// broker (see `channels::node::DEFAULT_POSITION_CHECK`).
+    pub position_check: Duration,
     /// Budgets of the memory broker (when no other broker is given).
     pub memory_broker: MemoryBrokerConfig,
     /// The broker; `None`: the memory broker.
@@ -68,6 +74,7 @@ impl HostConfig {
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             queue_len: manifest.queue_len.unwrap_or(DEFAULT_QUEUE_LEN),
             max_connections: manifest.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            position_check: DEFAULT_POSITION_CHECK,
             memory_broker,
             broker: None,
             kv: None,
@@ -124,6 +131,7 @@ impl Host {
                 max_connections: config.max_connections,
                 max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
                 namespaces: manifest.channel_rules(),
+                position_check: config.position_check,
             },
         );
         let registry = Registry::new(

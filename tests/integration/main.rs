@@ -18,6 +18,14 @@ mod browser;
 mod deploy;
 // `comet run --watch`: rebuild on change, keep serving on a broken build.
 mod watch;
+// A host in this process, with a broker the test chooses.
+mod inproc;
+// No silent loss: restarts, and messages lost between broker and node.
+mod resume;
+// Budgets no client can push past: history bytes, repeated names, cursors.
+mod budgets;
+// Slow consumers are dropped the same way on every transport.
+mod slow;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

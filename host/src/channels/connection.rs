@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -190,6 +191,7 @@ impl Connection {
         };
         let (start, reset) = match (history.gap, since) {
             (Some(gap), _) => {
+                self.node.resets.fetch_add(1, Ordering::Relaxed);
                 let position = history
                     .messages
                     .first()
@@ -205,6 +207,7 @@ impl Connection {
             (None, None) => (history.head, None),
         };
         let end = history.messages.last().map_or(start, |m| m.position);
+        self.node.hub.observe(channel, history.head);
         self.positions.insert(channel.clone(), end);
         self.behind.retain(|c| c != channel);
         Ok(Backlog {
@@ -318,8 +321,10 @@ impl Connection {
         let history = self.node.broker.history(channel, Some(have), limit).await?;
         // Nothing changed before this point: a cancelled read is redone.
         self.behind.retain(|c| c != channel);
+        self.node.catch_ups.fetch_add(1, Ordering::Relaxed);
         let mut position = have;
         if let Some(gap) = history.gap {
+            self.node.resets.fetch_add(1, Ordering::Relaxed);
             position = history
                 .messages
                 .first()

@@ -9,12 +9,13 @@
 //! that reason (its client resumes by cursor).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use super::broker::Sink;
-use super::cursor::channel_key;
+use super::cursor::{Position, channel_key};
 use super::lock;
 use super::message::Message;
 use super::name::ChannelName;
@@ -43,18 +44,40 @@ pub(crate) struct Subscriber {
     pub(crate) session: Arc<Mutex<Session>>,
 }
 
-type Shard = HashMap<ChannelName, Vec<Subscriber>>;
+/// A channel's local subscribers, and the newest position seen of it.
+#[derive(Debug, Default)]
+struct Local {
+    subscribers: Vec<Subscriber>,
+    last: Option<Position>,
+}
+
+impl Local {
+    fn observe(&mut self, position: Position) {
+        let newer = match self.last {
+            None => true,
+            // Another epoch: the later observation is the broker's current.
+            Some(last) => last.epoch != position.epoch || position.offset > last.offset,
+        };
+        if newer {
+            self.last = Some(position);
+        }
+    }
+}
+
+type Shard = HashMap<ChannelName, Local>;
 
 /// Local subscribers and fan-out.
 #[derive(Debug)]
 pub struct Hub {
     shards: Box<[Mutex<Shard>]>,
+    slow_consumers: AtomicU64,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            slow_consumers: AtomicU64::new(0),
         }
     }
 }
@@ -66,11 +89,12 @@ impl Hub {
 
     /// Deliver `message` to every local subscriber of its channel.
     pub fn deliver(&self, message: &Arc<Message>) {
-        let shard = self.shard(&message.channel);
-        if let Some(subscribers) = shard.get(&message.channel) {
-            for s in subscribers {
-                if s.tx.try_send(message.clone()).is_err() {
-                    s.kick.fire();
+        let mut shard = self.shard(&message.channel);
+        if let Some(local) = shard.get_mut(&message.channel) {
+            local.observe(message.position);
+            for s in &local.subscribers {
+                if s.tx.try_send(message.clone()).is_err() && s.kick.fire() {
+                    self.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -80,24 +104,46 @@ impl Hub {
         self.shard(channel)
             .entry(channel.clone())
             .or_default()
+            .subscribers
             .push(subscriber);
     }
 
     pub(crate) fn remove(&self, channel: &str, id: u64) {
         let mut shard = self.shard(channel);
-        if let Some(subscribers) = shard.get_mut(channel) {
-            subscribers.retain(|s| s.id != id);
-            if subscribers.is_empty() {
+        if let Some(local) = shard.get_mut(channel) {
+            local.subscribers.retain(|s| s.id != id);
+            if local.subscribers.is_empty() {
                 shard.remove(channel);
             }
         }
+    }
+
+    /// Note that `channel` is known to be at `position` (a subscriber read
+    /// it from history).
+    pub(crate) fn observe(&self, channel: &str, position: Position) {
+        if let Some(local) = self.shard(channel).get_mut(channel) {
+            local.observe(position);
+        }
+    }
+
+    /// Every channel with local subscribers, and the newest position seen.
+    pub(crate) fn positions(&self) -> Vec<(ChannelName, Option<Position>)> {
+        self.shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .iter()
+                    .map(|(channel, local)| (channel.clone(), local.last))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// How many local connections are subscribed to `channel`, and the
     /// sessions of up to `max_sessions` of them.
     pub fn presence(&self, channel: &str, max_sessions: usize) -> Presence {
         let shard = self.shard(channel);
-        let Some(subscribers) = shard.get(channel) else {
+        let Some(subscribers) = shard.get(channel).map(|l| &l.subscribers) else {
             return Presence::default();
         };
         let sessions = subscribers
@@ -114,6 +160,11 @@ impl Hub {
     /// Channels with at least one local subscriber.
     pub fn channel_count(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Connections dropped for falling behind, since start.
+    pub fn slow_consumers(&self) -> u64 {
+        self.slow_consumers.load(Ordering::Relaxed)
     }
 }
 

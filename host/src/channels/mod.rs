@@ -19,6 +19,7 @@ pub mod name;
 pub mod node;
 pub mod rules;
 pub mod signal;
+pub mod testing;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,7 +33,7 @@ pub use hub::{Hub, Presence, Session};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use message::{Message, Payload};
 pub use name::{ChannelName, NameError};
-pub use node::{Node, NodeConfig};
+pub use node::{Node, NodeConfig, NodeStats};
 pub use rules::{ChannelRules, Namespaces};
 
 /// Milliseconds since the Unix epoch.

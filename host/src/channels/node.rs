@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::admission::{Admission, DEFAULT_MAX_CONNECTIONS, TransportKind};
 use super::broker::{Broker, BrokerStats, History, Published};
@@ -36,6 +37,12 @@ pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 100;
 /// Largest payload accepted for publishing.
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 << 10;
 
+/// How often the node compares each subscribed channel's newest position at
+/// the broker with the newest it delivered, and delivers what it missed. A
+/// message lost on its way from the broker is otherwise noticed only when
+/// the next one arrives, which may be never.
+pub const DEFAULT_POSITION_CHECK: Duration = Duration::from_secs(30);
+
 /// Tunables of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -47,6 +54,8 @@ pub struct NodeConfig {
     pub max_channels_per_connection: usize,
     /// History, client publishing and hooks, per namespace.
     pub namespaces: Namespaces,
+    /// See [`DEFAULT_POSITION_CHECK`].
+    pub position_check: Duration,
 }
 
 impl Default for NodeConfig {
@@ -56,8 +65,20 @@ impl Default for NodeConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
             namespaces: Namespaces::default(),
+            position_check: DEFAULT_POSITION_CHECK,
         }
     }
+}
+
+/// What the node counted since start (for status pages and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Connections dropped for falling behind.
+    pub slow_consumers: u64,
+    /// Offset jumps caught up from history.
+    pub catch_ups: u64,
+    /// Resets sent (cursors older than history, or from another epoch).
+    pub resets: u64,
 }
 
 /// Local subscriber count of one channel, behind the channel's subscribe
@@ -75,14 +96,17 @@ pub struct Node {
     pub(crate) max_channels_per_connection: usize,
     subscriptions: Mutex<HashMap<ChannelName, Subscription>>,
     next_id: AtomicU64,
+    pub(crate) catch_ups: AtomicU64,
+    pub(crate) resets: AtomicU64,
 }
 
 impl Node {
-    /// A node over `broker`, which it starts.
+    /// A node over `broker`, which it starts (and, inside a tokio runtime,
+    /// its position check).
     pub fn new(broker: Arc<dyn Broker>, config: NodeConfig) -> Arc<Node> {
         let hub = Arc::new(Hub::default());
         broker.clone().start(hub.clone());
-        Arc::new(Node {
+        let node = Arc::new(Node {
             broker,
             hub,
             admission: Admission::new(config.max_connections),
@@ -91,7 +115,51 @@ impl Node {
             max_channels_per_connection: config.max_channels_per_connection,
             subscriptions: Mutex::default(),
             next_id: AtomicU64::new(1),
-        })
+            catch_ups: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let me = Arc::downgrade(&node);
+            let every = config.position_check;
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(node) = me.upgrade() else { break };
+                    node.check_positions().await;
+                }
+            });
+        }
+        node
+    }
+
+    /// Deliver what the broker has of each subscribed channel past the
+    /// newest position this node delivered (see
+    /// [`DEFAULT_POSITION_CHECK`]). Connections drop what they already have.
+    pub async fn check_positions(&self) {
+        for (channel, last) in self.hub.positions() {
+            let Ok(head) = self.broker.history(&channel, None, 0).await else {
+                continue;
+            };
+            let Some(last) = last else {
+                self.hub.observe(&channel, head.head);
+                continue;
+            };
+            if head.head.epoch == last.epoch && head.head.offset <= last.offset {
+                continue;
+            }
+            let limit = self.rules(&channel).history.max_len;
+            let Ok(missed) = self.broker.history(&channel, Some(last), limit).await else {
+                continue;
+            };
+            tracing::debug!(%channel, ?last, head = ?head.head, "position check: delivering missed messages");
+            for message in &missed.messages {
+                self.hub.deliver(message);
+            }
+            self.hub.observe(&channel, missed.head);
+        }
     }
 
     /// A new client connection, unless the host is full or shutting down.
@@ -164,6 +232,15 @@ impl Node {
     /// Channels with at least one local subscriber.
     pub fn local_channel_count(&self) -> usize {
         self.hub.channel_count()
+    }
+
+    /// What the node counted since start.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            slow_consumers: self.hub.slow_consumers(),
+            catch_ups: self.catch_ups.load(Ordering::Relaxed),
+            resets: self.resets.load(Ordering::Relaxed),
+        }
     }
 
     /// The broker's memory figures.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
+use super::testing::LossyBroker;
 use super::*;
 
 fn name(s: &str) -> ChannelName {
@@ -142,72 +143,12 @@ async fn big_payloads_and_too_many_channels_are_refused() {
     ));
 }
 
-/// A memory broker whose delivery loses the messages `drop` says, as a
-/// network between a broker and a node can.
-#[derive(Debug)]
-struct Lossy {
-    inner: Arc<MemoryBroker>,
-    drop: fn(&Message) -> bool,
-}
-
-#[derive(Debug)]
-struct LossySink {
-    sink: Arc<dyn Sink>,
-    drop: fn(&Message) -> bool,
-    dropped: AtomicUsize,
-}
-
-impl Sink for LossySink {
-    fn deliver(&self, message: Arc<Message>) {
-        if (self.drop)(&message) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.sink.deliver(message);
-        }
-    }
-}
-
-#[async_trait]
-impl Broker for Lossy {
-    fn start(self: Arc<Self>, sink: Arc<dyn Sink>) {
-        let lossy = Arc::new(LossySink {
-            sink,
-            drop: self.drop,
-            dropped: AtomicUsize::new(0),
-        });
-        self.inner.clone().start(lossy);
-    }
-    async fn publish(
-        &self,
-        channel: &ChannelName,
-        payload: Payload,
-        history: HistoryLimits,
-    ) -> Result<Published, BrokerError> {
-        self.inner.publish(channel, payload, history).await
-    }
-    async fn history(
-        &self,
-        channel: &ChannelName,
-        since: Option<Position>,
-        limit: usize,
-    ) -> Result<History, BrokerError> {
-        self.inner.history(channel, since, limit).await
-    }
-    async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
-        self.inner.subscribe(channel).await
-    }
-    async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
-        self.inner.unsubscribe(channel).await
-    }
-}
-
 #[tokio::test]
 async fn a_lost_message_is_read_back_from_history() {
-    let broker = Arc::new(Lossy {
-        inner: Arc::new(MemoryBroker::default()),
-        drop: |m| m.position.offset == 3,
-    });
-    let node = node_over(broker);
+    let broker = Arc::new(LossyBroker::new(Arc::new(MemoryBroker::default()), |m| {
+        m.position.offset == 3
+    }));
+    let node = node_over(broker.clone());
     let mut c = node.connect(TransportKind::WebSocket).unwrap();
     c.subscribe(&name("x"), None).await.unwrap();
     for i in 1..=6 {
@@ -215,6 +156,8 @@ async fn a_lost_message_is_read_back_from_history() {
     }
     assert_eq!(next_texts(&mut c, 6).await, ["1", "2", "3", "4", "5", "6"]);
     assert!(c.try_next().is_none(), "nothing twice");
+    assert_eq!(broker.lost(), 1);
+    assert_eq!(node.stats().catch_ups, 1);
 }
 
 #[tokio::test]
@@ -225,11 +168,10 @@ async fn a_lost_message_that_history_lost_too_is_a_reset() {
     };
     let mut namespaces = Namespaces::default();
     namespaces.default.history = limits;
-    let broker = Arc::new(Lossy {
-        inner: Arc::new(MemoryBroker::default()),
-        // Everything from 2 to 5 is lost on the way; history keeps 2.
-        drop: |m| (2..=5).contains(&m.position.offset),
-    });
+    // Everything from 2 to 5 is lost on the way; history keeps 2.
+    let broker = Arc::new(LossyBroker::new(Arc::new(MemoryBroker::default()), |m| {
+        (2..=5).contains(&m.position.offset)
+    }));
     let node = Node::new(
         broker,
         NodeConfig {

@@ -69,6 +69,22 @@ impl Handler for App {
                         .into(),
                 }
             }
+            // A hold naming one channel many times: costs one subscription.
+            ["hold-many"] => {
+                let n: usize = request
+                    .query_param("n")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                Hold::new(vec!["many".to_string(); n], StreamFormat::Ndjson).into()
+            }
+            ["kv"] => {
+                let key = request.query_param("key").unwrap_or_default();
+                let n = kv::get_string(&key)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "0".into());
+                Response::text(n).into()
+            }
             ["presence"] => {
                 let channel = request.query_param("channel").unwrap_or_default();
                 match channels::presence(&channel) {
@@ -98,6 +114,7 @@ impl Handler for App {
     }
 
     fn on_subscribe(_connection: Connection, request: SubscribeRequest) -> SubscribeOutcome {
+        let _ = kv::increment(&format!("subscribed:{}", request.channel), 1);
         if request.channel.starts_with("private:") && request.token.as_deref() != Some("secret") {
             return SubscribeOutcome::Deny("private channel: wrong token".into());
         }
