@@ -239,6 +239,8 @@ fn status(admin: &Admin) -> serde_json::Value {
             "resets": node.resets,
         },
         "broker": {
+            "kind": broker.kind,
+            "subscribed": broker.subscribed,
             "channels": broker.channels,
             "history_bytes": broker.history_bytes,
             "evicted": broker.evicted,

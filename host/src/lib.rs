@@ -19,6 +19,7 @@ pub mod limits;
 pub mod manifest;
 pub mod module;
 pub mod publish;
+pub mod redis;
 pub mod registry;
 pub mod routes;
 mod sandbox;

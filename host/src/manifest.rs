@@ -55,12 +55,54 @@ pub struct Manifest {
     pub history_bytes: Option<usize>,
     /// Channels known at once (memory broker).
     pub max_channels: Option<usize>,
+    /// Where channels live.
+    pub broker: BrokerSpec,
     /// Channel namespaces.
     pub namespaces: BTreeMap<String, NamespaceSpec>,
     /// Modules by name.
     pub modules: BTreeMap<String, ModuleEntry>,
     /// Routes, in file order.
     pub routes: Vec<Route>,
+}
+
+/// The `[broker]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BrokerSpec {
+    /// In this process (the default).
+    #[default]
+    Memory,
+    /// Redis, shared by every node.
+    Redis {
+        /// `redis://` or `rediss://` URL.
+        url: String,
+        /// Key prefix.
+        prefix: String,
+    },
+}
+
+impl BrokerSpec {
+    /// Parse `--broker`: `memory`, or a `redis://` / `rediss://` URL.
+    pub fn from_flag(value: &str) -> Result<BrokerSpec, String> {
+        if value == "memory" {
+            return Ok(BrokerSpec::Memory);
+        }
+        check_redis_url(value)?;
+        Ok(BrokerSpec::Redis {
+            url: value.to_string(),
+            prefix: crate::redis::DEFAULT_PREFIX.to_string(),
+        })
+    }
+}
+
+fn check_redis_url(url: &str) -> Result<(), String> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a Redis URL: use redis://[user[:password]@]host[:port][/db], or rediss:// for TLS",
+            crate::redis::redacted(url)
+        ))
+    }
 }
 
 /// One `[modules.NAME]` entry.
@@ -115,10 +157,7 @@ struct RawServer {
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 enum RawBroker {
     Memory,
-    Redis {
-        #[allow(dead_code)]
-        url: String,
-    },
+    Redis { url: String, prefix: Option<String> },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,14 +239,26 @@ impl Manifest {
             toml::from_str(text).map_err(|e| fail(e.span(), e.message().trim().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
 
-        if let Some(broker) = &raw.broker
-            && let RawBroker::Redis { .. } = broker.get_ref()
-        {
-            return Err(fail(
-                Some(broker.span()),
-                "the Redis broker is not available in this version; use kind = \"memory\"".into(),
-            ));
-        }
+        let broker = match raw.broker {
+            None => BrokerSpec::Memory,
+            Some(spanned) => {
+                let span = spanned.span();
+                match spanned.into_inner() {
+                    RawBroker::Memory => BrokerSpec::Memory,
+                    RawBroker::Redis { url, prefix } => {
+                        check_redis_url(&url).map_err(|e| fail(Some(span.clone()), e))?;
+                        let prefix = prefix.unwrap_or_else(|| crate::redis::DEFAULT_PREFIX.into());
+                        if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+                            return Err(fail(
+                                Some(span),
+                                "prefix must be non-empty, without spaces or braces".into(),
+                            ));
+                        }
+                        BrokerSpec::Redis { url, prefix }
+                    }
+                }
+            }
+        };
         for (value, what) in [
             (&raw.server.queue_len, "queue_len"),
             (&raw.channels.history_mib, "history_mib"),
@@ -364,6 +415,7 @@ impl Manifest {
             client_publish: raw.channels.client_publish,
             history_bytes: raw.channels.history_mib.map(|m| m.into_inner() << 20),
             max_channels: raw.channels.max_channels.map(Spanned::into_inner),
+            broker,
             namespaces,
             modules,
             routes,
@@ -477,8 +529,17 @@ mod tests {
             parse("[modules.a]\n[[routes]]\nprefix = \"/comet/x\"\nmodule = \"a\"\n").unwrap_err();
         assert!(e.message.contains("reserved"), "{e}");
 
-        let e = parse("[broker]\nkind = \"redis\"\nurl = \"redis://x\"\n").unwrap_err();
-        assert!(e.message.contains("Redis"), "{e}");
+        let e = parse("[broker]\nkind = \"redis\"\nurl = \"http://x\"\n").unwrap_err();
+        assert!(e.message.contains("not a Redis URL"), "{e}");
+        let m = parse("[broker]\nkind = \"redis\"\nurl = \"redis://x:1/2\"\nprefix = \"app\"\n")
+            .unwrap();
+        assert_eq!(
+            m.broker,
+            BrokerSpec::Redis {
+                url: "redis://x:1/2".into(),
+                prefix: "app".into()
+            }
+        );
 
         let e = parse("[namespaces.\"a:b\"]\n").unwrap_err();
         assert!(e.message.contains("not a namespace"), "{e}");

@@ -26,6 +26,8 @@ mod resume;
 mod budgets;
 // Slow consumers are dropped the same way on every transport.
 mod slow;
+// Several comet processes on one real redis-server.
+mod redis;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

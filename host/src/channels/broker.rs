@@ -110,9 +110,14 @@ pub enum BrokerError {
     ChannelLimit(usize),
 }
 
-/// What the broker knows about its own use of memory, for status pages.
+/// What the broker knows about itself, for status pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BrokerStats {
+    /// `memory` or `redis`.
+    pub kind: &'static str,
+    /// Whether every channel this node subscribed to is being delivered
+    /// (false while a connection to a network broker is down).
+    pub subscribed: bool,
     /// Channels with a known epoch.
     pub channels: usize,
     /// Bytes of history held.
@@ -123,11 +128,25 @@ pub struct BrokerStats {
     pub reclaimed: u64,
 }
 
+/// Who is subscribed to a channel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// Subscribed connections.
+    pub connections: usize,
+    /// Session attributes of some of them.
+    pub sessions: Vec<Vec<(String, String)>>,
+}
+
 /// Where the broker hands every message: the node, which fans it out.
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// A message of a channel this node subscribed to (others may come too;
     /// the node drops what no connection wants). Must not block.
     fn deliver(&self, message: Arc<Message>);
+
+    /// The broker re-established its subscriptions after losing them
+    /// (a reconnect): messages published meanwhile never came. The node
+    /// reads every subscribed channel's history after what it delivered.
+    fn resubscribed(&self) {}
 }
 
 /// Where channel history and positions live, and how messages reach nodes.
@@ -160,6 +179,30 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
 
     /// This node's last local subscriber of `channel` left.
     async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), BrokerError>;
+
+    /// Who is subscribed to `channel` on every node, given `local`: this
+    /// node's own subscribers. With one node, that is all.
+    async fn presence(
+        &self,
+        _channel: &ChannelName,
+        local: Presence,
+    ) -> Result<Presence, BrokerError> {
+        Ok(local)
+    }
+
+    /// How often this node should share its presence with the others
+    /// (`None`: there are no others).
+    fn presence_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// This node's subscribers of every channel it has some for.
+    async fn share_presence(
+        &self,
+        _local: Vec<(ChannelName, Presence)>,
+    ) -> Result<(), BrokerError> {
+        Ok(())
+    }
 
     /// Memory and reclamation figures.
     fn stats(&self) -> BrokerStats {

@@ -16,7 +16,7 @@
 //! - A catch-up changes nothing until its read completes, so `next` stays
 //!   cancel-safe (transports race it against sockets and timers).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -97,13 +97,22 @@ pub struct Connection {
     node: Arc<Node>,
     me: Subscriber,
     rx: mpsc::Receiver<Arc<Message>>,
-    /// Subscribed channels and the position of the last message delivered.
-    positions: HashMap<ChannelName, Position>,
+    /// Subscribed channels and the position of the last message delivered
+    /// (a list: most connections have one or two channels, and an idle
+    /// connection should stay small).
+    positions: Vec<(ChannelName, Position)>,
+    /// Set while messages were lost on the way and are being read back.
+    recovery: Option<Box<Recovery>>,
+    _ticket: Ticket,
+}
+
+/// What a connection catching up from history holds.
+#[derive(Debug, Default)]
+struct Recovery {
     /// Channels to read from history before any more of their messages.
     behind: Vec<ChannelName>,
     /// Events read from history, to hand out before anything else.
     ready: VecDeque<Event>,
-    _ticket: Ticket,
 }
 
 impl Connection {
@@ -118,9 +127,8 @@ impl Connection {
                 session: Arc::default(),
             },
             rx,
-            positions: HashMap::new(),
-            behind: Vec::new(),
-            ready: VecDeque::new(),
+            positions: Vec::new(),
+            recovery: None,
             _ticket: ticket,
         }
     }
@@ -142,7 +150,38 @@ impl Connection {
 
     /// The channels subscribed to.
     pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
-        self.positions.keys()
+        self.positions.iter().map(|(c, _)| c)
+    }
+
+    fn position(&self, channel: &str) -> Option<Position> {
+        self.positions
+            .iter()
+            .find(|(c, _)| c.as_str() == channel)
+            .map(|(_, p)| *p)
+    }
+
+    fn set_position(&mut self, channel: &ChannelName, position: Position) {
+        match self.positions.iter_mut().find(|(c, _)| c == channel) {
+            Some((_, p)) => *p = position,
+            None => self.positions.push((channel.clone(), position)),
+        }
+    }
+
+    fn is_behind(&self, channel: &str) -> bool {
+        self.recovery
+            .as_ref()
+            .is_some_and(|r| r.behind.iter().any(|c| c.as_str() == channel))
+    }
+
+    /// Forget that `channel` must be caught up; drop the recovery state
+    /// once nothing is left in it.
+    fn caught_up(&mut self, channel: &str) {
+        if let Some(r) = &mut self.recovery {
+            r.behind.retain(|c| c.as_str() != channel);
+            if r.behind.is_empty() && r.ready.is_empty() {
+                self.recovery = None;
+            }
+        }
     }
 
     /// How many channels it is subscribed to.
@@ -167,7 +206,7 @@ impl Connection {
         channel: &ChannelName,
         since: Option<Position>,
     ) -> Result<Backlog, ChannelError> {
-        let new = !self.positions.contains_key(channel);
+        let new = self.position(channel).is_none();
         if new {
             let max = self.node.max_channels_per_connection;
             if self.positions.len() >= max {
@@ -208,8 +247,8 @@ impl Connection {
         };
         let end = history.messages.last().map_or(start, |m| m.position);
         self.node.hub.observe(channel, history.head);
-        self.positions.insert(channel.clone(), end);
-        self.behind.retain(|c| c != channel);
+        self.set_position(channel, end);
+        self.caught_up(channel);
         Ok(Backlog {
             channel: channel.clone(),
             start,
@@ -220,15 +259,22 @@ impl Connection {
 
     /// Leave `channel`; true if it was subscribed.
     pub fn unsubscribe(&mut self, channel: &str) -> bool {
-        let Some((channel, _)) = self.positions.remove_entry(channel) else {
+        let Some(at) = self
+            .positions
+            .iter()
+            .position(|(c, _)| c.as_str() == channel)
+        else {
             return false;
         };
-        self.behind.retain(|c| *c != channel);
-        self.ready.retain(|event| match event {
-            Event::Message(m) => m.channel != channel,
-            Event::Reset(r) => r.channel != channel,
-            _ => true,
-        });
+        let (channel, _) = self.positions.swap_remove(at);
+        if let Some(r) = &mut self.recovery {
+            r.ready.retain(|event| match event {
+                Event::Message(m) => m.channel != channel,
+                Event::Reset(r) => r.channel != channel,
+                _ => true,
+            });
+        }
+        self.caught_up(&channel);
         self.leave(&channel);
         true
     }
@@ -244,14 +290,17 @@ impl Connection {
             if self.me.kick.is_set() {
                 return Event::SlowConsumer;
             }
-            if let Some(event) = self.ready.pop_front() {
-                return event;
-            }
-            if let Some(channel) = self.behind.first().cloned() {
-                if let Err(e) = self.catch_up(&channel).await {
-                    return Event::Unavailable(e.to_string());
+            if let Some(r) = &mut self.recovery {
+                if let Some(event) = r.ready.pop_front() {
+                    return event;
                 }
-                continue;
+                if let Some(channel) = r.behind.first().cloned() {
+                    if let Err(e) = self.catch_up(&channel).await {
+                        return Event::Unavailable(e.to_string());
+                    }
+                    continue;
+                }
+                self.recovery = None;
             }
             let message = tokio::select! {
                 biased;
@@ -274,10 +323,15 @@ impl Connection {
     /// into one write); `None` also when a catch-up must run first.
     pub fn try_next(&mut self) -> Option<Event> {
         loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Some(event);
+            if let Some(r) = &mut self.recovery {
+                if let Some(event) = r.ready.pop_front() {
+                    return Some(event);
+                }
+                if !r.behind.is_empty() {
+                    return None;
+                }
             }
-            if !self.behind.is_empty() || self.me.kick.is_set() {
+            if self.me.kick.is_set() {
                 return None;
             }
             let message = self.rx.try_recv().ok()?;
@@ -289,11 +343,14 @@ impl Connection {
 
     /// Check a live message against the channel's position.
     fn accept(&mut self, message: Arc<Message>) -> Option<Event> {
-        if self.behind.contains(&message.channel) {
+        if self.is_behind(&message.channel) {
             // The catch-up read will include it.
             return None;
         }
-        let position = self.positions.get_mut(&*message.channel)?;
+        let (_, position) = self
+            .positions
+            .iter_mut()
+            .find(|(c, _)| *c == message.channel)?;
         let (have, got) = (*position, message.position);
         if got.epoch == have.epoch {
             if got.offset <= have.offset {
@@ -306,22 +363,26 @@ impl Connection {
         }
         // A jump or another epoch: messages were lost on the way here.
         tracing::debug!(channel = %message.channel, ?have, ?got, "offset jump: catching up from history");
-        self.behind.push(message.channel.clone());
+        self.recovery
+            .get_or_insert_default()
+            .behind
+            .push(message.channel.clone());
         None
     }
 
     /// Read `channel` from history after its position; queue what was
     /// missed (and a reset if some of it is gone).
     async fn catch_up(&mut self, channel: &ChannelName) -> Result<(), ChannelError> {
-        let Some(have) = self.positions.get(channel).copied() else {
-            self.behind.retain(|c| c != channel);
+        let Some(have) = self.position(channel) else {
+            self.caught_up(channel);
             return Ok(());
         };
         let limit = self.node.rules(channel).history.max_len;
         let history = self.node.broker.history(channel, Some(have), limit).await?;
         // Nothing changed before this point: a cancelled read is redone.
-        self.behind.retain(|c| c != channel);
         self.node.catch_ups.fetch_add(1, Ordering::Relaxed);
+        let recovery = self.recovery.get_or_insert_default();
+        recovery.behind.retain(|c| c != channel);
         let mut position = have;
         if let Some(gap) = history.gap {
             self.node.resets.fetch_add(1, Ordering::Relaxed);
@@ -329,7 +390,7 @@ impl Connection {
                 .messages
                 .first()
                 .map_or(history.head, |m| m.position.before());
-            self.ready.push_back(Event::Reset(Reset {
+            recovery.ready.push_back(Event::Reset(Reset {
                 channel: channel.clone(),
                 gap,
                 position,
@@ -337,9 +398,9 @@ impl Connection {
         }
         for message in history.messages {
             position = message.position;
-            self.ready.push_back(Event::Message(message));
+            recovery.ready.push_back(Event::Message(message));
         }
-        self.positions.insert(channel.clone(), position);
+        self.set_position(channel, position);
         Ok(())
     }
 
@@ -369,7 +430,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        for channel in std::mem::take(&mut self.positions).into_keys() {
+        for (channel, _) in std::mem::take(&mut self.positions) {
             self.leave(&channel);
         }
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::broker::Sink;
+use super::broker::Presence;
 use super::cursor::{Position, channel_key};
 use super::lock;
 use super::message::Message;
@@ -25,15 +25,6 @@ const SHARDS: usize = 64;
 
 /// Session attributes of a connection.
 pub type Session = Vec<(String, String)>;
-
-/// Who is subscribed to a channel on this host.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Presence {
-    /// Subscribed connections.
-    pub connections: usize,
-    /// Sessions of some of them.
-    pub sessions: Vec<Session>,
-}
 
 /// What the hub keeps per subscribed connection.
 #[derive(Debug, Clone)]
@@ -126,6 +117,30 @@ impl Hub {
         }
     }
 
+    /// The local presence of every channel with local subscribers.
+    pub(crate) fn presence_all(&self, max_sessions: usize) -> Vec<(ChannelName, Presence)> {
+        self.shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .iter()
+                    .map(|(channel, local)| {
+                        let presence = Presence {
+                            connections: local.subscribers.len(),
+                            sessions: local
+                                .subscribers
+                                .iter()
+                                .take(max_sessions)
+                                .map(|s| lock(&s.session).clone())
+                                .collect(),
+                        };
+                        (channel.clone(), presence)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Every channel with local subscribers, and the newest position seen.
     pub(crate) fn positions(&self) -> Vec<(ChannelName, Option<Position>)> {
         self.shards
@@ -165,11 +180,5 @@ impl Hub {
     /// Connections dropped for falling behind, since start.
     pub fn slow_consumers(&self) -> u64 {
         self.slow_consumers.load(Ordering::Relaxed)
-    }
-}
-
-impl Sink for Hub {
-    fn deliver(&self, message: Arc<Message>) {
-        Hub::deliver(self, &message);
     }
 }

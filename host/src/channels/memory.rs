@@ -404,6 +404,8 @@ impl Broker for MemoryBroker {
 
     fn stats(&self) -> BrokerStats {
         BrokerStats {
+            kind: "memory",
+            subscribed: true,
             channels: self.channels.load(Ordering::Acquire),
             history_bytes: self.bytes.load(Ordering::Acquire),
             evicted: self.evicted.load(Ordering::Relaxed),

@@ -25,11 +25,13 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use admission::{Admission, TransportKind};
-pub use broker::{Broker, BrokerError, BrokerStats, Gap, History, HistoryLimits, Published, Sink};
+pub use broker::{
+    Broker, BrokerError, BrokerStats, Gap, History, HistoryLimits, Presence, Published, Sink,
+};
 pub use connection::{Backlog, Connection, Event, Reset};
 pub use cursor::{Cursor, CursorError, Position};
 pub use error::ChannelError;
-pub use hub::{Hub, Presence, Session};
+pub use hub::{Hub, Session};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use message::{Message, Payload};
 pub use name::{ChannelName, NameError};

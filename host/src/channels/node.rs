@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use super::admission::{Admission, DEFAULT_MAX_CONNECTIONS, TransportKind};
 use super::broker::{Broker, BrokerStats, History, Published};
+use super::broker::{Presence, Sink};
 use super::connection::Connection;
 use super::cursor::Position;
 use super::error::ChannelError;
-use super::hub::{Hub, Presence};
+use super::hub::Hub;
 use super::lock;
 use super::message::Payload;
 use super::name::ChannelName;
@@ -81,6 +82,32 @@ pub struct NodeStats {
     pub resets: u64,
 }
 
+/// Sessions shared per channel with other nodes.
+const MAX_SHARED_SESSIONS: usize = 100;
+
+/// Where the broker delivers: the hub, and for a resubscription the node's
+/// position check.
+#[derive(Debug)]
+struct NodeSink {
+    hub: Arc<Hub>,
+    node: std::sync::Weak<Node>,
+}
+
+impl Sink for NodeSink {
+    fn deliver(&self, message: Arc<super::message::Message>) {
+        self.hub.deliver(&message);
+    }
+
+    fn resubscribed(&self) {
+        let (Some(node), Ok(runtime)) =
+            (self.node.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move { node.check_positions().await });
+    }
+}
+
 /// Local subscriber count of one channel, behind the channel's subscribe
 /// lock.
 type Subscription = Arc<tokio::sync::Mutex<usize>>;
@@ -102,10 +129,9 @@ pub struct Node {
 
 impl Node {
     /// A node over `broker`, which it starts (and, inside a tokio runtime,
-    /// its position check).
+    /// its position check and presence sharing).
     pub fn new(broker: Arc<dyn Broker>, config: NodeConfig) -> Arc<Node> {
         let hub = Arc::new(Hub::default());
-        broker.clone().start(hub.clone());
         let node = Arc::new(Node {
             broker,
             hub,
@@ -118,21 +144,44 @@ impl Node {
             catch_ups: AtomicU64::new(0),
             resets: AtomicU64::new(0),
         });
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let me = Arc::downgrade(&node);
-            let every = config.position_check;
-            runtime.spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let Some(node) = me.upgrade() else { break };
-                    node.check_positions().await;
+        node.broker.clone().start(Arc::new(NodeSink {
+            hub: node.hub.clone(),
+            node: Arc::downgrade(&node),
+        }));
+        node.every(config.position_check, |node| async move {
+            node.check_positions().await;
+        });
+        if let Some(interval) = node.broker.presence_interval() {
+            node.every(interval, |node| async move {
+                let local = node.hub.presence_all(MAX_SHARED_SESSIONS);
+                if let Err(e) = node.broker.share_presence(local).await {
+                    tracing::warn!(error = %e, "sharing presence failed");
                 }
             });
         }
         node
+    }
+
+    /// Run `task` every `interval` while the node lives (inside a runtime).
+    fn every<F, Fut>(self: &Arc<Self>, interval: Duration, task: F)
+    where
+        F: Fn(Arc<Node>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let me = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(node) = me.upgrade() else { break };
+                task(node).await;
+            }
+        });
     }
 
     /// Deliver what the broker has of each subscribed channel past the
@@ -203,9 +252,15 @@ impl Node {
         Ok(self.broker.history(channel, since, limit).await?)
     }
 
-    /// Local subscribers of `channel`, with up to `max_sessions` sessions.
-    pub fn presence(&self, channel: &ChannelName, max_sessions: usize) -> Presence {
-        self.hub.presence(channel, max_sessions)
+    /// Subscribers of `channel` on every node, with up to `max_sessions`
+    /// sessions.
+    pub async fn presence(
+        &self,
+        channel: &ChannelName,
+        max_sessions: usize,
+    ) -> Result<Presence, ChannelError> {
+        let local = self.hub.presence(channel, max_sessions);
+        Ok(self.broker.presence(channel, local).await?)
     }
 
     /// The rules that apply to `channel`.

@@ -55,6 +55,10 @@ impl Sink for LossySink {
             self.sink.deliver(message);
         }
     }
+
+    fn resubscribed(&self) {
+        self.sink.resubscribed();
+    }
 }
 
 #[async_trait]

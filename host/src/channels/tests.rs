@@ -117,9 +117,9 @@ async fn dropping_a_connection_unsubscribes_it() {
     let node = node();
     let mut c = node.connect(TransportKind::Sse).unwrap();
     c.subscribe(&name("x"), None).await.unwrap();
-    assert_eq!(node.presence(&name("x"), 10).connections, 1);
+    assert_eq!(node.presence(&name("x"), 10).await.unwrap().connections, 1);
     drop(c);
-    assert_eq!(node.presence(&name("x"), 10).connections, 0);
+    assert_eq!(node.presence(&name("x"), 10).await.unwrap().connections, 0);
     assert_eq!(node.admission().count(), 0);
 }
 

@@ -111,10 +111,15 @@ impl Host for HostState {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let presence = self
+        let presence = match self
             .services
             .channels
-            .presence(&channel, MAX_PRESENCE_SESSIONS);
+            .presence(&channel, MAX_PRESENCE_SESSIONS)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e.into())),
+        };
         Ok(Ok(PresenceInfo {
             connections: u32::try_from(presence.connections).unwrap_or(u32::MAX),
             sessions: presence.sessions,

@@ -1,20 +1,34 @@
 //! The `kv` import and the [`KvStore`] boundary behind it, with the in-memory
-//! store used by default.
+//! store used by default (the Redis store is `crate::redis::RedisKv`).
+//!
+//! Every module has its own namespace and its own budget: at most
+//! [`MAX_KEYS_PER_NAMESPACE`] keys and [`MAX_BYTES_PER_NAMESPACE`] bytes
+//! (keys and values). In memory, each namespace has its own lock, so a module
+//! filling its store does not slow another one, and a set on a full
+//! namespace costs a lookup, not a scan: expired entries leave through an
+//! index ordered by expiry.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+
 use crate::bindings::kv::{Host, KvError};
+use crate::channels::lock;
 use crate::imports::HostState;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Largest value, in bytes. kv holds counters and small documents, not blobs.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
-/// Most keys one module may hold in the memory store, so a module cannot grow
-/// the host's memory without bound.
+/// Most keys one module may hold.
 pub const MAX_KEYS_PER_NAMESPACE: usize = 100_000;
+/// Most bytes (keys, values and a fixed overhead per entry) one module may
+/// hold: a module cannot grow the host's memory (or Redis's) without bound.
+pub const MAX_BYTES_PER_NAMESPACE: usize = 32 << 20;
+/// What an entry costs on top of its key and value, for the byte budget.
+pub const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,12 +45,18 @@ pub enum StoreError {
     /// `increment` would overflow.
     #[error("increment overflows a 64-bit integer")]
     Overflow,
-    /// The namespace is full.
+    /// The namespace holds its maximum of keys.
     #[error("the store is full ({MAX_KEYS_PER_NAMESPACE} keys)")]
     Full,
+    /// The namespace holds its maximum of bytes.
+    #[error("the store is full ({MAX_BYTES_PER_NAMESPACE} bytes)")]
+    FullBytes,
     /// The module was not granted the store.
     #[error("kv is not granted to this module (set `kv = true` in its manifest entry)")]
     NotGranted,
+    /// The backend is down.
+    #[error("kv unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for KvError {
@@ -44,20 +64,23 @@ impl From<StoreError> for KvError {
         let msg = e.to_string();
         match e {
             StoreError::InvalidKey(_) => KvError::InvalidKey(msg),
-            StoreError::TooLarge(_) => KvError::TooLarge(msg),
+            StoreError::TooLarge(_) | StoreError::FullBytes => KvError::TooLarge(msg),
             StoreError::NotANumber | StoreError::Overflow => KvError::NotANumber(msg),
-            StoreError::Full | StoreError::NotGranted => KvError::Unavailable(msg),
+            StoreError::Full | StoreError::NotGranted | StoreError::Unavailable(_) => {
+                KvError::Unavailable(msg)
+            }
         }
     }
 }
 
 /// A key-value backend. Every call names the namespace (the module), so two
 /// modules never see each other's keys.
+#[async_trait]
 pub trait KvStore: Send + Sync + std::fmt::Debug {
     /// The live value under `key`.
-    fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Store `value`, optionally expiring after `ttl`.
-    fn set(
+    async fn set(
         &self,
         namespace: &str,
         key: &str,
@@ -65,9 +88,31 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError>;
     /// Remove `key`; true if a live value was there.
-    fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
-    /// Add `delta` to the decimal integer under `key` (missing: 0).
-    fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, StoreError>;
+    async fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
+    /// Add `delta` to the decimal integer under `key` (missing: 0). Keeps
+    /// the key's expiry.
+    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, StoreError>;
+}
+
+/// Check a key against the rules.
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::InvalidKey(key.len()));
+    }
+    Ok(())
+}
+
+/// Check a value against the size limit.
+pub(crate) fn check_value(value: &[u8]) -> Result<(), StoreError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(StoreError::TooLarge(value.len()));
+    }
+    Ok(())
+}
+
+/// What an entry costs against the byte budget.
+pub(crate) fn entry_bytes(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD_BYTES
 }
 
 #[derive(Debug)]
@@ -82,45 +127,92 @@ impl Entry {
     }
 }
 
-/// The embedded store: one map per namespace behind a mutex. Expired entries
-/// are dropped when read and swept when a namespace is full.
+/// One module's entries.
 #[derive(Debug, Default)]
-pub struct MemoryKv {
-    namespaces: Mutex<HashMap<String, HashMap<String, Entry>>>,
+struct Space {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+    /// Entries with an expiry, soonest first.
+    expiring: BTreeSet<(Instant, String)>,
 }
 
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(StoreError::InvalidKey(key.len()));
+impl Space {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.bytes -= entry_bytes(key, &entry.value);
+        if let Some(at) = entry.expires {
+            self.expiring.remove(&(at, key.to_string()));
+        }
+        Some(entry)
     }
-    Ok(())
+
+    /// Drop every expired entry (oldest expiry first; stops at the first
+    /// live one).
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, key)) = self.expiring.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.remove(&key);
+        }
+    }
+
+    /// Put `value` under `key` if the budgets allow.
+    fn put(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        expires: Option<Instant>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        self.expire(now);
+        let old = self
+            .entries
+            .get(key)
+            .map_or(0, |e| entry_bytes(key, &e.value));
+        if old == 0 && self.entries.len() >= MAX_KEYS_PER_NAMESPACE {
+            return Err(StoreError::Full);
+        }
+        let new = entry_bytes(key, &value);
+        if self.bytes - old + new > MAX_BYTES_PER_NAMESPACE {
+            return Err(StoreError::FullBytes);
+        }
+        self.remove(key);
+        if let Some(at) = expires {
+            self.expiring.insert((at, key.to_string()));
+        }
+        self.bytes += new;
+        self.entries
+            .insert(key.to_string(), Entry { value, expires });
+        Ok(())
+    }
+
+    fn live(&mut self, key: &str, now: Instant) -> Option<&Entry> {
+        if self.entries.get(key).is_some_and(|e| !e.live(now)) {
+            self.remove(key);
+        }
+        self.entries.get(key)
+    }
+}
+
+/// The embedded store: one space per namespace, each behind its own lock.
+#[derive(Debug, Default)]
+pub struct MemoryKv {
+    spaces: Mutex<HashMap<String, Arc<Mutex<Space>>>>,
 }
 
 impl MemoryKv {
-    fn with_namespace<R>(
-        &self,
-        namespace: &str,
-        f: impl FnOnce(&mut HashMap<String, Entry>, Instant) -> R,
-    ) -> R {
-        let mut all = self
-            .namespaces
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let map = all.entry(namespace.to_string()).or_default();
-        f(map, Instant::now())
+    fn space(&self, namespace: &str) -> Arc<Mutex<Space>> {
+        let mut spaces = lock(&self.spaces);
+        match spaces.get(namespace) {
+            Some(space) => space.clone(),
+            None => spaces.entry(namespace.to_string()).or_default().clone(),
+        }
     }
-}
 
-/// Make room for one more key, sweeping expired entries first.
-fn reserve(map: &mut HashMap<String, Entry>, key: &str, now: Instant) -> Result<(), StoreError> {
-    if map.len() < MAX_KEYS_PER_NAMESPACE || map.contains_key(key) {
-        return Ok(());
-    }
-    map.retain(|_, e| e.live(now));
-    if map.len() < MAX_KEYS_PER_NAMESPACE {
-        Ok(())
-    } else {
-        Err(StoreError::Full)
+    /// Bytes `namespace` holds (for tests and status).
+    pub fn bytes(&self, namespace: &str) -> usize {
+        lock(&self.space(namespace)).bytes
     }
 }
 
@@ -129,46 +221,41 @@ fn reserve(map: &mut HashMap<String, Entry>, key: &str, now: Instant) -> Result<
 #[derive(Debug, Default)]
 pub struct DeniedKv;
 
+#[async_trait]
 impl KvStore for DeniedKv {
-    fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Err(StoreError::NotGranted)
     }
 
-    fn set(
+    async fn set(
         &self,
         _: &str,
         _: &str,
         _: Vec<u8>,
-        _: Option<std::time::Duration>,
+        _: Option<Duration>,
     ) -> Result<(), StoreError> {
         Err(StoreError::NotGranted)
     }
 
-    fn delete(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, _: &str, _: &str) -> Result<bool, StoreError> {
         Err(StoreError::NotGranted)
     }
 
-    fn increment(&self, _: &str, _: &str, _: i64) -> Result<i64, StoreError> {
+    async fn increment(&self, _: &str, _: &str, _: i64) -> Result<i64, StoreError> {
         Err(StoreError::NotGranted)
     }
 }
 
+#[async_trait]
 impl KvStore for MemoryKv {
-    fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
-        Ok(
-            self.with_namespace(namespace, |map, now| match map.get(key) {
-                Some(e) if e.live(now) => Some(e.value.clone()),
-                Some(_) => {
-                    map.remove(key);
-                    None
-                }
-                None => None,
-            }),
-        )
+        let space = self.space(namespace);
+        let mut space = lock(&space);
+        Ok(space.live(key, Instant::now()).map(|e| e.value.clone()))
     }
 
-    fn set(
+    async fn set(
         &self,
         namespace: &str,
         key: &str,
@@ -176,57 +263,49 @@ impl KvStore for MemoryKv {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         check_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(StoreError::TooLarge(value.len()));
-        }
-        self.with_namespace(namespace, |map, now| {
-            reserve(map, key, now)?;
-            let expires = ttl.map(|ttl| now + ttl);
-            map.insert(key.to_string(), Entry { value, expires });
-            Ok(())
-        })
+        check_value(&value)?;
+        let now = Instant::now();
+        let space = self.space(namespace);
+        let mut space = lock(&space);
+        space.put(key, value, ttl.map(|ttl| now + ttl), now)
     }
 
-    fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
-        Ok(self.with_namespace(namespace, |map, now| {
-            map.remove(key).is_some_and(|e| e.live(now))
-        }))
+        let now = Instant::now();
+        let space = self.space(namespace);
+        let mut space = lock(&space);
+        Ok(space.remove(key).is_some_and(|e| e.live(now)))
     }
 
-    fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, StoreError> {
+    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, StoreError> {
         check_key(key)?;
-        self.with_namespace(namespace, |map, now| {
-            let (current, expires) = match map.get(key) {
-                Some(e) if e.live(now) => {
-                    let n = std::str::from_utf8(&e.value)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                        .ok_or(StoreError::NotANumber)?;
-                    (n, e.expires)
-                }
-                _ => (0, None),
-            };
-            let next = current.checked_add(delta).ok_or(StoreError::Overflow)?;
-            reserve(map, key, now)?;
-            map.insert(
-                key.to_string(),
-                Entry {
-                    value: next.to_string().into_bytes(),
-                    expires,
-                },
-            );
-            Ok(next)
-        })
+        let now = Instant::now();
+        let space = self.space(namespace);
+        let mut space = lock(&space);
+        let (current, expires) = match space.live(key, now) {
+            Some(e) => {
+                let n = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or(StoreError::NotANumber)?;
+                (n, e.expires)
+            }
+            None => (0, None),
+        };
+        let next = current.checked_add(delta).ok_or(StoreError::Overflow)?;
+        space.put(key, next.to_string().into_bytes(), expires, now)?;
+        Ok(next)
     }
 }
 
 impl Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
-        Ok(self
-            .services
+        let services = &self.services;
+        Ok(services
             .kv
-            .get(&self.services.name, &key)
+            .get(&services.name, &key)
+            .await
             .map_err(Into::into))
     }
 
@@ -237,18 +316,20 @@ impl Host for HostState {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), KvError>> {
         let ttl = ttl_ms.map(Duration::from_millis);
-        Ok(self
-            .services
+        let services = &self.services;
+        Ok(services
             .kv
-            .set(&self.services.name, &key, value, ttl)
+            .set(&services.name, &key, value, ttl)
+            .await
             .map_err(Into::into))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
-        Ok(self
-            .services
+        let services = &self.services;
+        Ok(services
             .kv
-            .delete(&self.services.name, &key)
+            .delete(&services.name, &key)
+            .await
             .map_err(Into::into))
     }
 
@@ -257,10 +338,11 @@ impl Host for HostState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, KvError>> {
-        Ok(self
-            .services
+        let services = &self.services;
+        Ok(services
             .kv
-            .increment(&self.services.name, &key, delta)
+            .increment(&services.name, &key, delta)
+            .await
             .map_err(Into::into))
     }
 }
@@ -269,45 +351,74 @@ impl Host for HostState {
 mod tests {
     use super::*;
 
-    #[test]
-    fn namespaces_are_separate() {
+    #[tokio::test]
+    async fn namespaces_are_separate() {
         let kv = MemoryKv::default();
-        kv.set("a", "k", b"1".to_vec(), None).unwrap();
-        assert_eq!(kv.get("a", "k").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(kv.get("b", "k").unwrap(), None);
+        kv.set("a", "k", b"1".to_vec(), None).await.unwrap();
+        assert_eq!(kv.get("a", "k").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get("b", "k").await.unwrap(), None);
     }
 
-    #[test]
-    fn increment_counts_and_refuses_non_numbers() {
+    #[tokio::test]
+    async fn increment_counts_and_refuses_non_numbers() {
         let kv = MemoryKv::default();
-        assert_eq!(kv.increment("m", "n", 1).unwrap(), 1);
-        assert_eq!(kv.increment("m", "n", 41).unwrap(), 42);
-        kv.set("m", "s", b"abc".to_vec(), None).unwrap();
-        assert_eq!(kv.increment("m", "s", 1), Err(StoreError::NotANumber));
+        assert_eq!(kv.increment("m", "n", 1).await.unwrap(), 1);
+        assert_eq!(kv.increment("m", "n", 41).await.unwrap(), 42);
+        kv.set("m", "s", b"abc".to_vec(), None).await.unwrap();
+        assert_eq!(kv.increment("m", "s", 1).await, Err(StoreError::NotANumber));
         kv.set("m", "max", i64::MAX.to_string().into_bytes(), None)
+            .await
             .unwrap();
-        assert_eq!(kv.increment("m", "max", 1), Err(StoreError::Overflow));
+        assert_eq!(kv.increment("m", "max", 1).await, Err(StoreError::Overflow));
     }
 
-    #[test]
-    fn expired_values_are_gone() {
+    #[tokio::test]
+    async fn expired_values_are_gone_and_give_their_bytes_back() {
         let kv = MemoryKv::default();
         kv.set("m", "t", b"x".to_vec(), Some(Duration::ZERO))
+            .await
             .unwrap();
-        assert_eq!(kv.get("m", "t").unwrap(), None);
-        assert!(!kv.delete("m", "t").unwrap());
+        assert_eq!(kv.get("m", "t").await.unwrap(), None);
+        assert!(!kv.delete("m", "t").await.unwrap());
+        assert_eq!(kv.bytes("m"), 0);
     }
 
-    #[test]
-    fn bad_keys_and_values_are_refused() {
+    #[tokio::test]
+    async fn bad_keys_and_values_are_refused() {
         let kv = MemoryKv::default();
-        assert_eq!(kv.get("m", ""), Err(StoreError::InvalidKey(0)));
+        assert_eq!(kv.get("m", "").await, Err(StoreError::InvalidKey(0)));
         let long = "k".repeat(MAX_KEY_BYTES + 1);
-        assert!(matches!(kv.get("m", &long), Err(StoreError::InvalidKey(_))));
+        assert!(matches!(
+            kv.get("m", &long).await,
+            Err(StoreError::InvalidKey(_))
+        ));
         let big = vec![0; MAX_VALUE_BYTES + 1];
         assert!(matches!(
-            kv.set("m", "k", big, None),
+            kv.set("m", "k", big, None).await,
             Err(StoreError::TooLarge(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_holds_and_overwrites_count_once() {
+        let kv = MemoryKv::default();
+        let mb = vec![7u8; MAX_VALUE_BYTES];
+        let fit = MAX_BYTES_PER_NAMESPACE / entry_bytes("k00", &mb);
+        for i in 0..fit {
+            kv.set("m", &format!("k{i:02}"), mb.clone(), None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            kv.set("m", "one-more", mb.clone(), None).await,
+            Err(StoreError::FullBytes)
+        );
+        // Replacing a value costs only the difference.
+        kv.set("m", "k00", mb.clone(), None).await.unwrap();
+        // Another module is not affected.
+        kv.set("other", "k", mb.clone(), None).await.unwrap();
+        kv.delete("m", "k00").await.unwrap();
+        kv.set("m", "one-more", mb, None).await.unwrap();
+        assert!(kv.bytes("m") <= MAX_BYTES_PER_NAMESPACE);
     }
 }

@@ -1,5 +1,6 @@
-//! Test support: the paths of the guests built by `build.rs`, and a handle on
-//! a real `comet` process listening on a free port.
+//! Test support: the paths of the guests built by `build.rs`, a handle on a
+//! real `comet` process listening on a free port, a real `redis-server`, and
+//! small HTTP and WebSocket clients.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -8,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+pub mod redis;
 
 /// Paths of the guest components, built once per change by `build.rs`.
 pub mod guests {
@@ -138,6 +141,12 @@ impl Comet {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kill it with SIGKILL (as a crash would) and wait for it to go.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Wait up to `timeout` for the process to exit by itself.

@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use comet_host::builder::{Host, HostConfig};
 use comet_host::channels::HistoryLimits;
-use comet_host::manifest::{Manifest, ModuleEntry};
+use comet_host::manifest::{BrokerSpec, Manifest, ModuleEntry};
+use comet_host::redis::{RedisBroker, RedisConfig, redacted};
 use comet_host::{EngineSettings, Limits, ModuleSpec, Origin, Registry, Route, auth, limits};
 
 use crate::source::resolve_component;
@@ -48,6 +49,19 @@ pub(crate) struct RunArgs {
     /// Port 0 picks a free port; the address in use is printed on start.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+
+    /// Let several comet processes listen on the same address (SO_REUSEPORT):
+    /// the kernel spreads connections over them. Give them one Redis broker
+    /// so they serve one set of channels.
+    #[arg(long)]
+    reuse_port: bool,
+
+    /// Where channels, history, presence and kv live: `memory` (this
+    /// process) or a Redis URL shared by several comet processes,
+    /// `redis://[user[:password]@]host[:port][/db]` (`rediss://` for TLS)
+    /// [default: memory, or the manifest's].
+    #[arg(long, value_name = "memory|URL", value_parser = BrokerSpec::from_flag)]
+    broker: Option<BrokerSpec>,
 
     /// Address of the admin API [default: 127.0.0.1:9090, or the manifest's].
     #[arg(long, value_name = "ADDR")]
@@ -293,6 +307,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     manifest.max_channels = args.max_channels.or(manifest.max_channels);
     manifest.queue_len = args.queue_len.or(manifest.queue_len);
     manifest.max_connections = args.max_connections.or(manifest.max_connections);
+    if let Some(broker) = args.broker.clone() {
+        manifest.broker = broker;
+    }
+    raise_fd_limit();
     let data_dir = args
         .data_dir
         .clone()
@@ -335,11 +353,22 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        if let BrokerSpec::Redis { url, prefix } = &manifest.broker {
+            let mut redis = RedisConfig::new(url.as_str());
+            redis.prefix = prefix.clone();
+            let broker = RedisBroker::connect(redis).await?;
+            eprintln!(
+                "comet: channels, presence and kv on Redis at {} (prefix {prefix:?}, node {})",
+                redacted(url),
+                broker.node_id()
+            );
+            config.kv = Some(Arc::new(broker.kv()));
+            config.broker = Some(broker);
+        }
         let host = Host::new(config)?;
         let registry = host.registry().clone();
         let watched = load_modules(&registry, &manifest, args.watch, release).await?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = bind(listen, args.reuse_port)
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let admin = match admin_listen {
@@ -433,6 +462,38 @@ fn token(given: Option<String>, what: &str, env: &str) -> String {
             println!("comet: {what} token (set {env} to choose one): {token}");
             token
         }
+    }
+}
+
+/// A listener on `addr`, shared with other processes if `reuse_port`.
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(4096)
+}
+
+/// Most open files comet can use: every connection is one. The soft limit
+/// is raised to the hard one; a low hard limit is worth a warning.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        eprintln!("comet: cannot raise the open file limit from {soft} to {hard}");
+    }
+    if hard < 4096 {
+        eprintln!(
+            "comet: warning: at most {hard} open files (ulimit -Hn); every connection takes one"
+        );
     }
 }
 

@@ -122,6 +122,8 @@ impl Handler for App {
     }
 
     fn on_publish(publication: Publication) -> PublishVerdict {
+        // Counted, so tests see it runs once per publish (on one node).
+        let _ = kv::increment(&format!("published:{}", publication.channel), 1);
         match publication.payload.as_text() {
             Some("") => PublishVerdict::Reject("empty message".into()),
             Some("forbidden") => PublishVerdict::Reject("that word is not allowed".into()),
