@@ -6,6 +6,10 @@ session, writes bench/results/*.json, prints the table and regenerates the
 Run it through bench/run-all.sh, which installs what is missing and builds
 first. Usage: suite.py [--smoke] [--quick] [--only SERVER,...] [--scenarios a,b,...]
 [--report-only]
+
+Scenario f compares fan-out over WebSocket and SSE at one load; with
+COMET_BASE=/path/to/an/older/comet it also runs that build ("comet-base"),
+for before/after ratios from one session.
 """
 
 import argparse
@@ -29,6 +33,7 @@ TOKEN = "bench-token"
 SERVERS = ["comet", "bare", "nchan", "pushpin", "tornado"]
 LABEL = {
     "comet": "comet (trivial guest)",
+    "comet-base": "comet, COMET_BASE build (trivial guest)",
     "bare": "bare tokio/hyper/tungstenite",
     "nchan": "Nchan (nginx)",
     "pushpin": "Pushpin",
@@ -62,10 +67,11 @@ class Server:
         self.publish_port = port
         env = dict(os.environ)
         wait = [port]
-        if name == "comet":
+        if name in ("comet", "comet-base"):
             env["RUST_LOG"] = "warn"
+            binary = os.environ["COMET_BASE"] if name == "comet-base" else str(TARGET / "comet")
             cmd = [
-                str(TARGET / "comet"), "run", str(ROOT / "bench" / "guest" / "trivial"),
+                binary, "run", str(ROOT / "bench" / "guest" / "trivial"),
                 "--listen", "127.0.0.1:%d" % port, "--publish-token", TOKEN,
                 "--max-connections", "19800", "--no-admin",
             ]
@@ -138,7 +144,8 @@ def loadgen(server, srv, name, transport, subscribers, rates=(), channels=1, pub
         source_addrs = 4
     out = RESULTS / ("%s.json" % name if shard is None else "%s.shard%d.json" % (name, shard[0]))
     cmd = [
-        str(TARGET / "loadgen"), "--server", server, "--addr", "127.0.0.1:%d" % srv.port,
+        str(TARGET / "loadgen"), "--server", loadgen_server(server),
+        "--addr", "127.0.0.1:%d" % srv.port,
         "--publish-addr", "127.0.0.1:%d" % srv.publish_port, "--token", TOKEN,
         "--server-pid", str(srv.pid), "--transport", transport,
         "--subscribers", str(subscribers), "--channels", str(channels),
@@ -170,6 +177,11 @@ def run_loadgen(*a, **kw):
 
 def ws_or_sse(server):
     return "ws"
+
+
+def loadgen_server(server):
+    """The name loadgen knows a server by."""
+    return "comet" if server == "comet-base" else server
 
 
 def port_for(i):
@@ -258,6 +270,25 @@ class Suite:
             except Exception as e:  # noqa: BLE001
                 log("  !! %s: %s" % (name, e))
                 self.record("b", server, {"error": str(e)})
+
+    def fanout_transports(self, servers):
+        """Fan-out to 10,000 subscribers of one channel at 50,000 deliveries/s,
+        over WebSocket and over SSE (before/after comparisons)."""
+        subs, rate = (1000, 50) if self.args.quick else (10000, 5)
+        if os.environ.get("COMET_BASE") and "comet" in servers and "comet-base" not in servers:
+            servers = ["comet-base"] + servers
+        for server in servers:
+            for t in ["ws", "sse"]:
+                name = "f-fanout-%s-%s" % (server, t)
+                try:
+                    with self.fresh(server) as srv:
+                        rep = run_loadgen(server, srv, name, t, subs, rates=[rate], duration=15)
+                    self.record("f", "%s/%s" % (server, t), {
+                        "report": name + ".json", "connected": rep["connected"],
+                        "steps": rep["steps"], "missing_at_end": rep["missing_at_end"]})
+                except Exception as e:  # noqa: BLE001
+                    log("  !! %s: %s" % (name, e))
+                    self.record("f", "%s/%s" % (server, t), {"error": str(e)})
 
     def channels(self, servers):
         subs, channels = (1000, 100) if self.args.quick else (10000, 1000)
@@ -401,7 +432,7 @@ def main():
     for s in args.scenarios.split(","):
         log("== scenario %s (%.0f s in)" % (s, time.time() - started))
         {"a": suite.idle, "b": suite.fanout, "c": suite.channels, "d": suite.latency,
-         "e": suite.http}[s](servers)
+         "e": suite.http, "f": suite.fanout_transports}[s](servers)
     suite.summary["seconds"] = time.time() - started
     suite.record("meta", "done", True)
     report.main(ROOT)
