@@ -10,6 +10,13 @@ first. Usage: suite.py [--smoke] [--quick] [--only SERVER,...] [--scenarios a,b,
 Scenario f compares fan-out over WebSocket and SSE at one load; with
 COMET_BASE=/path/to/an/older/comet it also runs that build ("comet-base"),
 for before/after ratios from one session.
+
+Scenario g is scale-out on Redis (a redis-server started for it): fan-out
+with the Redis broker against the memory broker and against Nchan with and
+without its Redis backend (Redis's own CPU counted separately); publishes
+per second through one comet node and through two; 50,000 idle WebSocket
+connections held by three comet processes sharing one port (--reuse-port)
+and one Redis.
 """
 
 import argparse
@@ -33,6 +40,8 @@ TOKEN = "bench-token"
 SERVERS = ["comet", "bare", "nchan", "pushpin", "tornado"]
 LABEL = {
     "comet": "comet (trivial guest)",
+    "comet-redis": "comet, Redis broker (trivial guest)",
+    "nchan-redis": "Nchan, Redis backend",
     "comet-base": "comet, COMET_BASE build (trivial guest)",
     "bare": "bare tokio/hyper/tungstenite",
     "nchan": "Nchan (nginx)",
@@ -67,7 +76,7 @@ class Server:
         self.publish_port = port
         env = dict(os.environ)
         wait = [port]
-        if name in ("comet", "comet-base"):
+        if name in ("comet", "comet-base", "comet-redis"):
             env["RUST_LOG"] = "warn"
             binary = os.environ["COMET_BASE"] if name == "comet-base" else str(TARGET / "comet")
             cmd = [
@@ -75,6 +84,8 @@ class Server:
                 "--listen", "127.0.0.1:%d" % port, "--publish-token", TOKEN,
                 "--max-connections", "19800", "--no-admin",
             ]
+            if name == "comet-redis":
+                cmd += ["--broker", os.environ["BENCH_REDIS_URL"]]
         elif name == "comet-hello":
             env["RUST_LOG"] = "warn"
             cmd = [
@@ -85,7 +96,9 @@ class Server:
             cmd = [str(TARGET / "bare-broadcast"), "127.0.0.1:%d" % port]
         elif name == "bare-hyper":
             cmd = [str(TARGET / "bare-hyper"), "127.0.0.1:%d" % port]
-        elif name == "nchan":
+        elif name in ("nchan", "nchan-redis"):
+            if name == "nchan-redis":
+                env["NCHAN_REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
             cmd = [str(PEERS / "nchan" / "run.sh"), str(port), str(workers)]
         elif name == "pushpin":
             self.publish_port = port + 1
@@ -137,7 +150,7 @@ class Server:
 
 
 def loadgen(server, srv, name, transport, subscribers, rates=(), channels=1, publishers=1,
-            duration=10, shard=None, source_addrs=1, hold=0, connect_rate=3000):
+            duration=10, shard=None, source_addrs=1, hold=0, connect_rate=3000, extra_pid=None):
     if source_addrs == 1 and subscribers >= 10000:
         # Exercise the spread over source addresses (IP_BIND_ADDRESS_NO_PORT)
         # and keep clear of the ephemeral port range of one address.
@@ -157,6 +170,8 @@ def loadgen(server, srv, name, transport, subscribers, rates=(), channels=1, pub
         cmd += ["--rates", ",".join(str(r) for r in rates)]
     if shard is not None:
         cmd += ["--shard", "%d/%d" % shard]
+    if extra_pid is not None:
+        cmd += ["--extra-pid", str(extra_pid)]
     log("$", " ".join(cmd))
     return cmd, out
 
@@ -181,7 +196,28 @@ def ws_or_sse(server):
 
 def loadgen_server(server):
     """The name loadgen knows a server by."""
-    return "comet" if server == "comet-base" else server
+    return {"comet-base": "comet", "comet-redis": "comet", "nchan-redis": "nchan"}.get(server, server)
+
+
+class RedisServer:
+    """A redis-server for scenario g, without persistence."""
+
+    def __init__(self, port):
+        self.port = port
+        self.url = "redis://127.0.0.1:%d" % port
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no", "--maxclients", "60000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_port(port)
+        os.environ["BENCH_REDIS_URL"] = self.url
+
+    def flush(self):
+        subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], capture_output=True)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
 
 
 def port_for(i):
@@ -289,6 +325,118 @@ class Suite:
                 except Exception as e:  # noqa: BLE001
                     log("  !! %s: %s" % (name, e))
                     self.record("f", "%s/%s" % (server, t), {"error": str(e)})
+
+    def redis(self, servers):
+        """Scale-out on Redis (see the module docs)."""
+        subs, rate = (1000, 50) if self.args.quick else (10000, 5)
+        redis = RedisServer(BASE_PORT - 1)
+        try:
+            for server in ["comet", "comet-redis", "nchan", "nchan-redis"]:
+                name = "g-fanout-%s-ws" % server
+                redis.flush()
+                try:
+                    with self.fresh(server) as srv:
+                        rep = run_loadgen(server, srv, name, "ws", subs, rates=[rate], duration=15,
+                                          extra_pid=redis.proc.pid)
+                    self.record("g", "fanout/%s" % server, {
+                        "report": name + ".json", "connected": rep["connected"],
+                        "steps": rep["steps"], "missing_at_end": rep["missing_at_end"]})
+                except Exception as e:  # noqa: BLE001
+                    log("  !! %s: %s" % (name, e))
+                    self.record("g", "fanout/%s" % server, {"error": str(e)})
+            self.publish_throughput(redis)
+            if not self.args.quick:
+                self.idle_reuse_port(redis)
+        finally:
+            redis.stop()
+
+    def publish_throughput(self, redis):
+        """wrk POSTs to the publish API of one comet node, then of two nodes
+        at once (both on one Redis), 8 s each, 1,000 channels."""
+        wrk = subprocess.run(["which", "wrk"], capture_output=True).returncode == 0
+        if not wrk:
+            self.record("g", "publish", {"error": "wrk is not installed"})
+            return
+        script = Path("/tmp/comet-bench-publish.lua")
+        script.write_text(
+            'local n = 0\n'
+            'request = function()\n'
+            '  n = n + 1\n'
+            '  return wrk.format("POST", "/comet/publish/c" .. (n %% 1000), {["authorization"] = "Bearer %s", '
+            '["content-type"] = "text/plain"}, "hello")\n'
+            'end\n' % TOKEN)
+        out = {}
+        for nodes in [1, 2]:
+            redis.flush()
+            servers = [self.fresh("comet-redis") for _ in range(nodes)]
+            try:
+                procs = [subprocess.Popen(
+                    ["wrk", "-t1", "-c16", "-d8s", "-s", str(script), "http://127.0.0.1:%d" % s.port],
+                    stdout=subprocess.PIPE, text=True) for s in servers]
+                rps = 0.0
+                for p in procs:
+                    text = p.communicate()[0]
+                    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+                    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+                    if non2xx:
+                        raise RuntimeError("%s publishes failed" % non2xx.group(1))
+                    rps += float(m.group(1)) if m else 0.0
+                out["%d-node" % nodes] = {"publishes_per_second": rps, "wrk": "wrk -t1 -c16 -d8s per node"}
+                log("  -> %d node(s): %.0f publishes/s" % (nodes, rps))
+            except Exception as e:  # noqa: BLE001
+                log("  !! publish %d: %s" % (nodes, e))
+                out["%d-node" % nodes] = {"error": str(e)}
+            finally:
+                for s in servers:
+                    s.stop()
+        self.record("g", "publish", out)
+
+    def idle_reuse_port(self, redis):
+        """50,000 idle WebSockets over three comet processes on one port."""
+        n, procs_n = 50000, 3
+        port = BASE_PORT + 495
+        redis.flush()
+        comet = [str(TARGET / "comet"), "run", str(ROOT / "bench" / "guest" / "trivial"),
+                 "--listen", "127.0.0.1:%d" % port, "--publish-token", TOKEN, "--no-admin",
+                 "--max-connections", "19800", "--reuse-port", "--broker", redis.url]
+        # One parent, so the load generator sums the three processes.
+        line = " ".join(comet)
+        parent = subprocess.Popen(
+            ["bash", "-c", " & ".join([line] * procs_n) + " & wait"],
+            env=dict(os.environ, RUST_LOG="warn"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_port(port, timeout=600)
+            time.sleep(2)
+
+            class Srv:
+                pass
+            srv = Srv()
+            srv.port = srv.publish_port = port
+            srv.pid = parent.pid
+            name = "g-idle-comet-redis-ws-%d" % n
+            shards = 3
+            launched = []
+            for i in range(shards):
+                cmd, out = loadgen("comet-redis", srv, name, "ws", n, shard=(i, shards),
+                                   source_addrs=4, hold=20, connect_rate=1500)
+                launched.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL), out))
+            reps = []
+            for p, out in launched:
+                p.wait()
+                reps.append(json.loads(out.read_text()))
+            connected = sum(r["connected"] for r in reps)
+            grown = max(r["rss_connected_kib"] for r in reps) - min(r["rss_before_kib"] for r in reps)
+            value = {"kib_per_connection": grown / max(connected, 1), "connected": connected,
+                     "subscribers": n, "processes": reps[0]["server_processes"]}
+            log("  -> comet x3 reuse-port 50k: %s" % value)
+            self.record("g", "idle-50k", value)
+        except Exception as e:  # noqa: BLE001
+            log("  !! idle 50k: %s" % e)
+            self.record("g", "idle-50k", {"error": str(e)})
+        finally:
+            os.killpg(parent.pid, signal.SIGTERM)
+            parent.wait()
 
     def channels(self, servers):
         subs, channels = (1000, 100) if self.args.quick else (10000, 1000)
@@ -432,7 +580,7 @@ def main():
     for s in args.scenarios.split(","):
         log("== scenario %s (%.0f s in)" % (s, time.time() - started))
         {"a": suite.idle, "b": suite.fanout, "c": suite.channels, "d": suite.latency,
-         "e": suite.http, "f": suite.fanout_transports}[s](servers)
+         "e": suite.http, "f": suite.fanout_transports, "g": suite.redis}[s](servers)
     suite.summary["seconds"] = time.time() - started
     suite.record("meta", "done", True)
     report.main(ROOT)

@@ -61,6 +61,9 @@ pub struct Step {
     pub server_cpu_us_per_delivery: f64,
     /// Server CPU per publish, µs.
     pub server_cpu_us_per_publish: f64,
+    /// CPU per delivery of the `--extra-pid` process tree, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_cpu_us_per_delivery: Option<f64>,
     /// Server resident memory at the end of the window, KiB.
     pub server_rss_kib: u64,
     /// Publish-to-deliver latency, µs.

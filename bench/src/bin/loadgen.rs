@@ -43,6 +43,10 @@ struct Args {
     /// The server's pid: its process tree's RSS and CPU time are sampled.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Another process (and its children) whose CPU time is measured over
+    /// each step, reported apart: a Redis server, say.
+    #[arg(long)]
+    extra_pid: Option<u32>,
     /// Subscriber transport.
     #[arg(long, value_enum, default_value = "ws")]
     transport: Transport,
@@ -281,6 +285,7 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
             tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
             stats.take();
             let cpu0 = sample(args.server_pid);
+            let extra0 = sample(args.extra_pid);
             let pub0 = counters.published.load(Ordering::Relaxed);
             let err0 = counters.errors.load(Ordering::Relaxed);
             let t0 = Instant::now();
@@ -302,6 +307,9 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
             let seconds = t0.elapsed().as_secs_f64();
             let w = stats.take();
             let cpu1 = sample(args.server_pid);
+            let extra = args
+                .extra_pid
+                .map(|_| sample(args.extra_pid).cpu_seconds - extra0.cpu_seconds);
             let publishes = counters.published.load(Ordering::Relaxed) - pub0;
             let cpu = cpu1.cpu_seconds - cpu0.cpu_seconds;
             steps.push(Step {
@@ -315,6 +323,7 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
                 server_cpu_seconds: cpu,
                 server_cpu_us_per_delivery: cpu * 1e6 / w.deliveries.max(1) as f64,
                 server_cpu_us_per_publish: cpu * 1e6 / publishes.max(1) as f64,
+                extra_cpu_us_per_delivery: extra.map(|e| e * 1e6 / w.deliveries.max(1) as f64),
                 server_rss_kib: cpu1.rss_kib,
                 latency_us: Latency::from(&w.histogram),
                 gaps: w.gaps,
