@@ -24,7 +24,7 @@ use crate::manifest::Manifest;
 use crate::module::Runtime;
 use crate::registry::{DEFAULT_MAX_MODULE_BYTES, Registry, RegistryConfig};
 use crate::routes::Routes;
-use crate::server::{self, App};
+use crate::server::{self, App, ConnectionLimits};
 use crate::transports::EndpointConfig;
 
 /// Everything a host is made from.
@@ -55,6 +55,8 @@ pub struct HostConfig {
     pub kv: Option<Arc<dyn KvStore>>,
     /// The built-in endpoints' settings (publish token, timeouts).
     pub endpoints: EndpointConfig,
+    /// Header timeout and connections per client address.
+    pub connection_limits: ConnectionLimits,
 }
 
 impl HostConfig {
@@ -79,6 +81,7 @@ impl HostConfig {
             broker: None,
             kv: None,
             endpoints: EndpointConfig::new(publish_token),
+            connection_limits: ConnectionLimits::default(),
             manifest,
         }
     }
@@ -108,6 +111,7 @@ pub struct Host {
     routes: Routes,
     channel_module: String,
     endpoints: EndpointConfig,
+    connection_limits: ConnectionLimits,
 }
 
 impl Host {
@@ -154,6 +158,7 @@ impl Host {
             routes: Routes::new(manifest.routes.clone()),
             channel_module: manifest.channel_module.unwrap_or_default(),
             endpoints: config.endpoints,
+            connection_limits: config.connection_limits,
         })
     }
 
@@ -204,6 +209,7 @@ impl Host {
             self.routes,
             self.channel_module,
             self.endpoints,
+            self.connection_limits,
         );
         let served = server::serve(public, app, stopped(), server::DEFAULT_DRAIN_TIMEOUT).await;
         if let Some(task) = admin_task {

@@ -53,7 +53,8 @@ pub struct CompileCache {
 impl CompileCache {
     /// A cache in `dir` (created if missing) for components of `engine`.
     pub fn open(dir: &Path, engine: &Engine) -> std::io::Result<CompileCache> {
-        std::fs::create_dir_all(dir)?;
+        crate::private_fs::create_dir(dir)?;
+        crate::private_fs::check_private(dir)?;
         let mut h = DefaultHasher::new();
         env!("CARGO_PKG_VERSION").hash(&mut h);
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -112,7 +113,7 @@ impl CompileCache {
         entry.extend_from_slice(&Sha256::digest(&artifact));
         entry.extend_from_slice(&artifact);
         let tmp = tempfile_in(&self.dir)?;
-        std::fs::write(&tmp, &entry)?;
+        crate::private_fs::write(&tmp, &entry)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! The crate map, the path of a request and the invariants are described in
 //! `ARCHITECTURE.md` at the repository root.
 
+pub mod addresses;
 pub mod admin;
 pub mod auth;
 mod bindings;
@@ -18,6 +19,7 @@ pub mod imports;
 pub mod limits;
 pub mod manifest;
 pub mod module;
+pub mod private_fs;
 pub mod publish;
 pub mod redis;
 pub mod registry;

@@ -621,9 +621,9 @@ impl Registry {
             let path = path.to_path_buf();
             move |source| DeployError::Storage { path, source }
         };
-        std::fs::create_dir_all(&dir).map_err(storage(&dir))?;
+        crate::private_fs::create_dir(&dir).map_err(storage(&dir))?;
         let tmp = dir.join(format!(".upload-{number}"));
-        std::fs::write(&tmp, bytes).map_err(storage(&tmp))?;
+        crate::private_fs::write(&tmp, bytes).map_err(storage(&tmp))?;
         let path = version_path(&dir, number);
         std::fs::rename(&tmp, &path).map_err(storage(&path))?;
         Ok(())

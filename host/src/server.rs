@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use http::StatusCode;
 use http::header::HOST;
 
+use crate::addresses::{DEFAULT_MAX_PER_ADDRESS, PerAddress};
 use crate::dispatch;
 use crate::http::{ApiError, Body};
 use crate::registry::Registry;
@@ -27,6 +28,30 @@ use crate::transports::{self, EndpointConfig, Hangup, direct};
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a client may take to send a request head, and longest an idle
+/// HTTP/1 connection (between requests) is kept. A socket that sends
+/// nothing, or half a head, does not hold a file descriptor for minutes.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits on the connections themselves (before any request is served).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// See [`DEFAULT_HEADER_TIMEOUT`].
+    pub header_timeout: Duration,
+    /// Connections one client address may hold (0: no bound); see
+    /// `addresses::DEFAULT_MAX_PER_ADDRESS`.
+    pub max_per_address: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
+        }
+    }
+}
 
 /// What the public listener serves: routes to modules in the registry, and
 /// the built-in endpoints. Deploys swap modules inside the registry; a
@@ -37,6 +62,7 @@ pub struct App {
     routes: Routes,
     channel_module: String,
     endpoints: EndpointConfig,
+    limits: ConnectionLimits,
 }
 
 impl App {
@@ -48,12 +74,14 @@ impl App {
         routes: Routes,
         channel_module: String,
         endpoints: EndpointConfig,
+        limits: ConnectionLimits,
     ) -> Arc<App> {
         Arc::new(App {
             registry,
             routes,
             channel_module,
             endpoints,
+            limits,
         })
     }
 
@@ -78,7 +106,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Shared, not cloned into each connection's task: a task serving a
     // direct stream keeps its captures for the stream's life.
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // A dead peer is noticed by a missing ping answer.
+        .keep_alive_interval(Some(DEFAULT_HEADER_TIMEOUT * 3))
+        .keep_alive_timeout(DEFAULT_HEADER_TIMEOUT);
+    let builder = Arc::new(builder);
+    let per_address = PerAddress::new(app.limits.max_per_address);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -86,14 +126,24 @@ pub async fn serve(
             accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
+        let Some(ticket) = per_address.admit(remote.ip()) else {
+            refuse_address(stream, per_address.max());
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _ticket = ticket;
             // A first request that opens an SSE stream is served without
             // hyper's per-connection buffers (see transports::direct).
-            if let Some((head, len)) = direct::peek_sse(&stream).await
+            let first = tokio::time::timeout(app.limits.header_timeout, direct::peek_sse(&stream));
+            let Ok(first) = first.await else {
+                // Nothing (or not a whole head) within the timeout.
+                return;
+            };
+            if let Some((head, len)) = first
                 && let Some(module) = app.registry.current(&app.channel_module)
             {
                 direct::serve(&module, &app.endpoints, stream, head, len, remote).await;
@@ -145,6 +195,19 @@ async fn serve_hyper(
         Some(Err(e)) => tracing::debug!(%remote, error = %e, "connection ended with an error"),
         None => tracing::debug!(%remote, "hung up on a client that stopped reading"),
     }
+}
+
+/// Answer a connection from an address over its bound with a 503 (if the
+/// socket takes it at once) and close it.
+fn refuse_address(stream: tokio::net::TcpStream, max: usize) {
+    let body = format!(
+        "{{\"error\":\"too-many-connections\",\"message\":\"this address holds its maximum of {max} connections\"}}"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
 }
 
 /// The next connection. Accept errors (out of file descriptors and the like)

@@ -28,6 +28,8 @@ mod budgets;
 mod slow;
 // Several comet processes on one real redis-server.
 mod redis;
+// Hostile clients: timeouts, bounds, handshakes, floods, file permissions.
+mod hostile;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

@@ -73,7 +73,9 @@ pub(crate) fn accept_websocket<B>(
     request: &mut http::Request<B>,
     accept: bindings::WebsocketAccept,
 ) -> Result<Response<Body>, ApiError> {
-    ws::check_upgrade(request)?;
+    if let Err(e) = ws::check_upgrade(request) {
+        return Ok(ws::refusal(e));
+    }
     let max = module.services().channels.max_channels_per_connection();
     let channels = ws::accepted_channels(&accept.channels, max).map_err(|e| {
         EventError::InvalidOutput(format!("a WebSocket accept that cannot be served: {e}"))

@@ -15,7 +15,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -48,6 +50,15 @@ const MAX_FRAME: usize = DEFAULT_MAX_PAYLOAD + (4 << 10);
 /// A client with no frame (not even a pong) for this many heartbeats is idle.
 const IDLE_HEARTBEATS: u32 = 3;
 
+/// Frames a client may send per second on average (pings, operations and
+/// custom frames alike), and in one burst. A client past it is closed with
+/// 1008: it would otherwise take CPU (and guest events) from everyone.
+const FRAMES_PER_SECOND: f64 = 100.0;
+const FRAME_BURST: f64 = 200.0;
+
+/// Longest the server waits for a client's answer to its close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
 /// Close code for a client dropped for falling behind.
 const CLOSE_SLOW: u16 = 4008;
 
@@ -60,27 +71,72 @@ pub(super) async fn serve(
     remote: SocketAddr,
     write_timeout: Duration,
 ) -> Result<Response<Body>, ApiError> {
-    check_upgrade(&request)?;
+    if let Err(e) = check_upgrade(&request) {
+        return Ok(refusal(e));
+    }
     let info = RequestInfo::of(&request, remote);
     let client = Client::connect(module, Transport::Websocket, info).await?;
     upgrade(client, &mut request, Vec::new(), write_timeout)
 }
 
-/// Refuse a request that is not a WebSocket upgrade.
+/// Refuse a request that is not a WebSocket opening handshake as RFC 6455
+/// (section 4.2.1) describes it: GET over HTTP/1.1, `Upgrade: websocket`,
+/// `Connection: Upgrade`, a `Sec-WebSocket-Key` of 16 bytes in base64, and
+/// version 13 (else `426` naming the version this server speaks).
 pub(super) fn check_upgrade<B>(request: &http::Request<B>) -> Result<(), ApiError> {
-    let is_upgrade = request
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if is_upgrade && request.headers().contains_key(SEC_WEBSOCKET_KEY) {
-        return Ok(());
+    let headers = request.headers();
+    let has = |name: http::header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let refuse = |why: &str| {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not-websocket",
+            format!("expected a WebSocket upgrade request: {why}"),
+        ))
+    };
+    if request.method() != http::Method::GET {
+        return refuse("the method must be GET");
     }
-    Err(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "not-websocket",
-        "expected a WebSocket upgrade request",
-    ))
+    if request.version() != http::Version::HTTP_11 {
+        return refuse("the upgrade needs HTTP/1.1");
+    }
+    if !has(UPGRADE, "websocket") {
+        return refuse("no `Upgrade: websocket`");
+    }
+    if !has(CONNECTION, "upgrade") {
+        return refuse("no `Connection: Upgrade`");
+    }
+    let key_ok = headers
+        .get(SEC_WEBSOCKET_KEY)
+        .and_then(|k| STANDARD.decode(k.as_bytes()).ok())
+        .is_some_and(|k| k.len() == 16);
+    if !key_ok {
+        return refuse("`Sec-WebSocket-Key` must be 16 bytes in base64");
+    }
+    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket-version",
+            "this server speaks WebSocket version 13",
+        ));
+    }
+    Ok(())
+}
+
+/// A handshake refusal; a wrong version says which one to use.
+pub(super) fn refusal(error: ApiError) -> Response<Body> {
+    let version = error.status == StatusCode::UPGRADE_REQUIRED;
+    let mut response = error.into_response();
+    if version {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+    response
 }
 
 /// Answer the upgrade and run the connection in its own task, subscribed to
@@ -92,7 +148,7 @@ pub(super) fn upgrade<B>(
     channels: Vec<ChannelName>,
     write_timeout: Duration,
 ) -> Result<Response<Body>, ApiError> {
-    check_upgrade(request)?;
+    // The callers checked the handshake (check_upgrade).
     let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -182,6 +238,9 @@ enum End {
 struct Session {
     client: Client,
     ws: Ws,
+    /// Frames the client may still send now (a token bucket).
+    frame_budget: f64,
+    budget_at: Instant,
     /// Longest a single write may block before the client counts as gone.
     write_timeout: Duration,
     last_seen: Instant,
@@ -191,6 +250,8 @@ impl Session {
     fn new(client: Client, ws: Ws, write_timeout: Duration) -> Session {
         Session {
             client,
+            frame_budget: FRAME_BURST,
+            budget_at: Instant::now(),
             write_timeout,
             ws,
             last_seen: Instant::now(),
@@ -220,7 +281,22 @@ impl Session {
                 };
                 // A slow consumer gets the close after what is already
                 // buffered for it, so give it as long as any other write.
-                let _ = tokio::time::timeout(self.write_timeout, self.ws.close(Some(frame))).await;
+                let sent =
+                    tokio::time::timeout(self.write_timeout, self.ws.close(Some(frame))).await;
+                if matches!(sent, Ok(Ok(()))) {
+                    // The closing handshake: read (and drop) what the client
+                    // still sends until its close. Closing a socket with
+                    // unread data resets it, and the close frame may never
+                    // reach the client.
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+                        while let Some(Ok(frame)) = self.ws.next().await {
+                            if matches!(frame, Frame::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
                 (Some(code), reason)
             }
         };
@@ -235,6 +311,9 @@ impl Session {
                 frame = self.ws.next() => match frame {
                     Some(Ok(frame)) => {
                         self.last_seen = Instant::now();
+                        if !self.spend_frame() {
+                            return End::Server(1008, "too many frames".into());
+                        }
                         // Boxed: handling a frame may run guest events,
                         // whose futures are large; an idle session keeps
                         // only the loop's state.
@@ -264,6 +343,25 @@ impl Session {
             if let Err(end) = step {
                 return end;
             }
+        }
+    }
+
+    /// Take one frame from the client's budget; false when it is spent.
+    fn spend_frame(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.budget_at).as_secs_f64() * FRAMES_PER_SECOND;
+        self.budget_at = now;
+        self.frame_budget = (self.frame_budget + refill).min(FRAME_BURST) - 1.0;
+        self.frame_budget >= 0.0
+    }
+
+    /// Send what tungstenite queued itself (a pong, the answer to a close),
+    /// within the write timeout.
+    async fn flush(&mut self) -> Result<(), End> {
+        match tokio::time::timeout(self.write_timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Client(None)),
+            Err(_) => Err(slow()),
         }
     }
 
@@ -335,10 +433,16 @@ impl Session {
                 self.on_custom(bindings::Payload::Binary(bytes.to_vec()))
                     .await
             }
-            // tungstenite queues the pong; flushing sends it.
-            Frame::Ping(_) => self.ws.flush().await.map_err(|_| End::Client(None)),
+            // tungstenite queues the pong; flushing sends it. A client that
+            // does not read them is closed by the write timeout.
+            Frame::Ping(_) => self.flush().await,
             Frame::Pong(_) | Frame::Frame(_) => Ok(()),
-            Frame::Close(frame) => Err(End::Client(frame.map(|f| u16::from(f.code)))),
+            Frame::Close(frame) => {
+                // tungstenite queued the answer (1002 for a code a peer may
+                // not send): send it before going.
+                let _ = self.flush().await;
+                Err(End::Client(frame.map(|f| u16::from(f.code))))
+            }
         }
     }
 
@@ -541,7 +645,8 @@ fn protocol_error(e: &tokio_tungstenite::tungstenite::Error) -> End {
     use tokio_tungstenite::tungstenite::Error;
     match e {
         Error::Capacity(_) => End::Server(1009, "frame too large".into()),
-        Error::Protocol(_) | Error::Utf8(_) => End::Server(1002, "protocol error".into()),
+        Error::Utf8(_) => End::Server(1007, "text frame is not UTF-8".into()),
+        Error::Protocol(_) => End::Server(1002, "protocol error".into()),
         _ => End::Client(None),
     }
 }

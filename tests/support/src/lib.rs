@@ -47,6 +47,22 @@ impl Comet {
 
     /// [`Comet::start`] with extra environment variables.
     pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Comet> {
+        Self::start_under(&[], bin, args, env)
+    }
+
+    /// [`Comet::start_with_env`] through a shell that first runs `setup`
+    /// (`ulimit -Sn 256`, `umask 000`...).
+    pub fn start_after(setup: &str, bin: &str, args: &[&str]) -> anyhow::Result<Comet> {
+        let script = format!("{setup} && exec \"$0\" \"$@\"");
+        Self::start_under(&["sh", "-c", &script], bin, args, &[])
+    }
+
+    fn start_under(
+        prefix: &[&str],
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Comet> {
         let has = |flag: &str| args.contains(&flag);
         let data_dir = if has("--data-dir") {
             None
@@ -64,7 +80,15 @@ impl Comet {
         if !has("--listen") {
             extra.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
-        let mut child = Command::new(bin)
+        let mut command = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .envs(env.iter().copied())
             .env("COMET_ADMIN_TOKEN", ADMIN_TOKEN)
             .arg("run")

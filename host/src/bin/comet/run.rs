@@ -148,6 +148,16 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N")]
     max_channels: Option<usize>,
 
+    /// Longest a client may take to send a request head, and longest an idle
+    /// HTTP/1 connection is kept between requests, in seconds.
+    #[arg(long, value_name = "S", default_value_t = comet_host::server::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    header_timeout_s: u64,
+
+    /// Connections one client address may hold at once; 0 for no bound
+    /// (behind a proxy every client has the proxy's address).
+    #[arg(long, value_name = "N", default_value_t = comet_host::addresses::DEFAULT_MAX_PER_ADDRESS)]
+    max_connections_per_ip: usize,
+
     /// Longest a write to a client may block, in seconds, before the client
     /// is disconnected (it resumes by cursor).
     #[arg(long, value_name = "S", default_value_t = comet_host::transports::DEFAULT_WRITE_TIMEOUT.as_secs())]
@@ -300,8 +310,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.history_mib == Some(0) || args.max_channels == Some(0) || args.queue_len == Some(0) {
         bail!("--history-mib, --max-channels and --queue-len must be at least 1");
     }
-    if args.write_timeout_s == 0 {
-        bail!("--write-timeout-s must be at least 1");
+    if args.write_timeout_s == 0 || args.header_timeout_s == 0 {
+        bail!("--write-timeout-s and --header-timeout-s must be at least 1");
     }
     manifest.history_bytes = args.history_mib.map(|m| m << 20).or(manifest.history_bytes);
     manifest.max_channels = args.max_channels.or(manifest.max_channels);
@@ -347,6 +357,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     config.compile_cache = !args.no_cache;
     config.max_module_bytes = args.max_module_mib << 20;
     config.endpoints.write_timeout = Duration::from_secs(args.write_timeout_s);
+    config.connection_limits = comet_host::server::ConnectionLimits {
+        header_timeout: Duration::from_secs(args.header_timeout_s),
+        max_per_address: args.max_connections_per_ip,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
