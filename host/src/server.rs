@@ -127,7 +127,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Some(ticket) = per_address.admit(remote.ip()) else {
-            refuse_address(stream, per_address.max());
+            refuse_address(&stream, per_address.max());
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -199,7 +199,7 @@ async fn serve_hyper(
 
 /// Answer a connection from an address over its bound with a 503 (if the
 /// socket takes it at once) and close it.
-fn refuse_address(stream: tokio::net::TcpStream, max: usize) {
+fn refuse_address(stream: &tokio::net::TcpStream, max: usize) {
     let body = format!(
         "{{\"error\":\"too-many-connections\",\"message\":\"this address holds its maximum of {max} connections\"}}"
     );
