@@ -5,6 +5,11 @@
 use wasmtime::Store;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
 
+use crate::guest_output::List;
+use crate::guest_output::raw::{
+    RawAction, RawConnectOutcome, RawPublishVerdict, RawRequestOutcome, RawSubscribeOutcome,
+};
+
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -15,9 +20,10 @@ mod generated {
 }
 
 pub(crate) use generated::comet::edge::types::{
-    Action, CloseInfo, ConnectOutcome, ConnectRequest, Connection, Header, Hold, Message, Payload,
-    Publication, PublishSource, PublishVerdict, Request, RequestOutcome, Response, StreamFormat,
-    SubscribeOutcome, SubscribeRequest, Transport, WebsocketAccept,
+    Action, CloseFrame, CloseInfo, ConnectOutcome, ConnectRequest, Connection, Header, Hold,
+    Message, Outgoing, Payload, Publication, PublishSource, PublishVerdict, Rejection, Request,
+    RequestOutcome, Response, StreamFormat, SubscribeOutcome, SubscribeRequest, Transport,
+    WebsocketAccept,
 };
 pub(crate) use generated::comet::edge::{channels, config, kv, log, types};
 pub(crate) use generated::{EdgeHandler, EdgeHandlerPre};
@@ -26,6 +32,8 @@ pub(crate) use generated::{EdgeHandler, EdgeHandlerPre};
 pub const HANDLER_INTERFACE: &str = "comet:edge/handler@0.1.0";
 
 /// Where each handler export lives in a component, resolved once per module.
+/// The calls return lazy handles into guest memory (`guest_output::raw`):
+/// the caller copies them out within the limits.
 ///
 /// bindgen's `EdgeHandlerPre::instantiate_async` type-checks all six exports
 /// on every instantiation; an event calls one, so it looks up and checks only
@@ -71,9 +79,9 @@ impl HandlerExports {
         store: &mut Store<T>,
         instance: &Instance,
         request: &Request,
-    ) -> wasmtime::Result<RequestOutcome> {
+    ) -> wasmtime::Result<RawRequestOutcome> {
         let func = instance
-            .get_typed_func::<(&Request,), (RequestOutcome,)>(&mut *store, &self.on_request)?;
+            .get_typed_func::<(&Request,), (RawRequestOutcome,)>(&mut *store, &self.on_request)?;
         Ok(func.call_async(&mut *store, (request,)).await?.0)
     }
 
@@ -83,8 +91,8 @@ impl HandlerExports {
         store: &mut Store<T>,
         instance: &Instance,
         request: &ConnectRequest,
-    ) -> wasmtime::Result<ConnectOutcome> {
-        let func = instance.get_typed_func::<(&ConnectRequest,), (ConnectOutcome,)>(
+    ) -> wasmtime::Result<RawConnectOutcome> {
+        let func = instance.get_typed_func::<(&ConnectRequest,), (RawConnectOutcome,)>(
             &mut *store,
             &self.on_connect,
         )?;
@@ -98,9 +106,9 @@ impl HandlerExports {
         instance: &Instance,
         connection: &Connection,
         request: &SubscribeRequest,
-    ) -> wasmtime::Result<SubscribeOutcome> {
+    ) -> wasmtime::Result<RawSubscribeOutcome> {
         let func = instance
-            .get_typed_func::<(&Connection, &SubscribeRequest), (SubscribeOutcome,)>(
+            .get_typed_func::<(&Connection, &SubscribeRequest), (RawSubscribeOutcome,)>(
                 &mut *store,
                 &self.on_subscribe,
             )?;
@@ -113,9 +121,11 @@ impl HandlerExports {
         store: &mut Store<T>,
         instance: &Instance,
         publication: &Publication,
-    ) -> wasmtime::Result<PublishVerdict> {
-        let func = instance
-            .get_typed_func::<(&Publication,), (PublishVerdict,)>(&mut *store, &self.on_publish)?;
+    ) -> wasmtime::Result<RawPublishVerdict> {
+        let func = instance.get_typed_func::<(&Publication,), (RawPublishVerdict,)>(
+            &mut *store,
+            &self.on_publish,
+        )?;
         Ok(func.call_async(&mut *store, (publication,)).await?.0)
     }
 
@@ -126,8 +136,8 @@ impl HandlerExports {
         instance: &Instance,
         connection: &Connection,
         frame: &Payload,
-    ) -> wasmtime::Result<Vec<Action>> {
-        let func = instance.get_typed_func::<(&Connection, &Payload), (Vec<Action>,)>(
+    ) -> wasmtime::Result<List<RawAction>> {
+        let func = instance.get_typed_func::<(&Connection, &Payload), (List<RawAction>,)>(
             &mut *store,
             &self.on_message,
         )?;

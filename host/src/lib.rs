@@ -14,6 +14,7 @@ pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;
 pub mod guest_build;
+mod guest_output;
 pub mod http;
 pub mod imports;
 pub mod limits;

@@ -24,6 +24,21 @@ pub const DEFAULT_MAX_HEADERS: usize = 64;
 /// Most actions one on-message call may return.
 pub const DEFAULT_MAX_ACTIONS: usize = 64;
 
+/// Most bytes of header names and values on one response (or hold).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Most bytes of session attributes one connection may carry: they are
+/// kept with the connection for its whole life.
+pub const DEFAULT_MAX_SESSION_BYTES: usize = 4 << 10;
+
+/// Largest frame on-message may send (as large as the frames a client may
+/// send).
+pub const DEFAULT_MAX_SEND_BYTES: usize = 68 << 10;
+
+/// Largest payload on-publish may put in place of the published one, or
+/// on-message may publish (the channel payload limit).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 << 10;
+
 /// What one module's events may use and return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -39,6 +54,22 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most actions from one on-message call.
     pub max_actions: usize,
+    /// Most header bytes on one response.
+    pub max_header_bytes: usize,
+    /// Most bytes of session attributes.
+    pub max_session_bytes: usize,
+    /// Largest frame on-message may send.
+    pub max_send_bytes: usize,
+    /// Largest payload a hook may publish or put in place of another.
+    pub max_payload_bytes: usize,
+}
+
+impl Limits {
+    /// Most bytes one event's output may hold in all (every string and
+    /// list it returns), whatever it is made of.
+    pub fn max_output_bytes(&self) -> usize {
+        self.max_response_body + self.max_header_bytes + self.max_session_bytes
+    }
 }
 
 impl Default for Limits {
@@ -50,6 +81,10 @@ impl Default for Limits {
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_headers: DEFAULT_MAX_HEADERS,
             max_actions: DEFAULT_MAX_ACTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
+            max_send_bytes: DEFAULT_MAX_SEND_BYTES,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 }

@@ -15,8 +15,9 @@ use crate::bindings::{
 };
 use crate::compile_cache::{CompileCache, Compiled, content_hash};
 use crate::engine::{EngineSettings, SandboxEngine};
+use crate::guest_output::{Reader, budgeted};
 use crate::http::ClientError;
-use crate::imports::{self, HostState, ModuleServices};
+use crate::imports::{self, HostState, ModuleServices, Purpose};
 use crate::limits::Limits;
 use crate::sandbox::{Event, EventError, EventLabel, StoreState};
 
@@ -331,17 +332,29 @@ impl HandlerModule {
     async fn start(
         self: &Arc<Self>,
         event_id: Arc<str>,
-        in_publish_hook: bool,
+        purpose: Purpose,
     ) -> Result<Event<HostState>, EventError> {
         let label = EventLabel {
             module: self.services.name.clone(),
             id: event_id.clone(),
         };
+        let services = match purpose {
+            // Whatever the check writes goes nowhere.
+            Purpose::StartCheck => Arc::new(ModuleServices {
+                name: self.services.name.clone(),
+                kv: Arc::new(crate::imports::kv::MemoryKv::default()),
+                config: self.services.config.clone(),
+                channels: self.services.channels.clone(),
+            }),
+            Purpose::Event | Purpose::PublishHook => self.services.clone(),
+        };
         let host = HostState {
-            services: self.services.clone(),
+            services,
             publisher: self.clone(),
             event_id,
-            in_publish_hook,
+            purpose,
+            log_lines: 0,
+            logs_suppressed: 0,
         };
         Event::start(&self.pre, &self.limits, host, label).await
     }
@@ -350,7 +363,9 @@ impl HandlerModule {
     /// proves the module starts within its limits (and is the cost every
     /// event pays before the guest runs).
     pub async fn check_instantiate(self: &Arc<Self>) -> Result<(), EventError> {
-        let event = self.start("instantiate-check".into(), false).await?;
+        let event = self
+            .start("instantiate-check".into(), Purpose::StartCheck)
+            .await?;
         event.finish(Ok(()))
     }
 
@@ -360,12 +375,15 @@ impl HandlerModule {
         event_id: Arc<str>,
         request: &ConnectRequest,
     ) -> Result<ConnectOutcome, EventError> {
-        let mut event = self.start(event_id, false).await?;
-        let result = self
-            .exports
-            .on_connect(&mut event.store, &event.instance, request)
-            .await;
-        event.finish(result)
+        let mut event = self.start(event_id, Purpose::Event).await?;
+        let raw = budgeted(
+            self.limits.max_output_bytes(),
+            self.exports
+                .on_connect(&mut event.store, &event.instance, request),
+        )
+        .await;
+        let raw = self.end(&event, raw)?;
+        Reader::new(&self.limits).connect_outcome(raw)
     }
 
     /// Run on-subscribe in a fresh instance.
@@ -375,12 +393,15 @@ impl HandlerModule {
         connection: &Connection,
         request: &SubscribeRequest,
     ) -> Result<SubscribeOutcome, EventError> {
-        let mut event = self.start(event_id, false).await?;
-        let result = self
-            .exports
-            .on_subscribe(&mut event.store, &event.instance, connection, request)
-            .await;
-        event.finish(result)
+        let mut event = self.start(event_id, Purpose::Event).await?;
+        let raw = budgeted(
+            self.limits.max_output_bytes(),
+            self.exports
+                .on_subscribe(&mut event.store, &event.instance, connection, request),
+        )
+        .await;
+        let raw = self.end(&event, raw)?;
+        Reader::new(&self.limits).subscribe_outcome(raw)
     }
 
     /// Run on-publish in a fresh instance. Publishing from inside on-publish
@@ -390,12 +411,15 @@ impl HandlerModule {
         event_id: Arc<str>,
         publication: &Publication,
     ) -> Result<PublishVerdict, EventError> {
-        let mut event = self.start(event_id, true).await?;
-        let result = self
-            .exports
-            .on_publish(&mut event.store, &event.instance, publication)
-            .await;
-        event.finish(result)
+        let mut event = self.start(event_id, Purpose::PublishHook).await?;
+        let raw = budgeted(
+            self.limits.max_output_bytes(),
+            self.exports
+                .on_publish(&mut event.store, &event.instance, publication),
+        )
+        .await;
+        let raw = self.end(&event, raw)?;
+        Reader::new(&self.limits).publish_verdict(raw)
     }
 
     /// Run on-message in a fresh instance.
@@ -405,20 +429,15 @@ impl HandlerModule {
         connection: &Connection,
         frame: &Payload,
     ) -> Result<Vec<Action>, EventError> {
-        let mut event = self.start(event_id, false).await?;
-        let result = self
-            .exports
-            .on_message(&mut event.store, &event.instance, connection, frame)
-            .await;
-        let actions = event.finish(result)?;
-        if actions.len() > self.limits.max_actions {
-            return Err(EventError::InvalidOutput(format!(
-                "{} actions, over the limit of {}",
-                actions.len(),
-                self.limits.max_actions
-            )));
-        }
-        Ok(actions)
+        let mut event = self.start(event_id, Purpose::Event).await?;
+        let raw = budgeted(
+            self.limits.max_output_bytes(),
+            self.exports
+                .on_message(&mut event.store, &event.instance, connection, frame),
+        )
+        .await;
+        let raw = self.end(&event, raw)?;
+        Reader::new(&self.limits).actions(raw)
     }
 
     /// Run on-close in a fresh instance.
@@ -428,12 +447,14 @@ impl HandlerModule {
         connection: &Connection,
         info: &CloseInfo,
     ) -> Result<(), EventError> {
-        let mut event = self.start(event_id, false).await?;
-        let result = self
-            .exports
-            .on_close(&mut event.store, &event.instance, connection, info)
-            .await;
-        event.finish(result)
+        let mut event = self.start(event_id, Purpose::Event).await?;
+        let result = budgeted(
+            self.limits.max_output_bytes(),
+            self.exports
+                .on_close(&mut event.store, &event.instance, connection, info),
+        )
+        .await;
+        self.end(&event, result)
     }
 
     /// Run on-request in a fresh instance.
@@ -442,35 +463,64 @@ impl HandlerModule {
         event_id: Arc<str>,
         request: &Request,
     ) -> Result<RequestOutcome, EventError> {
-        let mut event = self.start(event_id, false).await?;
-        let result = self
-            .exports
-            .on_request(&mut event.store, &event.instance, request)
-            .await;
-        let outcome = event.finish(result)?;
-        if let RequestOutcome::Respond(response) = &outcome {
-            check_response(response, event.limits())?;
-        }
-        Ok(outcome)
+        let mut event = self.start(event_id, Purpose::Event).await?;
+        let raw = budgeted(
+            self.limits.max_output_bytes(),
+            self.exports
+                .on_request(&mut event.store, &event.instance, request),
+        )
+        .await;
+        let raw = self.end(&event, raw)?;
+        Reader::new(&self.limits).request_outcome(raw)
     }
-}
 
-fn check_response(response: &crate::bindings::Response, limits: &Limits) -> Result<(), EventError> {
-    if response.body.len() > limits.max_response_body {
-        return Err(EventError::InvalidOutput(format!(
-            "a {} byte body, over the {} byte limit",
-            response.body.len(),
-            limits.max_response_body
-        )));
+    /// The end of an event: what the guest printed and the log lines it
+    /// was not allowed are logged, and a wasmtime error becomes the event's.
+    fn end<R>(
+        &self,
+        event: &Event<HostState>,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, EventError> {
+        let host = &event.store.data().host;
+        if host.logs_suppressed > 0 {
+            tracing::warn!(
+                target: "guest",
+                module = self.name(),
+                event = &*host.event_id,
+                "suppressed {} log lines past the limit of {} per event",
+                host.logs_suppressed,
+                crate::imports::MAX_LOG_LINES_PER_EVENT
+            );
+        }
+        event.finish(result)
     }
-    if response.headers.len() > limits.max_headers {
-        return Err(EventError::InvalidOutput(format!(
-            "{} headers, over the limit of {}",
-            response.headers.len(),
-            limits.max_headers
-        )));
+
+    /// Prove the module starts: run its initialisers and one real export
+    /// (on-close, with a made-up connection) in a sandbox whose kv is a
+    /// scratch store and which may not publish. A module whose static
+    /// initialisers loop, trap or exhaust memory fails here, at deploy,
+    /// instead of in every event afterwards.
+    pub async fn check_starts(self: &Arc<Self>) -> Result<(), EventError> {
+        let mut event = self
+            .start("start-check".into(), Purpose::StartCheck)
+            .await?;
+        let connection = Connection {
+            id: "start-check".into(),
+            transport: crate::bindings::Transport::Websocket,
+            session: Vec::new(),
+        };
+        let info = CloseInfo {
+            code: None,
+            reason: "start check at deploy".into(),
+        };
+        let result = budgeted(
+            self.limits.max_output_bytes(),
+            self.exports
+                .on_close(&mut event.store, &event.instance, &connection, &info),
+        )
+        .await;
+        self.end(&event, result)
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -532,10 +532,7 @@ impl Registry {
                 .await
                 .map_err(|e| DeployError::Start(EventError::Instantiate(e.to_string())))??;
         let module = Arc::new(module);
-        module
-            .check_instantiate()
-            .await
-            .map_err(DeployError::Start)?;
+        module.check_starts().await.map_err(DeployError::Start)?;
         let info = VersionInfo {
             version: number,
             hash: module.content_hash().to_string(),

@@ -226,16 +226,17 @@ impl<T: Send + 'static> Event<T> {
         }
         result.map_err(|e| classify(&e, &self.limits))
     }
-
-    /// The limits this event runs under.
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
-    }
 }
 
 fn classify(error: &wasmtime::Error, limits: &Limits) -> EventError {
     if let Some(hit) = error.downcast_ref::<MemoryLimitHit>() {
         return EventError::MemoryLimit { limit: hit.limit };
+    }
+    if error.is::<crate::guest_output::OutputTooLarge>() {
+        return EventError::InvalidOutput(format!(
+            "more than {} bytes in all (its output limit)",
+            limits.max_output_bytes()
+        ));
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => EventError::Timeout(limits.deadline),

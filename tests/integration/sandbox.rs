@@ -115,7 +115,11 @@ fn guest_output_is_bounded() -> anyhow::Result<()> {
     assert_eq!(r.body.len(), 100_000);
 
     let r = get(&comet.url("/big?n=100001"))?;
-    assert_failed(&comet, &r, "100001 byte body, over the 100000 byte limit")?;
+    assert_failed(
+        &comet,
+        &r,
+        "a response body of 100001 bytes, over the 100000 byte limit",
+    )?;
 
     let r = get(&comet.url("/headers?n=7"))?;
     assert_eq!(r.status, 200);
@@ -137,5 +141,152 @@ fn request_body_is_bounded() -> anyhow::Result<()> {
     assert_eq!(r.status, 413);
     let r = post(&comet.url("/echo"), "application/json", b"[1]")?;
     assert_eq!(r.status, 200);
+    Ok(())
+}
+
+/// A module whose static initialiser never returns compiles and
+/// instantiates, but is refused at deploy (`does-not-start`, with the
+/// reason), and the version before it keeps serving; at start it stops
+/// `comet run` with the reason.
+#[test]
+fn a_module_that_does_not_start_is_refused_at_deploy() -> anyhow::Result<()> {
+    let comet = Comet::start(COMET, &[guests::HELLO, "--deadline-ms", "300"])?;
+    let r = comet_testkit::admin(
+        &comet,
+        "PUT",
+        "/admin/modules/hello",
+        Some(&std::fs::read(guests::BAD_START)?),
+    )?;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("does-not-start"), "{}", r.body);
+    assert!(r.body.contains("deadline"), "{}", r.body);
+    assert_eq!(get(&comet.url("/hello"))?.status, 200);
+    let (status, _, stderr) = comet_testkit::run_to_exit(
+        COMET,
+        &[
+            "run",
+            guests::BAD_START,
+            "--deadline-ms",
+            "300",
+            "--no-admin",
+            "--no-cache",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )?;
+    assert!(!status.success());
+    assert!(stderr.contains("does not start"), "{stderr}");
+    Ok(())
+}
+
+/// A hook that fails (on-connect, on-subscribe) is logged with its module,
+/// event and id, and the client's answer carries the same id.
+#[test]
+fn hook_failures_are_logged_with_their_id() -> anyhow::Result<()> {
+    let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
+    let r = get(&comet.url("/comet/poll?channel=a&trap=1&timeout=0"))?;
+    assert_eq!(r.status, 500, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body)?;
+    assert_eq!(v["error"], "hook-failed", "{v}");
+    let id = v["request_id"].as_str().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "{v}");
+    wait_for(
+        "the on-connect failure in the log",
+        Duration::from_secs(10),
+        || {
+            let log = comet.stderr();
+            log.lines()
+                .any(|l| l.contains(&id) && l.contains("on-connect") && l.contains("misbehave"))
+                .then_some(())
+        },
+    )?;
+    let mut ws = comet_testkit::ws_connect(&format!("ws://{}/comet/ws", comet.addr))?;
+    comet_testkit::ws_send(
+        &mut ws,
+        &serde_json::json!({"op": "subscribe", "channel": "trap", "id": 5}),
+    )?;
+    let frame = comet_testkit::ws_json(&mut ws)?;
+    assert_eq!(
+        (frame["error"].as_str(), frame["id"].as_i64()),
+        (Some("hook-failed"), Some(5))
+    );
+    let id = frame["request_id"].as_str().unwrap_or_default().to_string();
+    wait_for(
+        "the on-subscribe failure in the log",
+        Duration::from_secs(10),
+        || {
+            comet
+                .stderr()
+                .lines()
+                .any(|l| l.contains(&id) && l.contains("on-subscribe"))
+                .then_some(())
+        },
+    )?;
+    Ok(())
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("0")
+        .parse()?)
+}
+
+/// What a guest returns is copied only within its limits: 40 MiB of
+/// headers, a 50 MiB frame to send and a 1 MiB session are refused
+/// without the host taking that memory.
+#[test]
+fn guest_output_is_checked_before_it_is_copied() -> anyhow::Result<()> {
+    let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
+    get(&comet.url("/ok"))?;
+    let before = rss_kib(comet.pid())?;
+    let r = get(&comet.url("/big-headers?n=40"))?;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(r.body.contains("bytes in all"), "{}", r.body);
+    let r = get(&comet.url("/big-session"))?;
+    assert_eq!(r.status, 500, "{}", r.body);
+    let mut ws = comet_testkit::ws_connect(&format!("ws://{}/comet/ws", comet.addr))?;
+    comet_testkit::ws_send(
+        &mut ws,
+        &serde_json::json!({"op": "message", "data": "send 50"}),
+    )?;
+    let frame = comet_testkit::ws_json(&mut ws)?;
+    assert_eq!(frame["error"], "hook-failed", "{frame}");
+    let grown = rss_kib(comet.pid())?.saturating_sub(before);
+    assert!(grown < 32 << 10, "the host grew by {grown} KiB");
+    Ok(())
+}
+
+/// kv has a byte budget per module: 256 values of 1 MiB stop at 32 MiB.
+#[test]
+fn kv_has_a_byte_budget() -> anyhow::Result<()> {
+    let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
+    let r = get(&comet.url("/kv-fill?n=256"))?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (stored, error) = r.body.split_once(' ').unwrap_or_default();
+    let stored: usize = stored.parse()?;
+    assert!((1..=32).contains(&stored), "{}", r.body);
+    assert!(error.contains("full"), "{}", r.body);
+    Ok(())
+}
+
+/// One event may write 100 log lines; the rest are counted in one line.
+#[test]
+fn guest_logging_is_limited_per_event() -> anyhow::Result<()> {
+    let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
+    let r = get(&comet.url("/log-flood?n=100000"))?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for("the suppression summary", Duration::from_secs(10), || {
+        comet
+            .stderr()
+            .contains("suppressed 99900 log lines")
+            .then_some(())
+    })?;
+    let lines = comet.stderr().matches("line ").count();
+    assert!(lines <= 100, "{lines} guest lines logged");
     Ok(())
 }

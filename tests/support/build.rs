@@ -30,6 +30,7 @@ const WORKSPACES: &[(&str, &[Guest])] = &[
             ("MISBEHAVE", "misbehave", "misbehave.wasm"),
             ("CLI_APP", "cli-app", "cli-app.wasm"),
             ("CHANNELS_APP", "channels-app", "channels_app.wasm"),
+            ("BAD_START", "bad-start", "bad_start.wasm"),
         ],
     ),
 ];

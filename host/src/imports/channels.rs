@@ -57,10 +57,18 @@ impl Host for HostState {
         name: String,
         payload: Payload,
     ) -> wasmtime::Result<Result<String, WitError>> {
-        if self.in_publish_hook {
-            return Ok(Err(WitError::Rejected(
-                "cannot publish from inside on-publish".into(),
-            )));
+        match self.purpose {
+            crate::imports::Purpose::Event => {}
+            crate::imports::Purpose::PublishHook => {
+                return Ok(Err(WitError::Rejected(
+                    "cannot publish from inside on-publish".into(),
+                )));
+            }
+            crate::imports::Purpose::StartCheck => {
+                return Ok(Err(WitError::Rejected(
+                    "cannot publish during the start check at deploy".into(),
+                )));
+            }
         }
         let channel = match channel(&name) {
             Ok(c) => c,

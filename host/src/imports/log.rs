@@ -26,6 +26,12 @@ impl Host for HostState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
+        // A budget per event: one event may not flood the log.
+        self.log_lines += 1;
+        if self.log_lines > crate::imports::MAX_LOG_LINES_PER_EVENT {
+            self.logs_suppressed += 1;
+            return Ok(());
+        }
         let fields: String = fields
             .iter()
             .map(|(k, v)| format!("{k}={v:?}"))

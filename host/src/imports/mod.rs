@@ -36,6 +36,21 @@ pub struct ModuleServices {
     pub channels: Arc<Node>,
 }
 
+/// Log lines one event may write; past it they are counted, and one line
+/// says how many were suppressed.
+pub const MAX_LOG_LINES_PER_EVENT: u32 = 100;
+
+/// Why an event runs: what the guest may do differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// An ordinary event.
+    Event,
+    /// on-publish: publishing is refused, so a hook cannot recurse.
+    PublishHook,
+    /// The deploy-time start check: publishing is refused, kv is scratch.
+    StartCheck,
+}
+
 /// Per-event host state: the module's services plus what identifies the event
 /// in logs.
 #[derive(Debug)]
@@ -43,10 +58,13 @@ pub(crate) struct HostState {
     pub(crate) services: Arc<ModuleServices>,
     /// The one publish path, with the channel's on-publish.
     pub(crate) publisher: Arc<dyn GuestPublisher>,
-    /// True inside on-publish, where publishing is refused.
-    pub(crate) in_publish_hook: bool,
+    /// Why the event runs.
+    pub(crate) purpose: Purpose,
     /// Request or connection id of the event, for log lines.
     pub(crate) event_id: Arc<str>,
+    /// Log lines written, and those past [`MAX_LOG_LINES_PER_EVENT`].
+    pub(crate) log_lines: u32,
+    pub(crate) logs_suppressed: u32,
 }
 
 impl types::Host for HostState {}
