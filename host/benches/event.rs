@@ -21,12 +21,13 @@ use http_body_util::Full;
 
 fn load(runtime: &Runtime, name: &str, path: &str) -> Arc<HandlerModule> {
     let bytes = std::fs::read(path).expect("guest built by comet-testkit");
-    let services = Arc::new(ModuleServices {
-        name: name.into(),
-        kv: Arc::new(MemoryKv::default()),
-        config: BTreeMap::new(),
-        channels: Node::new(Arc::new(MemoryBroker::default()), NodeConfig::default()),
-    });
+    let services = Arc::new(ModuleServices::new(
+        name.into(),
+        Arc::new(MemoryKv::default()),
+        BTreeMap::new(),
+        Node::new(Arc::new(MemoryBroker::default()), NodeConfig::default()),
+        &Limits::default(),
+    ));
     Arc::new(
         runtime
             .load(&bytes, services, Limits::default(), standalone())

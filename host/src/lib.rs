@@ -26,6 +26,7 @@ pub mod redis;
 pub mod registry;
 pub mod routes;
 mod sandbox;
+mod scheduler;
 pub mod server;
 pub mod transports;
 

@@ -7,6 +7,20 @@ use std::time::Duration;
 /// only keeps a pool slot busy.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
 
+/// CPU time one event may use (counted in epoch ticks while it computes).
+/// Below the deadline: a guest that computes the whole time is cut off
+/// sooner than one that waits, and takes less from everyone else.
+pub const DEFAULT_CPU: Duration = Duration::from_millis(200);
+
+/// Events of one module that may run at once; more get 503 `busy`. Below
+/// the engine's instance slots, so one module cannot take them all.
+pub const DEFAULT_MAX_CONCURRENT: usize = 512;
+
+/// on-close events of one module that may run at once; past it a closing
+/// connection's on-close is skipped (and counted): a client that connects
+/// and closes in a loop cannot queue up guest work without bound.
+pub const DEFAULT_MAX_CONCURRENT_CLOSES: usize = 32;
+
 /// Linear memory one instance may grow to. A fresh instance per event needs
 /// little; 64 MiB leaves room for JSON documents of several megabytes.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
@@ -44,6 +58,10 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 << 10;
 pub struct Limits {
     /// Wall-clock deadline of one event.
     pub deadline: Duration,
+    /// CPU time one event may use.
+    pub cpu: Duration,
+    /// Events of the module that may run at once.
+    pub max_concurrent: usize,
     /// Linear memory one instance may grow to, in bytes.
     pub memory_bytes: usize,
     /// Largest request body passed to on-request, in bytes (larger: 413).
@@ -76,6 +94,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             deadline: DEFAULT_DEADLINE,
+            cpu: DEFAULT_CPU,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
             memory_bytes: DEFAULT_MEMORY_BYTES,
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,

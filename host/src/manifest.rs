@@ -191,6 +191,8 @@ fn yes() -> bool {
 struct RawModule {
     path: Option<PathBuf>,
     deadline_ms: Option<Spanned<u64>>,
+    cpu_ms: Option<Spanned<u64>>,
+    max_concurrent: Option<Spanned<usize>>,
     memory_mib: Option<Spanned<usize>>,
     max_request_body: Option<usize>,
     max_response_body: Option<usize>,
@@ -283,6 +285,21 @@ impl Manifest {
                     ));
                 }
                 limits.deadline = Duration::from_millis(*ms.get_ref());
+            }
+            if let Some(ms) = m.cpu_ms {
+                if *ms.get_ref() == 0 {
+                    return Err(fail(Some(ms.span()), "cpu_ms must be at least 1".into()));
+                }
+                limits.cpu = Duration::from_millis(*ms.get_ref());
+            }
+            if let Some(n) = m.max_concurrent {
+                if *n.get_ref() == 0 {
+                    return Err(fail(
+                        Some(n.span()),
+                        "max_concurrent must be at least 1".into(),
+                    ));
+                }
+                limits.max_concurrent = *n.get_ref();
             }
             if let Some(mib) = m.memory_mib {
                 if !(1..=4096).contains(mib.get_ref()) {

@@ -20,6 +20,7 @@ use crate::http::ClientError;
 use crate::imports::{self, HostState, ModuleServices, Purpose};
 use crate::limits::Limits;
 use crate::sandbox::{Event, EventError, EventLabel, StoreState};
+use crate::scheduler::Scheduler;
 
 /// The store data of every event.
 type State = StoreState<HostState>;
@@ -229,6 +230,7 @@ impl Runtime {
             hash,
             compiled,
             lookup,
+            scheduler: self.engine.scheduler.clone(),
         })
     }
 }
@@ -275,6 +277,7 @@ pub struct HandlerModule {
     hash: String,
     compiled: Compiled,
     lookup: Weak<dyn ModuleLookup>,
+    scheduler: Scheduler,
 }
 
 impl std::fmt::Debug for HandlerModule {
@@ -340,14 +343,22 @@ impl HandlerModule {
         };
         let services = match purpose {
             // Whatever the check writes goes nowhere.
-            Purpose::StartCheck => Arc::new(ModuleServices {
-                name: self.services.name.clone(),
-                kv: Arc::new(crate::imports::kv::MemoryKv::default()),
-                config: self.services.config.clone(),
-                channels: self.services.channels.clone(),
-            }),
+            Purpose::StartCheck => Arc::new(ModuleServices::new(
+                self.services.name.clone(),
+                Arc::new(crate::imports::kv::MemoryKv::default()),
+                self.services.config.clone(),
+                self.services.channels.clone(),
+                &self.limits,
+            )),
             Purpose::Event | Purpose::PublishHook => self.services.clone(),
         };
+        // One module may not take every instance slot.
+        let slot = self
+            .services
+            .events
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EventError::Busy)?;
         let host = HostState {
             services,
             publisher: self.clone(),
@@ -355,8 +366,9 @@ impl HandlerModule {
             purpose,
             log_lines: 0,
             logs_suppressed: 0,
+            _slot: Some(slot),
         };
-        Event::start(&self.pre, &self.limits, host, label).await
+        Event::start(&self.pre, &self.limits, host, label, &self.scheduler).await
     }
 
     /// Instantiate once and drop the instance without calling any export:

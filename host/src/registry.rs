@@ -590,16 +590,18 @@ impl Registry {
 
     fn services(&self, name: &str) -> Arc<ModuleServices> {
         let spec = self.spec(name);
-        Arc::new(ModuleServices {
-            name: name.into(),
-            kv: if spec.kv {
-                self.kv.clone()
-            } else {
-                Arc::new(DeniedKv)
-            },
-            config: spec.config,
-            channels: self.channels.clone(),
-        })
+        let kv: Arc<dyn KvStore> = if spec.kv {
+            self.kv.clone()
+        } else {
+            Arc::new(DeniedKv)
+        };
+        Arc::new(ModuleServices::new(
+            name.into(),
+            kv,
+            spec.config,
+            self.channels.clone(),
+            &spec.limits,
+        ))
     }
 
     fn modules_dir(&self) -> Option<PathBuf> {

@@ -21,8 +21,10 @@ use std::sync::Arc;
 use http::StatusCode;
 use wasmtime::component::{Instance, InstancePre};
 
+use crate::engine::EPOCH_TICK;
 use crate::http::ClientError;
 use crate::limits::Limits;
+use crate::scheduler::{Scheduler, Turn};
 
 /// Why an event did not produce a usable answer. Only that event fails; the
 /// host and every other connection carry on.
@@ -31,6 +33,9 @@ pub enum EventError {
     /// The guest was still running at its deadline and was interrupted.
     #[error("the handler ran past its {} ms deadline", .0.as_millis())]
     Timeout(Duration),
+    /// The guest computed past its CPU budget and was interrupted.
+    #[error("the handler used more than its {} ms of CPU time", .0.as_millis())]
+    CpuLimit(Duration),
     /// The guest tried to grow its memory past the limit.
     #[error("the handler tried to use more than its {limit} byte memory limit")]
     MemoryLimit {
@@ -78,6 +83,11 @@ impl ClientError for EventError {
         }
     }
 }
+
+/// The trap raised when an event uses up its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU budget spent")]
+struct CpuLimitHit;
 
 /// A typed trap raised by the resource limiter, so that a memory-limit hit is
 /// told apart from any other trap.
@@ -166,6 +176,7 @@ impl<T: Send + 'static> Event<T> {
         limits: &Limits,
         host: T,
         label: EventLabel,
+        scheduler: &Scheduler,
     ) -> Result<Event<T>, EventError> {
         // No preopened directories, no environment, no sockets: only clocks,
         // random, and stdout/stderr captured for the log.
@@ -185,14 +196,24 @@ impl<T: Send + 'static> Event<T> {
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         let deadline = Instant::now() + limits.deadline;
+        let cpu_ticks = limits
+            .cpu
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1) as u64;
+        let (scheduler, turn) = (scheduler.clone(), Turn::default());
+        let mut ticks = 0u64;
         store.set_epoch_deadline(1);
+        // Runs at each tick the guest is still computing (see scheduler).
         store.epoch_deadline_callback(move |_| {
+            ticks += 1;
             if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // Let other tasks on this worker run, then check again.
-                Ok(UpdateDeadline::Yield(1))
+                return Ok(UpdateDeadline::Interrupt);
             }
+            if ticks > cpu_ticks {
+                return Err(wasmtime::Error::new(CpuLimitHit));
+            }
+            Ok(scheduler.next_tick(ticks, &turn))
         });
         let instance = match pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
@@ -237,6 +258,9 @@ fn classify(error: &wasmtime::Error, limits: &Limits) -> EventError {
             "more than {} bytes in all (its output limit)",
             limits.max_output_bytes()
         ));
+    }
+    if error.is::<CpuLimitHit>() {
+        return EventError::CpuLimit(limits.cpu);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => EventError::Timeout(limits.deadline),

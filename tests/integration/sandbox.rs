@@ -29,7 +29,16 @@ fn assert_failed(comet: &Comet, r: &comet_testkit::Reply, needle: &str) -> anyho
 /// route keep succeeding, even with more loops than worker threads.
 #[test]
 fn infinite_loop_hits_the_deadline_and_others_are_served() -> anyhow::Result<()> {
-    let comet = Comet::start(COMET, &[guests::MISBEHAVE, "--deadline-ms", "500"])?;
+    let comet = Comet::start(
+        COMET,
+        &[
+            guests::MISBEHAVE,
+            "--deadline-ms",
+            "500",
+            "--cpu-ms",
+            "5000",
+        ],
+    )?;
     let spin_url = comet.url("/spin");
     let spinners: Vec<_> = (0..4)
         .map(|_| {
@@ -159,7 +168,11 @@ fn a_module_that_does_not_start_is_refused_at_deploy() -> anyhow::Result<()> {
     )?;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("does-not-start"), "{}", r.body);
-    assert!(r.body.contains("deadline"), "{}", r.body);
+    assert!(
+        r.body.contains("CPU time") || r.body.contains("deadline"),
+        "{}",
+        r.body
+    );
     assert_eq!(get(&comet.url("/hello"))?.status, 200);
     let (status, _, stderr) = comet_testkit::run_to_exit(
         COMET,
@@ -278,15 +291,40 @@ fn kv_has_a_byte_budget() -> anyhow::Result<()> {
 #[test]
 fn guest_logging_is_limited_per_event() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
-    let r = get(&comet.url("/log-flood?n=100000"))?;
+    let r = get(&comet.url("/log-flood?n=20000"))?;
     assert_eq!(r.status, 200, "{}", r.body);
     wait_for("the suppression summary", Duration::from_secs(10), || {
         comet
             .stderr()
-            .contains("suppressed 99900 log lines")
+            .contains("suppressed 19900 log lines")
             .then_some(())
     })?;
     let lines = comet.stderr().matches("line ").count();
     assert!(lines <= 100, "{lines} guest lines logged");
+    Ok(())
+}
+
+/// A guest that computes without pause is cut off at its CPU budget,
+/// sooner than its wall-clock deadline.
+#[test]
+fn a_spinning_guest_is_cut_at_its_cpu_budget() -> anyhow::Result<()> {
+    let comet = Comet::start(
+        COMET,
+        &[
+            guests::MISBEHAVE,
+            "--deadline-ms",
+            "10000",
+            "--cpu-ms",
+            "100",
+        ],
+    )?;
+    let started = Instant::now();
+    let r = get(&comet.url("/spin"))?;
+    assert_failed(&comet, &r, "100 ms of CPU time")?;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     Ok(())
 }

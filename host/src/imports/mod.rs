@@ -14,6 +14,7 @@ mod log;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{EdgeHandler, types};
@@ -34,6 +35,32 @@ pub struct ModuleServices {
     pub config: BTreeMap<String, String>,
     /// The channels the module publishes to and reads from.
     pub channels: Arc<Node>,
+    /// Slots for the module's events running at once
+    /// ([`Limits::max_concurrent`](crate::Limits)).
+    pub events: Arc<Semaphore>,
+    /// Slots for its on-close events running at once
+    /// ([`DEFAULT_MAX_CONCURRENT_CLOSES`](crate::limits::DEFAULT_MAX_CONCURRENT_CLOSES)).
+    pub closes: Arc<Semaphore>,
+}
+
+impl ModuleServices {
+    /// The services of module `name`, its events bounded by `limits`.
+    pub fn new(
+        name: Arc<str>,
+        kv: Arc<dyn kv::KvStore>,
+        config: BTreeMap<String, String>,
+        channels: Arc<Node>,
+        limits: &crate::Limits,
+    ) -> ModuleServices {
+        ModuleServices {
+            name,
+            kv,
+            config,
+            channels,
+            events: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            closes: Arc::new(Semaphore::new(crate::limits::DEFAULT_MAX_CONCURRENT_CLOSES)),
+        }
+    }
 }
 
 /// Log lines one event may write; past it they are counted, and one line
@@ -65,6 +92,8 @@ pub(crate) struct HostState {
     /// Log lines written, and those past [`MAX_LOG_LINES_PER_EVENT`].
     pub(crate) log_lines: u32,
     pub(crate) logs_suppressed: u32,
+    /// The module's event slot this event holds (freed with the store).
+    pub(crate) _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl types::Host for HostState {}

@@ -229,7 +229,14 @@ impl Client {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // A bound per module, so connecting and closing in a loop cannot
+        // pile up guest work: past it this on-close is skipped.
+        let Ok(slot) = module.services().closes.clone().try_acquire_owned() else {
+            tracing::debug!(module = module.name(), connection = %connection.id, "on-close skipped: too many running");
+            return;
+        };
         runtime.spawn(async move {
+            let _slot = slot;
             let id = next_request_id();
             if let Err(e) = module.on_close(id.clone(), &connection, &info).await {
                 HookError::logged("on-close", module.name(), id, e);

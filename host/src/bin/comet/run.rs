@@ -185,6 +185,15 @@ struct LimitArgs {
     #[arg(long, value_name = "MS", default_value_t = limits::DEFAULT_DEADLINE.as_millis() as u64, conflicts_with = "config")]
     deadline_ms: u64,
 
+    /// CPU time one event may use, in milliseconds (counted while it
+    /// computes; below the deadline, so a spinning guest is cut off sooner).
+    #[arg(long, value_name = "MS", default_value_t = limits::DEFAULT_CPU.as_millis() as u64, conflicts_with = "config")]
+    cpu_ms: u64,
+
+    /// Events of the module that may run at once; more get 503 busy.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_CONCURRENT, conflicts_with = "config")]
+    max_concurrent: usize,
+
     /// Linear memory one instance may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = limits::DEFAULT_MEMORY_BYTES >> 20, conflicts_with = "config")]
     memory_mib: usize,
@@ -210,8 +219,13 @@ impl LimitArgs {
         if self.memory_mib == 0 {
             bail!("--memory-mib must be at least 1");
         }
+        if self.cpu_ms == 0 || self.max_concurrent == 0 {
+            bail!("--cpu-ms and --max-concurrent must be at least 1");
+        }
         Ok(Limits {
             deadline: Duration::from_millis(self.deadline_ms),
+            cpu: Duration::from_millis(self.cpu_ms),
+            max_concurrent: self.max_concurrent,
             memory_bytes: self.memory_mib << 20,
             max_request_body: self.max_request_body,
             max_response_body: self.max_response_body,
