@@ -65,6 +65,14 @@ pub enum LoadError {
     /// A valid component built for some other world.
     #[error("this component is not a Comet handler: {0}")]
     WrongWorld(String),
+    /// The component declares more memory than an instance slot holds.
+    #[error("the component needs more memory than an instance may have ({max} bytes): {detail}")]
+    MemoryOverSlot {
+        /// The slot size.
+        max: usize,
+        /// wasmtime's account.
+        detail: String,
+    },
     /// The module asks for more memory than the engine's pool slots hold.
     #[error("memory limit of {asked} bytes is over the engine's maximum of {max} bytes")]
     MemoryOverEngineMax {
@@ -86,7 +94,9 @@ impl ClientError for LoadError {
             LoadError::CoreModule => "core-module",
             LoadError::Invalid(_) => "invalid-component",
             LoadError::WrongWorld(_) => "wrong-world",
-            LoadError::MemoryOverEngineMax { .. } => "memory-limit",
+            LoadError::MemoryOverEngineMax { .. } | LoadError::MemoryOverSlot { .. } => {
+                "memory-limit"
+            }
         }
     }
 }
@@ -211,7 +221,19 @@ impl Runtime {
             Some(cache) => cache.load(engine, bytes, &hash),
             None => Component::new(engine, bytes).map(|c| (c, Compiled::Compiled)),
         }
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        .map_err(|e| {
+            let detail = format!("{e:#}");
+            // wasmtime has no error type for it; its message is stable
+            // within the pinned version.
+            if detail.contains("does not fit in pooling allocator requirements") {
+                LoadError::MemoryOverSlot {
+                    max: self.settings.max_memory_bytes,
+                    detail,
+                }
+            } else {
+                LoadError::Invalid(detail)
+            }
+        })?;
         check_exports(&component, &self.engine.engine)?;
         let pre = self
             .linker
@@ -538,6 +560,36 @@ impl HandlerModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_component_larger_than_a_slot_is_a_memory_limit() {
+        let runtime = Runtime::new(EngineSettings {
+            max_instances: 2,
+            ..EngineSettings::default()
+        })
+        .unwrap();
+        // 2000 pages: 125 MiB, over the 64 MiB slot.
+        let bytes = wat::parse_str(
+            "(component (core module $m (memory 2000)) (core instance (instantiate $m)))",
+        )
+        .unwrap();
+        let channels = crate::channels::Node::new(
+            Arc::new(crate::channels::MemoryBroker::default()),
+            crate::channels::NodeConfig::default(),
+        );
+        let services = Arc::new(ModuleServices::new(
+            "big".into(),
+            Arc::new(crate::imports::kv::MemoryKv::default()),
+            Default::default(),
+            channels,
+            &Limits::default(),
+        ));
+        let e = runtime
+            .load(&bytes, services, Limits::default(), standalone())
+            .unwrap_err();
+        assert!(matches!(e, LoadError::MemoryOverSlot { .. }), "{e}");
+        assert_eq!(e.code(), "memory-limit");
+    }
 
     #[test]
     fn header_check_tells_core_modules_and_junk_apart() {

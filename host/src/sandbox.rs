@@ -264,6 +264,15 @@ fn classify(error: &wasmtime::Error, limits: &Limits) -> EventError {
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => EventError::Timeout(limits.deadline),
+        // Rust guests keep their stack at the bottom of linear memory: an
+        // overflow wraps the stack pointer and faults as an out-of-bounds
+        // access, which wasmtime cannot tell from a bad pointer.
+        Some(Trap::MemoryOutOfBounds) => EventError::Trap(
+            "out of bounds memory access (most often a stack overflow: deep recursion or \
+             large locals on the guest's stack; else a bad pointer)"
+                .into(),
+        ),
+        Some(Trap::StackOverflow) => EventError::Trap("stack overflow (call depth)".into()),
         Some(trap) => EventError::Trap(trap.to_string()),
         None => EventError::Trap(format!("{error:#}")),
     }

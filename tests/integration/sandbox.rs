@@ -101,7 +101,7 @@ fn traps_answer_500() -> anyhow::Result<()> {
         "panic message with request id missing from:\n{log}"
     );
     let r = get(&comet.url("/stack"))?;
-    assert_failed(&comet, &r, "trapped")?;
+    assert_failed(&comet, &r, "stack overflow")?;
     assert_eq!(get(&comet.url("/ok"))?.status, 200);
     Ok(())
 }
