@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Anonymous-publish flood: one WebSocket client publishes N messages of
-SIZE bytes to N distinct channels; prints the server's RSS before, right
-after, and after history expiry (when --history-age-s is among the flags).
+"""Anonymous-publish flood: WebSocket clients publish N messages of SIZE
+bytes to N distinct channels (15 connections, each within the server's
+frame budget of 100 frames/s); prints the server's RSS before, right after,
+and after history expiry (when --history-age-s is among the flags).
 
 Usage: flood.py COMET_BINARY [comet run flags...]
 Needs `pip install websocket-client`. Runs the trivial bench guest.
@@ -12,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import websocket  # websocket-client
@@ -41,23 +43,34 @@ def main():
                 break
             except OSError:
                 time.sleep(0.2)
-        ws = websocket.create_connection("ws://127.0.0.1:%d/comet/ws" % PORT)
         payload = "x" * SIZE
+        CONNECTIONS = 15
 
         def flood(lo, hi):
-            refused = 0
-            for i in range(lo, hi):
-                ws.send(json.dumps({"op": "publish", "channel": "flood:%d" % i, "data": payload, "id": i}))
-                answer = json.loads(ws.recv())
-                if answer.get("type") != "ack":
-                    refused += 1
-            return refused
+            """Publish lo..hi over the connections in parallel; refusals."""
+            refused = [0]
+
+            def one(k):
+                ws = websocket.create_connection("ws://127.0.0.1:%d/comet/ws" % PORT)
+                for i in range(lo + k, hi, CONNECTIONS):
+                    ws.send(json.dumps({"op": "publish", "channel": "flood:%d" % i,
+                                        "data": payload, "id": i}))
+                    if json.loads(ws.recv()).get("type") != "ack":
+                        refused[0] += 1
+                    time.sleep(0.012)  # within 100 frames/s
+                ws.close()
+
+            threads = [threading.Thread(target=one, args=(k,)) for k in range(CONNECTIONS)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return refused[0]
 
         flood(0, 50)
         before = rss_kib(proc.pid)
         refused = flood(50, N)
         after = rss_kib(proc.pid)
-        ws.close()
         result = {"flags": flags, "published": N - 50 - refused, "refused": refused,
                   "rss_before_kib": before, "rss_after_kib": after,
                   "grown_mib": round((after - before) / 1024, 1)}

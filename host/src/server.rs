@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use http::StatusCode;
 use http::header::HOST;
 
-use crate::addresses::{DEFAULT_MAX_PER_ADDRESS, PerAddress};
+use crate::addresses::{AddressTicket, DEFAULT_MAX_PER_ADDRESS, PerAddress};
 use crate::dispatch;
 use crate::http::{ApiError, Body};
 use crate::registry::Registry;
@@ -134,8 +134,10 @@ pub async fn serve(
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        // Shared with a WebSocket the connection is upgraded to, which
+        // outlives this task: the address's slot is held until both end.
+        let ticket = Arc::new(ticket);
         tokio::spawn(async move {
-            let _ticket = ticket;
             // A first request that opens an SSE stream is served without
             // hyper's per-connection buffers (see transports::direct).
             let first = tokio::time::timeout(app.limits.header_timeout, direct::peek_sse(&stream));
@@ -151,7 +153,7 @@ pub async fn serve(
             }
             // Boxed, so a task serving a direct stream is not sized for
             // hyper's connection state as well.
-            Box::pin(serve_hyper(app, builder, watcher, stream, remote)).await;
+            Box::pin(serve_hyper(app, builder, watcher, stream, remote, ticket)).await;
         });
     }
     tracing::info!("shutting down: telling clients to reconnect, draining");
@@ -175,6 +177,7 @@ async fn serve_hyper(
     watcher: hyper_util::server::graceful::Watcher,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
+    ticket: Arc<AddressTicket>,
 ) {
     let hangup = Arc::new(Hangup::default());
     let grace = app.endpoints.write_timeout;
@@ -183,6 +186,7 @@ async fn serve_hyper(
         move |mut request: hyper::Request<Incoming>| {
             let app = app.clone();
             request.extensions_mut().insert(hangup.clone());
+            request.extensions_mut().insert(ticket.clone());
             async move { Ok::<_, Infallible>(route(&app, request, remote).await) }
         }
     });

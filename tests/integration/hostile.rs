@@ -56,12 +56,14 @@ fn silent_partial_and_idle_connections_are_closed() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One client address holds at most its bound of connections; the next
-/// one is answered 503 and closed, and a slot comes back when one closes.
+/// One client address holds at most its bound of connections (a WebSocket
+/// keeps its slot after the upgrade); the next one is answered 503 and
+/// closed, and a slot comes back when one closes.
 #[test]
 fn connections_per_address_are_bounded() -> anyhow::Result<()> {
     let comet = start(&["--max-connections-per-ip", "3"])?;
-    let held: Vec<TcpStream> = (0..3)
+    let _ws = ws_connect(&format!("ws://{}/comet/ws", comet.addr))?;
+    let held: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(comet.addr))
         .collect::<Result<_, _>>()?;
     let mut extra = TcpStream::connect(comet.addr)?;

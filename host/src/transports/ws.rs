@@ -157,8 +157,14 @@ pub(super) fn upgrade<B>(
         ));
     };
     let accept = derive_accept_key(key.as_bytes());
+    // The client address's connection slot goes with the socket.
+    let ticket = request
+        .extensions()
+        .get::<Arc<crate::addresses::AddressTicket>>()
+        .cloned();
     let on_upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
+        let _ticket = ticket;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig::default()
