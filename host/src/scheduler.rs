@@ -3,7 +3,7 @@
 //! Strategy: every event's epoch callback runs at each tick (1 ms) the
 //! guest is still computing. An event is cut off past its CPU budget (ticks
 //! it ran) as well as past its wall-clock deadline. An event that has run
-//! for more than one tick is *hot*: from then on it runs one tick at a time,
+//! for more than five ticks is *hot*: from then on it runs one tick at a time,
 //! each only with a permit of [`Scheduler`]'s semaphore, which has one
 //! permit fewer than there are cores. Hot events take turns (the semaphore
 //! is fair), and at least one core is always left to fresh events and to
@@ -15,8 +15,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::UpdateDeadline;
 
-/// Ticks an event may run before it counts as hot.
-const COOL_TICKS: u64 = 1;
+/// Ticks an event may run before it counts as hot: 5 ms. An ordinary
+/// event that crosses a tick or two (a slow host call, a busy machine) is
+/// not made to wait for a turn; a guest computing in a loop is caught
+/// within 5 ms.
+const COOL_TICKS: u64 = 5;
 
 /// The shared turn-taking of hot events (one per engine).
 #[derive(Debug, Clone)]
@@ -74,15 +77,15 @@ mod tests {
         let scheduler = Scheduler::new(1);
         let (a, b) = (Turn::default(), Turn::default());
         assert!(matches!(
-            scheduler.next_tick(1, &a),
+            scheduler.next_tick(COOL_TICKS, &a),
             UpdateDeadline::Yield(1)
         ));
-        let UpdateDeadline::YieldCustom(_, first) = scheduler.next_tick(2, &a) else {
+        let UpdateDeadline::YieldCustom(_, first) = scheduler.next_tick(COOL_TICKS + 1, &a) else {
             panic!("a hot event waits for its turn");
         };
         first.await;
         assert!(a.permit.lock().unwrap().is_some());
-        let UpdateDeadline::YieldCustom(_, second) = scheduler.next_tick(2, &b) else {
+        let UpdateDeadline::YieldCustom(_, second) = scheduler.next_tick(COOL_TICKS + 1, &b) else {
             panic!("a hot event waits for its turn");
         };
         let mut second = Box::pin(second);
@@ -92,7 +95,8 @@ mod tests {
             "a holds the only turn"
         );
         // a's next tick gives its turn back.
-        let UpdateDeadline::YieldCustom(_, _a_again) = scheduler.next_tick(3, &a) else {
+        let UpdateDeadline::YieldCustom(_, _a_again) = scheduler.next_tick(COOL_TICKS + 2, &a)
+        else {
             panic!();
         };
         second.await;

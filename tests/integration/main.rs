@@ -30,6 +30,9 @@ mod slow;
 mod redis;
 // Hostile clients: timeouts, bounds, handshakes, floods, file permissions.
 mod hostile;
+// Chaos: clients of every transport dropping and resuming under load while
+// the module is swapped.
+mod chaos;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

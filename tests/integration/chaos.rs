@@ -1,0 +1,238 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use comet_testkit::{Comet, Lines, admin, get, guests, publish, ws_connect, ws_json, ws_send};
+use serde_json::{Value, json};
+
+use crate::COMET;
+
+const TOKEN: &str = "test-token";
+const CHANNELS: usize = 4;
+const PER_CHANNEL: u64 = 2_500;
+const CLIENTS_PER_TRANSPORT: usize = 25;
+
+/// A small deterministic generator (xorshift), so a failure can be rerun.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Sse,
+    Ndjson,
+    Poll,
+    Ws,
+}
+
+/// Messages received by one client, checked as they come: each must be the
+/// next of its channel.
+struct Received {
+    name: String,
+    next: u64,
+}
+
+impl Received {
+    fn take(&mut self, message: &Value) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            message["type"] == "message",
+            "{}: not a message (a reset?): {message}",
+            self.name
+        );
+        let n: u64 = message["data"].as_str().unwrap_or_default().parse()?;
+        anyhow::ensure!(
+            n == self.next,
+            "{}: got {n}, expected {} (lost or repeated)",
+            self.name,
+            self.next
+        );
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// One client: connect with its cursor, read a random number of messages,
+/// drop the connection abruptly, again, until it has every message of its
+/// channel.
+fn client(
+    base: &str,
+    transport: Transport,
+    channel: usize,
+    start: String,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut dice = Dice(seed | 1);
+    let mut received = Received {
+        name: format!("{transport:?} client on c{channel}"),
+        next: 0,
+    };
+    let mut cursor = start;
+    let ch = format!("c{channel}");
+    while received.next < PER_CHANNEL {
+        let mut budget = 1 + dice.below(400);
+        match transport {
+            Transport::Sse => {
+                let mut sse = Lines::open(
+                    &format!("{base}/comet/sse?channel={ch}"),
+                    &[("last-event-id", &cursor)],
+                )?;
+                while budget > 0 && received.next < PER_CHANNEL {
+                    let event = sse.event()?;
+                    received.take(&event.json())?;
+                    cursor = event.id.unwrap_or_default();
+                    budget -= 1;
+                }
+            }
+            Transport::Ndjson => {
+                let mut stream = Lines::open(
+                    &format!("{base}/comet/stream?channel={ch}&since={cursor}"),
+                    &[],
+                )?;
+                while budget > 0 && received.next < PER_CHANNEL {
+                    let m = stream.json()?;
+                    received.take(&m)?;
+                    cursor = m["cursor"].as_str().unwrap_or_default().to_string();
+                    budget -= 1;
+                }
+            }
+            Transport::Poll => {
+                let r = get(&format!(
+                    "{base}/comet/poll?channel={ch}&since={cursor}&timeout=2000"
+                ))?;
+                anyhow::ensure!(r.status == 200, "poll: {} {}", r.status, r.body);
+                let v: Value = serde_json::from_str(&r.body)?;
+                anyhow::ensure!(v["resets"] == json!([]), "poll reset: {v}");
+                for m in v["messages"].as_array().into_iter().flatten() {
+                    received.take(m)?;
+                }
+                cursor = v["cursor"].as_str().unwrap_or_default().to_string();
+            }
+            Transport::Ws => {
+                let mut ws = ws_connect(&format!("{}/comet/ws", base.replace("http", "ws")))?;
+                ws_send(
+                    &mut ws,
+                    &json!({"op": "subscribe", "channel": ch, "since": cursor}),
+                )?;
+                anyhow::ensure!(ws_json(&mut ws)?["type"] == "subscribed");
+                while budget > 0 && received.next < PER_CHANNEL {
+                    let m = ws_json(&mut ws)?;
+                    received.take(&m)?;
+                    cursor = m["cursor"].as_str().unwrap_or_default().to_string();
+                    budget -= 1;
+                }
+                // Dropped without a close frame.
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A hundred clients over all four transports keep dropping and resuming
+/// with their cursors while 10,000 messages are published and the module
+/// is swapped under them: every client gets every message of its channel,
+/// once, in order.
+#[test]
+fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
+    let comet = Comet::start(
+        COMET,
+        &[
+            guests::CHANNELS_APP,
+            "--name",
+            "app",
+            "--publish-token",
+            TOKEN,
+            "--history-len",
+            "20000",
+            "--queue-len",
+            "20000",
+        ],
+    )?;
+    let base = comet.url("");
+    // Every client starts from a message published before it connects.
+    let starts: Vec<String> = (0..CHANNELS)
+        .map(|c| {
+            let r = publish(&comet, TOKEN, &format!("c{c}"), "start")?;
+            let v: Value = serde_json::from_str(&r.body)?;
+            Ok(v["cursor"].as_str().unwrap_or_default().to_string())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut clients = Vec::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for transport in [
+        Transport::Sse,
+        Transport::Ndjson,
+        Transport::Poll,
+        Transport::Ws,
+    ] {
+        for i in 0..CLIENTS_PER_TRANSPORT {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let (base, start, channel) = (base.clone(), starts[i % CHANNELS].clone(), i % CHANNELS);
+            let s = seed;
+            clients.push(std::thread::spawn(move || {
+                client(&base, transport, channel, start, s)
+            }));
+        }
+    }
+    // The module is swapped for a new version while all this goes on.
+    let done = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let done = done.clone();
+        let bytes = std::fs::read(guests::CHANNELS_APP)?;
+        let comet_admin = comet.admin_url("");
+        std::thread::spawn(move || -> anyhow::Result<u32> {
+            let mut swaps = 0;
+            while !done.load(Ordering::Acquire) && swaps < 5 {
+                let auth = format!("Bearer {}", comet_testkit::ADMIN_TOKEN);
+                let r = comet_testkit::send(
+                    "PUT",
+                    &format!("{comet_admin}/admin/modules/app"),
+                    &[("authorization", &auth)],
+                    Some(&bytes),
+                )?;
+                anyhow::ensure!(r.status == 201, "swap: {} {}", r.status, r.body);
+                swaps += 1;
+                std::thread::sleep(Duration::from_millis(700));
+            }
+            Ok(swaps)
+        })
+    };
+    let publishers: Vec<_> = (0..CHANNELS)
+        .map(|c| {
+            let url = format!("{base}/comet/publish/c{c}");
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                for n in 0..PER_CHANNEL {
+                    let r = agent
+                        .post(&url)
+                        .header("authorization", &format!("Bearer {TOKEN}"))
+                        .header("content-type", "text/plain")
+                        .send(n.to_string().as_bytes())?;
+                    anyhow::ensure!(r.status() == 200, "publish {n}: {}", r.status());
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().expect("publisher")?;
+    }
+    for c in clients {
+        c.join().expect("client")?;
+    }
+    done.store(true, Ordering::Release);
+    let swaps = swapper.join().expect("swapper")?;
+    assert!(swaps >= 1, "the module was never swapped");
+    let r = admin(&comet, "GET", "/admin/modules/app", None)?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    Ok(())
+}
