@@ -10,16 +10,18 @@
 pub mod admission;
 pub mod broker;
 pub mod connection;
-pub mod cursor;
 mod error;
 pub mod hub;
 pub mod memory;
 pub mod message;
-pub mod name;
 pub mod node;
 pub mod rules;
 pub mod signal;
 pub mod testing;
+
+// The wire forms live in comet-wire (parsed from untrusted bytes, fuzzed
+// without the runtime); they are part of this module's API as before.
+pub use comet_wire::{cursor, name};
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -25,9 +25,6 @@ use crate::module::HandlerModule;
 /// Largest request head taken on this path; longer ones go to hyper.
 const MAX_HEAD: usize = 4096;
 
-/// Most headers on this path; more go to hyper.
-const MAX_HEADERS: usize = 48;
-
 const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
 content-type: text/event-stream\r\n\
 cache-control: no-cache\r\n\
@@ -40,34 +37,7 @@ transfer-encoding: chunked\r\n\r\n";
 pub(crate) async fn peek_sse(tcp: &TcpStream) -> Option<(http::Request<()>, usize)> {
     let mut buf = vec![0u8; MAX_HEAD];
     let n = tcp.peek(&mut buf).await.ok()?;
-    parse_sse_head(&buf[..n])
-}
-
-fn parse_sse_head(bytes: &[u8]) -> Option<(http::Request<()>, usize)> {
-    if !bytes.starts_with(b"GET /comet/sse") {
-        return None;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut head = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(len) = head.parse(bytes).ok()? else {
-        return None;
-    };
-    let path = head.path?;
-    if head.version != Some(1) || !(path == "/comet/sse" || path.starts_with("/comet/sse?")) {
-        return None;
-    }
-    let mut request = http::Request::get(path);
-    for h in head.headers.iter() {
-        // A body or a protocol switch is not a plain stream request.
-        let body = h.name.eq_ignore_ascii_case("transfer-encoding")
-            || (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0");
-        if body || h.name.eq_ignore_ascii_case("upgrade") {
-            return None;
-        }
-        request = request.header(h.name, h.value);
-    }
-    // Invalid header values and the like: hyper answers those.
-    request.body(()).ok().map(|r| (r, len))
+    comet_wire::sse_head::parse(&buf[..n])
 }
 
 /// Serve the SSE request `request` (whose head, `head_len` bytes, is still
@@ -211,32 +181,6 @@ fn serialize(error: &ApiError) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_whole_plain_sse_heads_are_taken() {
-        let ok = b"GET /comet/sse?channel=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: abc\r\n\r\n";
-        let (request, len) = parse_sse_head(ok).expect("taken");
-        assert_eq!(len, ok.len());
-        assert_eq!(request.uri().query(), Some("channel=a"));
-        assert_eq!(request.headers()["last-event-id"], "abc");
-
-        for other in [
-            &b"GET /comet/sse?channel=a HTTP/1.1\r\nHost: x\r\n"[..],
-            b"GET /comet/sse?channel=a HTTP/1.0\r\n\r\n",
-            b"GET /comet/ssex HTTP/1.1\r\n\r\n",
-            b"GET /comet/stream HTTP/1.1\r\n\r\n",
-            b"POST /comet/sse HTTP/1.1\r\n\r\n",
-            b"GET /comet/sse HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            b"GET /comet/sse HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        ] {
-            assert!(
-                parse_sse_head(other).is_none(),
-                "{:?}",
-                String::from_utf8_lossy(other)
-            );
-        }
-    }
 
     #[test]
     fn chunks_frame_their_length_in_hex() {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use comet_wire::ops::{self, Op};
 use futures_util::{SinkExt, StreamExt};
 use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
@@ -21,7 +22,6 @@ use http::header::{
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -199,38 +199,6 @@ pub(super) fn accepted_channels(
     max: usize,
 ) -> Result<Vec<ChannelName>, ChannelError> {
     channel_list(names.iter().map(String::as_str), max)
-}
-
-/// A client operation (a JSON text frame with an `op`).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum Op {
-    Subscribe {
-        channel: String,
-        since: Option<String>,
-        token: Option<String>,
-        #[serde(default)]
-        id: serde_json::Value,
-    },
-    Unsubscribe {
-        channel: String,
-        #[serde(default)]
-        id: serde_json::Value,
-    },
-    Publish {
-        channel: String,
-        data: Option<String>,
-        data_b64: Option<String>,
-        #[serde(default)]
-        id: serde_json::Value,
-    },
-    Message {
-        data: String,
-        /// Accepted for symmetry with the other operations; on-message
-        /// answers with its own frames.
-        #[serde(default, rename = "id")]
-        _id: serde_json::Value,
-    },
 }
 
 /// Why the session ends.
@@ -453,19 +421,9 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        let value: serde_json::Value = match serde_json::from_str(text) {
-            Ok(v @ serde_json::Value::Object(_)) => v,
-            _ => {
-                let msg = "a text frame must be a JSON object with an \"op\" field";
-                return self
-                    .send_error(serde_json::Value::Null, "malformed-frame", msg)
-                    .await;
-            }
-        };
-        let id = value.get("id").cloned().unwrap_or_default();
-        let op = match serde_json::from_value::<Op>(value) {
+        let op = match ops::parse(text) {
             Ok(op) => op,
-            Err(e) => return self.send_error(id, "bad-operation", &e.to_string()).await,
+            Err(e) => return self.send_error(e.id(), e.code(), &e.to_string()).await,
         };
         match op {
             Op::Subscribe {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::name;
+use crate::name;
 
 /// Longest cursor string accepted, so a hostile cursor cannot cost much.
 pub const MAX_CURSOR_BYTES: usize = 16 << 10;
