@@ -23,6 +23,8 @@ use crate::http::{ApiError, Body, full};
 use crate::registry::{DeployError, Origin, Registry};
 use crate::routes::Routes;
 
+mod status_page;
+
 /// Path prefix of the admin API.
 pub const PREFIX: &str = "/admin/";
 
@@ -95,8 +97,16 @@ async fn route(
     admin: &Admin,
     request: hyper::Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    check_bearer(request.headers(), &admin.token, "admin token")?;
     let path = request.uri().path().to_string();
+    // The status page itself holds no data: it asks for the token and sends
+    // it with every request it makes.
+    if request.method() == Method::GET && path == PREFIX {
+        return Ok(status_page::page());
+    }
+    check_bearer(request.headers(), &admin.token, "admin token")?;
+    if path == "/metrics" {
+        return Ok(metrics_response(admin, request.headers()));
+    }
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return Err(not_found(&path));
     };
@@ -104,6 +114,7 @@ async fn route(
     let method = request.method().clone();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &status(admin))),
+        (&Method::GET, ["events"]) => Ok(status_page::events(admin_status(admin))),
         (&Method::GET, ["modules"]) => Ok(json(StatusCode::OK, &admin.registry.list())),
         (&Method::GET, ["modules", name]) => match admin.registry.get(name) {
             Some(info) => Ok(json(StatusCode::OK, &info)),
@@ -204,6 +215,131 @@ async fn upload(
     Ok(json(StatusCode::CREATED, &body))
 }
 
+/// A function that reads the status now (the live page polls it).
+fn admin_status(admin: &Admin) -> impl Fn() -> serde_json::Value + Send + 'static {
+    let admin = Admin {
+        registry: admin.registry.clone(),
+        routes: admin.routes.clone(),
+        token: String::new(),
+        max_upload: admin.max_upload,
+        started: admin.started,
+    };
+    move || status(&admin)
+}
+
+/// `GET /metrics`: the process's metrics and the values read now, in
+/// OpenMetrics when the scraper asks for it, else the classic text format.
+fn metrics_response(admin: &Admin, headers: &http::HeaderMap) -> Response<Body> {
+    let openmetrics = headers.get_all(http::header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    });
+    let body = crate::metrics::encode(snapshot(admin), openmetrics);
+    let mut response = Response::new(full(body));
+    let kind = if openmetrics {
+        crate::metrics::OPENMETRICS
+    } else {
+        crate::metrics::PROMETHEUS_TEXT
+    };
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    response
+}
+
+/// What `/metrics` reads at scrape time.
+pub fn snapshot(admin: &Admin) -> crate::metrics::Snapshot {
+    let channels = admin.registry.channels();
+    let broker = channels.broker_stats();
+    let node = channels.stats();
+    let modules = admin
+        .registry
+        .list()
+        .into_iter()
+        .map(|info| {
+            let running = admin.registry.current(&info.name).map_or(0, |m| {
+                m.limits()
+                    .max_concurrent
+                    .max(1)
+                    .saturating_sub(m.services().events.available_permits())
+            });
+            crate::metrics::ModuleState {
+                name: info.name,
+                version: info.current.version,
+                hash: info.current.hash,
+                running,
+            }
+        })
+        .collect();
+    crate::metrics::Snapshot {
+        uptime_s: admin.started.elapsed().as_secs(),
+        connections: channels
+            .admission()
+            .by_transport()
+            .iter()
+            .map(|(kind, n)| (kind.name(), *n))
+            .collect(),
+        channels: channels.local_channel_count(),
+        broker: broker.kind,
+        broker_up: broker.subscribed,
+        broker_channels: broker.channels,
+        history_bytes: broker.history_bytes,
+        evicted: broker.evicted,
+        reclaimed: broker.reclaimed,
+        slow_consumers: node.slow_consumers,
+        catch_ups: node.catch_ups,
+        resets: node.resets,
+        deliveries: node.deliveries,
+        cache: admin
+            .registry
+            .runtime()
+            .cache()
+            .map(|c| (c.hits(), c.misses())),
+        modules,
+    }
+}
+
+/// Serve only `GET /metrics`, without a token, on `listener` (for
+/// scrapers on a private network: `--metrics-listen`).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = crate::server::accept(&listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        let admin = admin.clone();
+        let service = service_fn(move |request: hyper::Request<Incoming>| {
+            let admin = admin.clone();
+            async move {
+                let response = if request.uri().path() == "/metrics" {
+                    metrics_response(&admin, request.headers())
+                } else {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not-found",
+                        "only /metrics is served here",
+                    )
+                    .into_response()
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    Ok(())
+}
+
 fn status(admin: &Admin) -> serde_json::Value {
     let channels = admin.registry.channels();
     let by_transport: serde_json::Map<String, serde_json::Value> = channels
@@ -233,7 +369,16 @@ fn status(admin: &Admin) -> serde_json::Value {
             "by_transport": by_transport,
         },
         "channels": channels.local_channel_count(),
+        "top_channels": channels
+            .top_channels(10)
+            .into_iter()
+            .map(|(channel, subscribers, offset)| serde_json::json!({
+                "channel": channel.as_str(), "subscribers": subscribers, "offset": offset,
+            }))
+            .collect::<Vec<_>>(),
+        "events": crate::metrics::metrics().by_module(),
         "delivery": {
+            "deliveries": node.deliveries,
             "slow_consumers": node.slow_consumers,
             "catch_ups": node.catch_ups,
             "resets": node.resets,

@@ -112,9 +112,16 @@ pub struct Host {
     channel_module: String,
     endpoints: EndpointConfig,
     connection_limits: ConnectionLimits,
+    metrics: Option<TcpListener>,
 }
 
 impl Host {
+    /// Also serve `GET /metrics`, without a token, on `listener`.
+    pub fn serve_metrics_on(mut self, listener: TcpListener) -> Host {
+        self.metrics = Some(listener);
+        self
+    }
+
     /// Build the engine, the channels and an empty registry.
     pub fn new(config: HostConfig) -> Result<Host, StartError> {
         let mut runtime = Runtime::new(config.engine).map_err(StartError::Engine)?;
@@ -159,6 +166,7 @@ impl Host {
             channel_module: manifest.channel_module.unwrap_or_default(),
             endpoints: config.endpoints,
             connection_limits: config.connection_limits,
+            metrics: None,
         })
     }
 
@@ -196,6 +204,10 @@ impl Host {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
         };
+        let metrics_task = self.metrics.map(|listener| {
+            let admin = Admin::new(self.registry.clone(), self.routes.clone(), String::new());
+            tokio::spawn(admin::serve_metrics(listener, admin, stopped()))
+        });
         let admin_task = admin.map(|(listener, token)| {
             let admin = Admin::new(self.registry.clone(), self.routes.clone(), token);
             tokio::spawn(admin::serve(listener, admin, stopped()))
@@ -212,7 +224,7 @@ impl Host {
             self.connection_limits,
         );
         let served = server::serve(public, app, stopped(), server::DEFAULT_DRAIN_TIMEOUT).await;
-        if let Some(task) = admin_task {
+        for task in [admin_task, metrics_task].into_iter().flatten() {
             let _ = task.await;
         }
         served

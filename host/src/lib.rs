@@ -19,6 +19,7 @@ pub mod http;
 pub mod imports;
 pub mod limits;
 pub mod manifest;
+pub mod metrics;
 pub mod module;
 pub mod private_fs;
 pub mod publish;

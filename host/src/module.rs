@@ -409,15 +409,18 @@ impl HandlerModule {
         event_id: Arc<str>,
         request: &ConnectRequest,
     ) -> Result<ConnectOutcome, EventError> {
-        let mut event = self.start(event_id, Purpose::Event).await?;
-        let raw = budgeted(
-            self.limits.max_output_bytes(),
-            self.exports
-                .on_connect(&mut event.store, &event.instance, request),
-        )
-        .await;
-        let raw = self.end(&event, raw)?;
-        Reader::new(&self.limits).connect_outcome(raw)
+        self.observed("on-connect", async {
+            let mut event = self.start(event_id, Purpose::Event).await?;
+            let raw = budgeted(
+                self.limits.max_output_bytes(),
+                self.exports
+                    .on_connect(&mut event.store, &event.instance, request),
+            )
+            .await;
+            let raw = self.end(&event, raw)?;
+            Reader::new(&self.limits).connect_outcome(raw)
+        })
+        .await
     }
 
     /// Run on-subscribe in a fresh instance.
@@ -427,15 +430,18 @@ impl HandlerModule {
         connection: &Connection,
         request: &SubscribeRequest,
     ) -> Result<SubscribeOutcome, EventError> {
-        let mut event = self.start(event_id, Purpose::Event).await?;
-        let raw = budgeted(
-            self.limits.max_output_bytes(),
-            self.exports
-                .on_subscribe(&mut event.store, &event.instance, connection, request),
-        )
-        .await;
-        let raw = self.end(&event, raw)?;
-        Reader::new(&self.limits).subscribe_outcome(raw)
+        self.observed("on-subscribe", async {
+            let mut event = self.start(event_id, Purpose::Event).await?;
+            let raw = budgeted(
+                self.limits.max_output_bytes(),
+                self.exports
+                    .on_subscribe(&mut event.store, &event.instance, connection, request),
+            )
+            .await;
+            let raw = self.end(&event, raw)?;
+            Reader::new(&self.limits).subscribe_outcome(raw)
+        })
+        .await
     }
 
     /// Run on-publish in a fresh instance. Publishing from inside on-publish
@@ -445,15 +451,18 @@ impl HandlerModule {
         event_id: Arc<str>,
         publication: &Publication,
     ) -> Result<PublishVerdict, EventError> {
-        let mut event = self.start(event_id, Purpose::PublishHook).await?;
-        let raw = budgeted(
-            self.limits.max_output_bytes(),
-            self.exports
-                .on_publish(&mut event.store, &event.instance, publication),
-        )
-        .await;
-        let raw = self.end(&event, raw)?;
-        Reader::new(&self.limits).publish_verdict(raw)
+        self.observed("on-publish", async {
+            let mut event = self.start(event_id, Purpose::PublishHook).await?;
+            let raw = budgeted(
+                self.limits.max_output_bytes(),
+                self.exports
+                    .on_publish(&mut event.store, &event.instance, publication),
+            )
+            .await;
+            let raw = self.end(&event, raw)?;
+            Reader::new(&self.limits).publish_verdict(raw)
+        })
+        .await
     }
 
     /// Run on-message in a fresh instance.
@@ -463,15 +472,18 @@ impl HandlerModule {
         connection: &Connection,
         frame: &Payload,
     ) -> Result<Vec<Action>, EventError> {
-        let mut event = self.start(event_id, Purpose::Event).await?;
-        let raw = budgeted(
-            self.limits.max_output_bytes(),
-            self.exports
-                .on_message(&mut event.store, &event.instance, connection, frame),
-        )
-        .await;
-        let raw = self.end(&event, raw)?;
-        Reader::new(&self.limits).actions(raw)
+        self.observed("on-message", async {
+            let mut event = self.start(event_id, Purpose::Event).await?;
+            let raw = budgeted(
+                self.limits.max_output_bytes(),
+                self.exports
+                    .on_message(&mut event.store, &event.instance, connection, frame),
+            )
+            .await;
+            let raw = self.end(&event, raw)?;
+            Reader::new(&self.limits).actions(raw)
+        })
+        .await
     }
 
     /// Run on-close in a fresh instance.
@@ -481,14 +493,17 @@ impl HandlerModule {
         connection: &Connection,
         info: &CloseInfo,
     ) -> Result<(), EventError> {
-        let mut event = self.start(event_id, Purpose::Event).await?;
-        let result = budgeted(
-            self.limits.max_output_bytes(),
-            self.exports
-                .on_close(&mut event.store, &event.instance, connection, info),
-        )
-        .await;
-        self.end(&event, result)
+        self.observed("on-close", async {
+            let mut event = self.start(event_id, Purpose::Event).await?;
+            let result = budgeted(
+                self.limits.max_output_bytes(),
+                self.exports
+                    .on_close(&mut event.store, &event.instance, connection, info),
+            )
+            .await;
+            self.end(&event, result)
+        })
+        .await
     }
 
     /// Run on-request in a fresh instance.
@@ -497,15 +512,35 @@ impl HandlerModule {
         event_id: Arc<str>,
         request: &Request,
     ) -> Result<RequestOutcome, EventError> {
-        let mut event = self.start(event_id, Purpose::Event).await?;
-        let raw = budgeted(
-            self.limits.max_output_bytes(),
-            self.exports
-                .on_request(&mut event.store, &event.instance, request),
-        )
-        .await;
-        let raw = self.end(&event, raw)?;
-        Reader::new(&self.limits).request_outcome(raw)
+        self.observed("on-request", async {
+            let mut event = self.start(event_id, Purpose::Event).await?;
+            let raw = budgeted(
+                self.limits.max_output_bytes(),
+                self.exports
+                    .on_request(&mut event.store, &event.instance, request),
+            )
+            .await;
+            let raw = self.end(&event, raw)?;
+            Reader::new(&self.limits).request_outcome(raw)
+        })
+        .await
+    }
+
+    /// Run one event of kind `event`, counting it and its outcome in the
+    /// metrics.
+    async fn observed<T>(
+        &self,
+        event: &'static str,
+        run: impl std::future::Future<Output = Result<T, EventError>>,
+    ) -> Result<T, EventError> {
+        let started = std::time::Instant::now();
+        let result = run.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        crate::metrics::metrics().event(self.name(), event, outcome, started.elapsed());
+        result
     }
 
     /// The end of an event: what the guest printed and the log lines it

@@ -80,6 +80,28 @@ pub async fn publish(
     payload: Payload,
     source: PublishSource,
 ) -> Result<Published, PublishError> {
+    let from = match &source {
+        PublishSource::Api => "api",
+        PublishSource::Client(_) => "client",
+        PublishSource::Guest => "guest",
+    };
+    let result = publish_from(module, event_id, channel, payload, source).await;
+    let verdict = match &result {
+        Ok(_) => "published",
+        Err(PublishError::Rejected(_)) => "rejected",
+        Err(_) => "failed",
+    };
+    crate::metrics::metrics().publish(from, verdict);
+    result
+}
+
+async fn publish_from(
+    module: &Arc<HandlerModule>,
+    event_id: Arc<str>,
+    channel: &ChannelName,
+    payload: Payload,
+    source: PublishSource,
+) -> Result<Published, PublishError> {
     let channels = &module.services().channels;
     // Before the hook: a guest is never handed an oversized payload.
     channels.check_payload(&payload)?;

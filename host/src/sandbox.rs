@@ -59,6 +59,22 @@ pub enum EventError {
     Instantiate(String),
 }
 
+impl EventError {
+    /// A short name of the failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventError::Timeout(_) => "timeout",
+            EventError::CpuLimit(_) => "cpu-limit",
+            EventError::MemoryLimit { .. } => "memory-limit",
+            EventError::Trap(_) => "trap",
+            EventError::InvalidOutput(_) => "invalid-output",
+            EventError::Busy => "busy",
+            EventError::NotDeployed(_) => "not-deployed",
+            EventError::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
 impl ClientError for EventError {
     fn status(&self) -> StatusCode {
         match self {

@@ -146,6 +146,7 @@ pub async fn serve(
                 return;
             };
             if let Some((head, len)) = first
+                && app.endpoints.transports.sse
                 && let Some(module) = app.registry.current(&app.channel_module)
             {
                 direct::serve(&module, &app.endpoints, stream, head, len, remote).await;

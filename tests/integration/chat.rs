@@ -15,7 +15,10 @@ fn chat_escapes_html_and_stamps_the_nickname() -> anyhow::Result<()> {
     let page = get_with(&comet.url("/?room=lobby"), &[("cookie", "nick=ann")])?;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<b id=\"me\">ann</b>"), "{}", page.body);
-    assert!(page.body.contains("new WebSocket") && page.body.contains("/comet/poll"));
+    assert!(
+        page.body.contains("/comet/client.js"),
+        "the page uses the embedded client"
+    );
 
     let ws_url = format!("ws://{}/comet/ws", comet.addr);
     let mut ws = ws_connect_with(&ws_url, &[("cookie", "nick=ann")])?;

@@ -11,8 +11,11 @@ mod cli;
 mod channels;
 // The chat example: page, moderation, nicknames, private rooms.
 mod chat;
-// The chat page in headless Chromium (WebSocket and long-poll fallback).
+// The browser client in headless Chromium: each transport, fallback,
+// restarts, offline and online.
 mod browser;
+// Operators' view: Prometheus metrics and the live status page.
+mod observe;
 // Deploying: admin API, swaps under load, persistence, cache, CLI, shutdown,
 // manifests.
 mod deploy;

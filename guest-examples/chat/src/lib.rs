@@ -161,42 +161,43 @@ const PAGE: &str = r#"<!doctype html>
 <div id="log"></div>
 <form id="say"><input id="text" autocomplete="off" size="50" placeholder="say something"><button>send</button></form>
 <p id="status">connecting…</p>
-<script>
+<script type="module">
+// The browser client the server embeds: WebSocket, then SSE, then long-poll;
+// it reconnects and resumes by cursor. `?transports=sse,poll` picks others.
+import { Comet } from "/comet/client.js";
 const cfg = {{CONFIG}};
 const channel = "chat:" + cfg.room;
 const log = document.getElementById("log"), status = document.getElementById("status");
-function show(m) {
-  let d; try { d = JSON.parse(m.data); } catch (e) { return; }
+function line(html, cls) {
   const p = document.createElement("p");
-  // The server escaped nick and text in on-publish.
-  p.innerHTML = '<span class="nick">' + d.nick + '</span>: ' + d.text;
+  if (cls) p.className = cls;
+  p.innerHTML = html;
   log.appendChild(p); log.scrollTop = log.scrollHeight;
 }
-let send;
-function poll(cursor) {
-  status.textContent = "connected (long-poll)";
-  const q = "channel=" + encodeURIComponent(channel) + "&token=" + encodeURIComponent(cfg.token) + (cursor ? "&since=" + cursor : "");
-  fetch("/comet/poll?" + q).then(r => r.json()).then(b => {
-    if (b.error) { status.textContent = b.message; return; }
-    b.messages.forEach(show); poll(b.cursor);
-  }).catch(() => setTimeout(() => poll(cursor), 2000));
+const only = new URLSearchParams(location.search).get("transports");
+const comet = new Comet("", { transports: only ? only.split(",") : undefined, token: cfg.token });
+comet.on("state", s => {
+  status.textContent = s.state === "connected" ? "connected (" + s.transport + ")"
+    : s.state + (s.reason ? ": " + s.reason : "");
+});
+comet.on("error", e => { status.textContent = e.message; });
+const room = comet.subscribe(channel, { token: cfg.token });
+room.on("message", m => {
+  let d; try { d = JSON.parse(m.data); } catch (e) { return; }
+  // The server escaped nick and text in on-publish.
+  line('<span class="nick">' + d.nick + '</span>: ' + d.text);
+});
+room.on("reset", r => line("(some messages were missed: " + r.reason + ")", "reset"));
+// Over WebSocket the client publishes (on-publish checks it); otherwise the
+// page posts to the handler, which publishes.
+function send(text) {
+  if (comet.transport === "websocket" && comet.state === "connected") {
+    return comet.publish(channel, JSON.stringify({ text })).catch(e => { status.textContent = e.message; });
+  }
+  return fetch("/say", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: "room=" + encodeURIComponent(cfg.room) + "&text=" + encodeURIComponent(text) });
 }
-function fallback() {
-  send = text => fetch("/say", {method: "POST", headers: {"content-type": "application/x-www-form-urlencoded"},
-    body: "room=" + encodeURIComponent(cfg.room) + "&text=" + encodeURIComponent(text)});
-  poll("");
-}
-try {
-  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/comet/ws");
-  let opened = false;
-  ws.onopen = () => { opened = true; status.textContent = "connected (WebSocket)";
-    ws.send(JSON.stringify({op: "subscribe", channel, token: cfg.token})); };
-  ws.onmessage = e => { const m = JSON.parse(e.data);
-    if (m.type === "message") show(m); else if (m.type === "error") status.textContent = m.message; };
-  ws.onerror = () => { if (!opened) fallback(); };
-  ws.onclose = () => { if (opened) status.textContent = "disconnected"; };
-  send = text => ws.send(JSON.stringify({op: "publish", channel, data: JSON.stringify({text})}));
-} catch (e) { fallback(); }
+Object.assign(window, { comet, room, send });
 document.getElementById("say").onsubmit = ev => { ev.preventDefault();
   const t = document.getElementById("text"); if (t.value) send(t.value); t.value = ""; };
 </script>

@@ -86,9 +86,11 @@ impl Admission {
         }
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.total.fetch_sub(1, Ordering::AcqRel);
+            crate::metrics::metrics().refused(kind.name());
             return Err(ChannelError::ConnectionLimit(self.max));
         }
         self.by_transport[kind as usize].fetch_add(1, Ordering::AcqRel);
+        crate::metrics::metrics().opened(kind.name());
         Ok(Ticket {
             admission: self.clone(),
             kind,
@@ -134,6 +136,7 @@ impl Admission {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.by_transport[self.kind as usize].fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::metrics().closed(self.kind.name());
         if self.admission.total.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.admission.empty.notify_waiters();
         }

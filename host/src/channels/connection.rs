@@ -219,13 +219,13 @@ impl Connection {
             Some(_) => self.node.rules(channel).history.max_len,
             None => 0,
         };
-        let history = match self.node.broker.history(channel, since, limit).await {
+        let history = match self.node.history(channel, since, limit).await {
             Ok(history) => history,
             Err(e) => {
                 if new {
                     self.leave(channel);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         let (start, reset) = match (history.gap, since) {

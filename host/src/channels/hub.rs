@@ -62,6 +62,7 @@ type Shard = HashMap<ChannelName, Local>;
 pub struct Hub {
     shards: Box<[Mutex<Shard>]>,
     slow_consumers: AtomicU64,
+    deliveries: AtomicU64,
 }
 
 impl Default for Hub {
@@ -69,6 +70,7 @@ impl Default for Hub {
         Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             slow_consumers: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
         }
     }
 }
@@ -83,6 +85,8 @@ impl Hub {
         let mut shard = self.shard(&message.channel);
         if let Some(local) = shard.get_mut(&message.channel) {
             local.observe(message.position);
+            self.deliveries
+                .fetch_add(local.subscribers.len() as u64, Ordering::Relaxed);
             for s in &local.subscribers {
                 if s.tx.try_send(message.clone()).is_err() && s.kick.fire() {
                     self.slow_consumers.fetch_add(1, Ordering::Relaxed);
@@ -115,6 +119,28 @@ impl Hub {
         if let Some(local) = self.shard(channel).get_mut(channel) {
             local.observe(position);
         }
+    }
+
+    /// The `n` channels with the most local subscribers: name, subscribers
+    /// and the newest offset seen (its change over time is the channel's
+    /// message rate).
+    pub fn top(&self, n: usize) -> Vec<(ChannelName, usize, u64)> {
+        let mut all: Vec<(ChannelName, usize, u64)> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .iter()
+                    .map(|(channel, local)| {
+                        let offset = local.last.map_or(0, |p| p.offset);
+                        (channel.clone(), local.subscribers.len(), offset)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
     }
 
     /// The local presence of every channel with local subscribers.
@@ -177,7 +203,12 @@ impl Hub {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// Connections dropped for falling behind, since start.
+    /// Messages handed to subscribers' queues, since start.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Connections dropped for falling behind.
     pub fn slow_consumers(&self) -> u64 {
         self.slow_consumers.load(Ordering::Relaxed)
     }

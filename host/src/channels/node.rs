@@ -80,6 +80,8 @@ pub struct NodeStats {
     pub catch_ups: u64,
     /// Resets sent (cursors older than history, or from another epoch).
     pub resets: u64,
+    /// Messages handed to local subscribers' queues.
+    pub deliveries: u64,
 }
 
 /// Sessions shared per channel with other nodes.
@@ -239,7 +241,10 @@ impl Node {
     ) -> Result<Published, ChannelError> {
         self.check_payload(&payload)?;
         let history = self.rules(channel).history;
-        Ok(self.broker.publish(channel, payload, history).await?)
+        let started = std::time::Instant::now();
+        let published = self.broker.publish(channel, payload, history).await;
+        crate::metrics::metrics().broker("publish", published.is_ok(), started.elapsed());
+        Ok(published?)
     }
 
     /// Up to `limit` messages of `channel` after `since`.
@@ -249,7 +254,10 @@ impl Node {
         since: Option<Position>,
         limit: usize,
     ) -> Result<History, ChannelError> {
-        Ok(self.broker.history(channel, since, limit).await?)
+        let started = std::time::Instant::now();
+        let history = self.broker.history(channel, since, limit).await;
+        crate::metrics::metrics().broker("history", history.is_ok(), started.elapsed());
+        Ok(history?)
     }
 
     /// Subscribers of `channel` on every node, with up to `max_sessions`
@@ -284,6 +292,12 @@ impl Node {
         self.admission.close_all();
     }
 
+    /// The `n` channels with the most local subscribers (name,
+    /// subscribers, newest offset).
+    pub fn top_channels(&self, n: usize) -> Vec<(ChannelName, usize, u64)> {
+        self.hub.top(n)
+    }
+
     /// Channels with at least one local subscriber.
     pub fn local_channel_count(&self) -> usize {
         self.hub.channel_count()
@@ -295,6 +309,7 @@ impl Node {
             slow_consumers: self.hub.slow_consumers(),
             catch_ups: self.catch_ups.load(Ordering::Relaxed),
             resets: self.resets.load(Ordering::Relaxed),
+            deliveries: self.hub.deliveries(),
         }
     }
 

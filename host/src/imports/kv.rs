@@ -301,6 +301,7 @@ impl KvStore for MemoryKv {
 
 impl Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
+        crate::metrics::metrics().kv("get", 0);
         let services = &self.services;
         Ok(services
             .kv
@@ -316,6 +317,7 @@ impl Host for HostState {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), KvError>> {
         let ttl = ttl_ms.map(Duration::from_millis);
+        crate::metrics::metrics().kv("set", value.len());
         let services = &self.services;
         Ok(services
             .kv
@@ -325,6 +327,7 @@ impl Host for HostState {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
+        crate::metrics::metrics().kv("delete", 0);
         let services = &self.services;
         Ok(services
             .kv
@@ -338,6 +341,7 @@ impl Host for HostState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, KvError>> {
+        crate::metrics::metrics().kv("increment", 0);
         let services = &self.services;
         Ok(services
             .kv

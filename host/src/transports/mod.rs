@@ -59,6 +59,75 @@ pub struct EndpointConfig {
     pub hold_timeout: Duration,
     /// Longest one write may block (see [`DEFAULT_WRITE_TIMEOUT`]).
     pub write_timeout: Duration,
+    /// Which subscribing endpoints are served.
+    pub transports: Enabled,
+}
+
+/// The subscribing endpoints an operator serves (`--transports`): one may be
+/// turned off, for example WebSocket behind a proxy that breaks it; clients
+/// get `403 transport-disabled` and the browser client falls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enabled {
+    /// `/comet/ws`.
+    pub websocket: bool,
+    /// `/comet/sse`.
+    pub sse: bool,
+    /// `/comet/stream`.
+    pub stream: bool,
+    /// `/comet/poll`.
+    pub poll: bool,
+}
+
+impl Default for Enabled {
+    fn default() -> Self {
+        Enabled {
+            websocket: true,
+            sse: true,
+            stream: true,
+            poll: true,
+        }
+    }
+}
+
+impl Enabled {
+    /// The names the CLI takes.
+    pub const NAMES: [&str; 4] = ["websocket", "sse", "stream", "poll"];
+
+    /// Parse a comma-separated list of [`Enabled::NAMES`].
+    pub fn parse(list: &str) -> Result<Enabled, String> {
+        let mut enabled = Enabled {
+            websocket: false,
+            sse: false,
+            stream: false,
+            poll: false,
+        };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "websocket" | "ws" => enabled.websocket = true,
+                "sse" => enabled.sse = true,
+                "stream" => enabled.stream = true,
+                "poll" => enabled.poll = true,
+                other => {
+                    return Err(format!(
+                        "unknown transport `{other}`: expected some of {}",
+                        Enabled::NAMES.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(enabled)
+    }
+
+    /// Whether the endpoint at `/comet/{path}` is served (other paths are).
+    fn serves(&self, path: &str) -> bool {
+        match path {
+            "ws" => self.websocket,
+            "sse" => self.sse,
+            "stream" => self.stream,
+            "poll" => self.poll,
+            _ => true,
+        }
+    }
 }
 
 impl EndpointConfig {
@@ -69,6 +138,7 @@ impl EndpointConfig {
             heartbeat: DEFAULT_HEARTBEAT,
             hold_timeout: DEFAULT_HOLD_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            transports: Enabled::default(),
         }
     }
 }
@@ -86,11 +156,20 @@ pub(crate) async fn handle(
         .strip_prefix(PREFIX)
         .unwrap_or_default()
         .to_string();
+    if !config.transports.serves(&path) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "transport-disabled",
+            format!("this server does not serve /comet/{path}: use another transport"),
+        )
+        .into_response();
+    }
     let answer = match path.as_str() {
         "sse" => open_stream(module, config, request, remote, Format::Sse).await,
         "stream" => open_stream(module, config, request, remote, Format::Ndjson).await,
         "poll" => long_poll(module, config, request, remote).await,
         "ws" => ws::serve(module, request, remote, config.write_timeout).await,
+        "client.js" => Ok(client_js()),
         p if p.starts_with("publish/") => publish_api::serve(module, config, request).await,
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -99,6 +178,24 @@ pub(crate) async fn handle(
         )),
     };
     answer.unwrap_or_else(ApiError::into_response)
+}
+
+/// The browser client (`clients/js/comet.js`), embedded in the binary so a
+/// page can `import { Comet } from "/comet/client.js"`.
+const CLIENT_JS: &str = include_str!("../../../clients/js/comet.js");
+
+fn client_js() -> Response<Body> {
+    let mut response = Response::new(crate::http::full(CLIENT_JS));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
+    response
 }
 
 /// Open an SSE or NDJSON stream from the query string.

@@ -99,9 +99,16 @@ impl Stream {
             stall: None,
         };
         if format == Format::Sse {
-            stream
-                .pending
-                .push_back(format!("retry: {SSE_RETRY_MS}\n: connected\n\n").into());
+            // The stream's cursor before anything is delivered, as an event a
+            // page can read (and an `id:` EventSource resumes from): a client
+            // dropped before the first message still resumes without a gap.
+            let cursor = stream.cursor.encode();
+            stream.pending.push_back(
+                format!(
+                    "retry: {SSE_RETRY_MS}\n: connected\n\nid: {cursor}\nevent: subscribed\ndata: {{\"type\":\"subscribed\",\"cursor\":\"{cursor}\"}}\n\n"
+                )
+                .into(),
+            );
         }
         for backlog in backlogs {
             if let Some(reset) = &backlog.reset {

@@ -506,8 +506,13 @@ impl Session {
             .await
         {
             Ok(backlog) => {
+                // Where the channel starts, so a client that sees no message
+                // before it drops still resumes without a gap.
+                let mut cursor = crate::channels::Cursor::new();
+                cursor.set(channel.as_str(), backlog.start);
                 self.send_json(&serde_json::json!({
                     "type": "subscribed", "id": id, "channel": channel.as_str(),
+                    "cursor": cursor.encode(),
                 }))
                 .await?;
                 if let Some(reset) = &backlog.reset {

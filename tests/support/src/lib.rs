@@ -124,6 +124,9 @@ impl Comet {
                     continue;
                 };
                 let admin = line.contains("admin API");
+                if !admin && !line.contains("serving") {
+                    continue;
+                }
                 if tx.send((admin, addr.trim().to_string())).is_err() {
                     break;
                 }
@@ -438,8 +441,19 @@ impl Lines {
         }
     }
 
-    /// The next server-sent event (comments and `retry:` skipped).
+    /// The next server-sent event (comments, `retry:` and the `subscribed`
+    /// event that opens a stream skipped; [`Lines::raw_event`] keeps it).
     pub fn event(&mut self) -> anyhow::Result<SseEvent> {
+        loop {
+            let event = self.raw_event()?;
+            if event.event != "subscribed" {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// The next server-sent event (comments and `retry:` skipped).
+    pub fn raw_event(&mut self) -> anyhow::Result<SseEvent> {
         let mut event = SseEvent::default();
         let mut seen = false;
         loop {

@@ -71,6 +71,12 @@ pub(crate) struct RunArgs {
     #[arg(long, conflicts_with = "admin_listen")]
     no_admin: bool,
 
+    /// Also serve Prometheus metrics (`GET /metrics`) without a token on
+    /// ADDR, for scrapers on a private network; the admin API serves them
+    /// with its token either way.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Bearer token of the admin API. Default: the COMET_ADMIN_TOKEN
     /// environment variable, else a random token printed at start.
     #[arg(
@@ -162,6 +168,12 @@ pub(crate) struct RunArgs {
     /// is disconnected (it resumes by cursor).
     #[arg(long, value_name = "S", default_value_t = comet_host::transports::DEFAULT_WRITE_TIMEOUT.as_secs())]
     write_timeout_s: u64,
+
+    /// Built-in subscribing endpoints to serve, comma-separated: websocket,
+    /// sse, stream, poll. Clients of one left out get 403
+    /// transport-disabled (the browser client falls back to the next).
+    #[arg(long, value_name = "LIST", default_value = "websocket,sse,stream,poll", value_parser = comet_host::transports::Enabled::parse)]
+    transports: comet_host::transports::Enabled,
 
     /// A configuration value the handler reads with `config::get`
     /// (repeatable).
@@ -371,6 +383,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     config.compile_cache = !args.no_cache;
     config.max_module_bytes = args.max_module_mib << 20;
     config.endpoints.write_timeout = Duration::from_secs(args.write_timeout_s);
+    config.endpoints.transports = args.transports;
     config.connection_limits = comet_host::server::ConnectionLimits {
         header_timeout: Duration::from_secs(args.header_timeout_s),
         max_per_address: args.max_connections_per_ip,
@@ -393,7 +406,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             config.kv = Some(Arc::new(broker.kv()));
             config.broker = Some(broker);
         }
-        let host = Host::new(config)?;
+        let mut host = Host::new(config)?;
+        if let Some(at) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} for metrics (--metrics-listen)"))?;
+            println!("comet: metrics on http://{}/metrics", listener.local_addr()?);
+            host = host.serve_metrics_on(listener);
+        }
         let registry = host.registry().clone();
         let watched = load_modules(&registry, &manifest, args.watch, release).await?;
         let listener = bind(listen, args.reuse_port)

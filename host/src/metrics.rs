@@ -1,0 +1,484 @@
+//! Prometheus metrics (`GET /metrics`): what the host counts as it works
+//! (events, publishes, connections, broker and kv operations), and what it
+//! reads from the channel layer, the broker and the registry at each scrape.
+//!
+//! The counters are process-wide, as a Prometheus target is a process: one
+//! `comet` serves one set of them whatever its modules.
+
+use std::collections::BTreeMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`encode`]'s output with `openmetrics`.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of [`encode`]'s output without: the classic text
+/// format, which older scrapers and `promtool check metrics` read.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    module: String,
+    event: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventKind {
+    module: String,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PublishLabels {
+    source: &'static str,
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// Buckets from 20 µs to about 0.7 s: events take microseconds, and the
+/// deadline is a second.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_02, 2.0, 16))
+}
+
+/// Events and failures of one module, for the status page.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ModuleCounts {
+    /// Events run.
+    pub events: u64,
+    /// Events that trapped, timed out or hit a limit.
+    pub failures: u64,
+}
+
+/// The host's own counters.
+#[derive(Debug)]
+pub struct Metrics {
+    events: Family<EventLabels, Counter>,
+    event_seconds: Family<EventKind, Histogram, fn() -> Histogram>,
+    publishes: Family<PublishLabels, Counter>,
+    opened: Family<TransportLabel, Counter>,
+    closed: Family<TransportLabel, Counter>,
+    refused: Family<TransportLabel, Counter>,
+    broker_ops: Family<OpLabels, Counter>,
+    broker_seconds: Family<OpLabel, Histogram, fn() -> Histogram>,
+    kv_ops: Family<OpLabel, Counter>,
+    kv_written: Counter,
+    by_module: Mutex<BTreeMap<String, ModuleCounts>>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    events: Family::default(),
+    event_seconds: Family::new_with_constructor(latency_histogram),
+    publishes: Family::default(),
+    opened: Family::default(),
+    closed: Family::default(),
+    refused: Family::default(),
+    broker_ops: Family::default(),
+    broker_seconds: Family::new_with_constructor(latency_histogram),
+    kv_ops: Family::default(),
+    kv_written: Counter::default(),
+    by_module: Mutex::new(BTreeMap::new()),
+});
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// One guest event of `module` ended with `outcome` (`ok`, or the
+    /// failure's kind) after `took`.
+    pub fn event(&self, module: &str, event: &'static str, outcome: &'static str, took: Duration) {
+        let module = module.to_string();
+        self.events
+            .get_or_create(&EventLabels {
+                module: module.clone(),
+                event,
+                outcome,
+            })
+            .inc();
+        self.event_seconds
+            .get_or_create(&EventKind {
+                module: module.clone(),
+                event,
+            })
+            .observe(took.as_secs_f64());
+        if let Ok(mut by_module) = self.by_module.lock() {
+            let counts = by_module.entry(module).or_default();
+            counts.events += 1;
+            if outcome != "ok" {
+                counts.failures += 1;
+            }
+        }
+    }
+
+    /// Events and failures per module since start.
+    pub fn by_module(&self) -> BTreeMap<String, ModuleCounts> {
+        self.by_module.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// A publish from `source` (`api`, `client`, `guest`) ended with
+    /// `verdict` (`published`, `rejected`, `failed`).
+    pub fn publish(&self, source: &'static str, verdict: &'static str) {
+        self.publishes
+            .get_or_create(&PublishLabels { source, verdict })
+            .inc();
+    }
+
+    /// A client connection was admitted.
+    pub fn opened(&self, transport: &'static str) {
+        self.opened
+            .get_or_create(&TransportLabel { transport })
+            .inc();
+    }
+
+    /// A client connection ended.
+    pub fn closed(&self, transport: &'static str) {
+        self.closed
+            .get_or_create(&TransportLabel { transport })
+            .inc();
+    }
+
+    /// A client connection was refused (the server or its address held
+    /// their maximum).
+    pub fn refused(&self, transport: &'static str) {
+        self.refused
+            .get_or_create(&TransportLabel { transport })
+            .inc();
+    }
+
+    /// A broker operation took `took` and succeeded or not.
+    pub fn broker(&self, op: &'static str, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.broker_ops
+            .get_or_create(&OpLabels { op, result })
+            .inc();
+        self.broker_seconds
+            .get_or_create(&OpLabel { op })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A guest kv operation, writing `bytes`.
+    pub fn kv(&self, op: &'static str, bytes: usize) {
+        self.kv_ops.get_or_create(&OpLabel { op }).inc();
+        self.kv_written.inc_by(bytes as u64);
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "comet_events",
+            "Guest events by module, event and outcome (ok, trap, timeout, cpu-limit, memory-limit, invalid-output, busy, not-deployed, instantiate)",
+            self.events.clone(),
+        );
+        registry.register(
+            "comet_event_duration_seconds",
+            "Wall-clock time of guest events, instantiation included",
+            self.event_seconds.clone(),
+        );
+        registry.register(
+            "comet_publishes",
+            "Publishes by source (api, client, guest) and verdict (published, rejected, failed)",
+            self.publishes.clone(),
+        );
+        registry.register(
+            "comet_connections_opened",
+            "Client connections admitted, by transport",
+            self.opened.clone(),
+        );
+        registry.register(
+            "comet_connections_closed",
+            "Client connections ended, by transport",
+            self.closed.clone(),
+        );
+        registry.register(
+            "comet_connections_refused",
+            "Client connections refused at the connection limits, by transport",
+            self.refused.clone(),
+        );
+        registry.register(
+            "comet_broker_operations",
+            "Broker operations (publish, history) by result",
+            self.broker_ops.clone(),
+        );
+        registry.register(
+            "comet_broker_operation_duration_seconds",
+            "Time of broker operations",
+            self.broker_seconds.clone(),
+        );
+        registry.register(
+            "comet_kv_operations",
+            "Guest kv operations by kind",
+            self.kv_ops.clone(),
+        );
+        registry.register(
+            "comet_kv_written_bytes",
+            "Bytes of values written to kv by guests",
+            self.kv_written.clone(),
+        );
+    }
+}
+
+/// One deployed module at scrape time.
+#[derive(Debug, Clone)]
+pub struct ModuleState {
+    /// Its name.
+    pub name: String,
+    /// The serving version's number.
+    pub version: u64,
+    /// The serving version's content hash.
+    pub hash: String,
+    /// Its events running now (instance slots in use).
+    pub running: usize,
+}
+
+/// Values read at scrape time from the channel layer, the broker and the
+/// registry.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Open client connections by transport.
+    pub connections: Vec<(&'static str, usize)>,
+    /// Channels with a local subscriber.
+    pub channels: usize,
+    /// `memory` or `redis`.
+    pub broker: &'static str,
+    /// Whether the broker delivers every subscribed channel.
+    pub broker_up: bool,
+    /// Channels the broker knows.
+    pub broker_channels: usize,
+    /// Bytes of history held (memory broker).
+    pub history_bytes: usize,
+    /// Messages dropped to keep the history budget.
+    pub evicted: u64,
+    /// Idle channels forgotten.
+    pub reclaimed: u64,
+    /// Connections dropped as slow consumers.
+    pub slow_consumers: u64,
+    /// Gaps caught up from history.
+    pub catch_ups: u64,
+    /// Resets sent.
+    pub resets: u64,
+    /// Messages handed to connections (queued for their socket).
+    pub deliveries: u64,
+    /// Compile cache hits and misses, when the cache is on.
+    pub cache: Option<(u64, u64)>,
+    /// Deployed modules.
+    pub modules: Vec<ModuleState>,
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let e = &mut encoder;
+        gauge(
+            e,
+            "comet_uptime_seconds",
+            "Seconds since the process started",
+            self.uptime_s as i64,
+        )?;
+        {
+            let kind = ConstGauge::new(0i64).metric_type();
+            let mut family = e.encode_descriptor(
+                "comet_connections",
+                "Open client connections by transport",
+                None,
+                kind,
+            )?;
+            for (transport, n) in &self.connections {
+                ConstGauge::new(as_i64(*n))
+                    .encode(family.encode_family(&[("transport", *transport)])?)?;
+            }
+        }
+        gauge(
+            e,
+            "comet_channels",
+            "Channels with a subscriber on this node",
+            as_i64(self.channels),
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "comet_broker_up",
+                "1 while the broker delivers every subscribed channel",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            ConstGauge::new(i64::from(self.broker_up))
+                .encode(family.encode_family(&[("broker", self.broker)])?)?;
+        }
+        gauge(
+            e,
+            "comet_broker_channels",
+            "Channels the broker knows",
+            as_i64(self.broker_channels),
+        )?;
+        gauge(
+            e,
+            "comet_history_bytes",
+            "Bytes of history held by the memory broker",
+            as_i64(self.history_bytes),
+        )?;
+        counter(
+            e,
+            "comet_history_evicted",
+            "Messages dropped to keep the history byte budget",
+            self.evicted,
+        )?;
+        counter(
+            e,
+            "comet_channels_reclaimed",
+            "Idle channels forgotten",
+            self.reclaimed,
+        )?;
+        counter(
+            e,
+            "comet_slow_consumers",
+            "Connections dropped for falling behind",
+            self.slow_consumers,
+        )?;
+        counter(
+            e,
+            "comet_catch_ups",
+            "Gaps between broker and node caught up from history",
+            self.catch_ups,
+        )?;
+        counter(
+            e,
+            "comet_resets",
+            "Resets sent to clients (history gone, or a new epoch)",
+            self.resets,
+        )?;
+        counter(
+            e,
+            "comet_deliveries",
+            "Messages queued for subscribed connections",
+            self.deliveries,
+        )?;
+        if let Some((hits, misses)) = self.cache {
+            counter(
+                e,
+                "comet_compile_cache_hits",
+                "Modules whose native code came from the compile cache",
+                hits,
+            )?;
+            counter(
+                e,
+                "comet_compile_cache_misses",
+                "Modules compiled because the cache had no code for them",
+                misses,
+            )?;
+        }
+        {
+            let mut family = e.encode_descriptor(
+                "comet_module_info",
+                "Deployed modules: the serving version and its content hash",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            for m in &self.modules {
+                let version = m.version.to_string();
+                let labels = [
+                    ("module", m.name.as_str()),
+                    ("version", &version),
+                    ("hash", &m.hash),
+                ];
+                ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = e.encode_descriptor(
+            "comet_events_running",
+            "Events running now (instance slots in use), by module",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for m in &self.modules {
+            ConstGauge::new(as_i64(m.running))
+                .encode(family.encode_family(&[("module", m.name.as_str())])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The metrics in the OpenMetrics text format ([`OPENMETRICS`]), or with
+/// `openmetrics` false in the classic text format ([`PROMETHEUS_TEXT`]).
+pub fn encode(snapshot: Snapshot, openmetrics: bool) -> String {
+    let mut registry = Registry::default();
+    metrics().register(&mut registry);
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    if openmetrics { out } else { classic(&out) }
+}
+
+/// OpenMetrics text as the classic format: a counter family `x` is
+/// described as `x_total` (the name of its samples), and there is no
+/// `# EOF`. The two formats agree on everything else this host writes.
+fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = described
+            && let Some((name, tail)) = rest.split_once(' ')
+            && counters.contains(name)
+        {
+            out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
