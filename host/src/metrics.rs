@@ -6,7 +6,7 @@
 //! `comet` serves one set of them whatever its modules.
 
 use std::collections::BTreeMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -26,14 +26,14 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
-    module: String,
+    module: Arc<str>,
     event: &'static str,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventKind {
-    module: String,
+    module: Arc<str>,
     event: &'static str,
 }
 
@@ -111,9 +111,15 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     /// One guest event of `module` ended with `outcome` (`ok`, or the
-    /// failure's kind) after `took`.
-    pub fn event(&self, module: &str, event: &'static str, outcome: &'static str, took: Duration) {
-        let module = module.to_string();
+    /// failure's kind) after `took`. Allocates only the first time a label
+    /// set is seen.
+    pub fn event(
+        &self,
+        module: &Arc<str>,
+        event: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
         self.events
             .get_or_create(&EventLabels {
                 module: module.clone(),
@@ -128,10 +134,14 @@ impl Metrics {
             })
             .observe(took.as_secs_f64());
         if let Ok(mut by_module) = self.by_module.lock() {
-            let counts = by_module.entry(module).or_default();
-            counts.events += 1;
-            if outcome != "ok" {
-                counts.failures += 1;
+            if !by_module.contains_key(&**module) {
+                by_module.insert(module.to_string(), ModuleCounts::default());
+            }
+            if let Some(counts) = by_module.get_mut(&**module) {
+                counts.events += 1;
+                if outcome != "ok" {
+                    counts.failures += 1;
+                }
             }
         }
     }

@@ -539,7 +539,7 @@ impl HandlerModule {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        crate::metrics::metrics().event(self.name(), event, outcome, started.elapsed());
+        crate::metrics::metrics().event(&self.services.name, event, outcome, started.elapsed());
         result
     }
 

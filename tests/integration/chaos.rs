@@ -9,8 +9,16 @@ use crate::COMET;
 
 const TOKEN: &str = "test-token";
 const CHANNELS: usize = 4;
-const PER_CHANNEL: u64 = 2_500;
-const CLIENTS_PER_TRANSPORT: usize = 25;
+/// Messages per channel: 2,500 (10,000 in all) in CI, where the suite runs
+/// a debug build; `COMET_CHAOS_PER_CHANNEL=5000` makes it 20,000 (about
+/// 8 minutes here).
+fn per_channel() -> u64 {
+    std::env::var("COMET_CHAOS_PER_CHANNEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_500)
+}
+const CLIENTS_PER_TRANSPORT: usize = 50;
 
 /// A small deterministic generator (xorshift), so a failure can be rerun.
 struct Dice(u64);
@@ -68,6 +76,7 @@ fn client(
     start: String,
     seed: u64,
 ) -> anyhow::Result<()> {
+    let per_channel = per_channel();
     let mut dice = Dice(seed | 1);
     let mut received = Received {
         name: format!("{transport:?} client on c{channel}"),
@@ -75,7 +84,7 @@ fn client(
     };
     let mut cursor = start;
     let ch = format!("c{channel}");
-    while received.next < PER_CHANNEL {
+    while received.next < per_channel {
         let mut budget = 1 + dice.below(400);
         match transport {
             Transport::Sse => {
@@ -83,7 +92,7 @@ fn client(
                     &format!("{base}/comet/sse?channel={ch}"),
                     &[("last-event-id", &cursor)],
                 )?;
-                while budget > 0 && received.next < PER_CHANNEL {
+                while budget > 0 && received.next < per_channel {
                     let event = sse.event()?;
                     received.take(&event.json())?;
                     cursor = event.id.unwrap_or_default();
@@ -95,7 +104,7 @@ fn client(
                     &format!("{base}/comet/stream?channel={ch}&since={cursor}"),
                     &[],
                 )?;
-                while budget > 0 && received.next < PER_CHANNEL {
+                while budget > 0 && received.next < per_channel {
                     let m = stream.json()?;
                     received.take(&m)?;
                     cursor = m["cursor"].as_str().unwrap_or_default().to_string();
@@ -121,7 +130,7 @@ fn client(
                     &json!({"op": "subscribe", "channel": ch, "since": cursor}),
                 )?;
                 anyhow::ensure!(ws_json(&mut ws)?["type"] == "subscribed");
-                while budget > 0 && received.next < PER_CHANNEL {
+                while budget > 0 && received.next < per_channel {
                     let m = ws_json(&mut ws)?;
                     received.take(&m)?;
                     cursor = m["cursor"].as_str().unwrap_or_default().to_string();
@@ -134,7 +143,7 @@ fn client(
     Ok(())
 }
 
-/// A hundred clients over all four transports keep dropping and resuming
+/// Two hundred clients over all four transports keep dropping and resuming
 /// with their cursors while 10,000 messages are published and the module
 /// is swapped under them: every client gets every message of its channel,
 /// once, in order.
@@ -211,7 +220,7 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
                     .http_status_as_error(false)
                     .build()
                     .into();
-                for n in 0..PER_CHANNEL {
+                for n in 0..per_channel() {
                     let r = agent
                         .post(&url)
                         .header("authorization", &format!("Bearer {TOKEN}"))
