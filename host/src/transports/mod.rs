@@ -115,6 +115,19 @@ impl Enabled {
                 }
             }
         }
+        if enabled
+            == (Enabled {
+                websocket: false,
+                sse: false,
+                stream: false,
+                poll: false,
+            })
+        {
+            return Err(format!(
+                "no transport left: name at least one of {}",
+                Enabled::NAMES.join(", ")
+            ));
+        }
         Ok(enabled)
     }
 
@@ -266,4 +279,26 @@ async fn long_poll(
     let answer = poll::answer(&mut client, backlogs, timeout).await;
     client.closed(None, "poll answered");
     answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Enabled;
+
+    #[test]
+    fn transports_parse_and_refuse_nonsense() {
+        let only_sse = Enabled::parse("sse, poll").unwrap();
+        assert!(only_sse.sse && only_sse.poll && !only_sse.websocket && !only_sse.stream);
+        assert!(only_sse.serves("client.js") && !only_sse.serves("ws"));
+        assert_eq!(
+            Enabled::parse("websocket,sse,stream,poll").unwrap(),
+            Enabled::default()
+        );
+        assert!(
+            Enabled::parse("carrier-pigeon")
+                .unwrap_err()
+                .contains("unknown transport")
+        );
+        assert!(Enabled::parse("").unwrap_err().contains("at least one"));
+    }
 }
