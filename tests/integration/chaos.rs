@@ -10,15 +10,25 @@ use crate::COMET;
 const TOKEN: &str = "test-token";
 const CHANNELS: usize = 4;
 /// Messages per channel: 2,500 (10,000 in all) in CI, where the suite runs
-/// a debug build; `COMET_CHAOS_PER_CHANNEL=5000` makes it 20,000 (about
-/// 8 minutes here).
+/// a debug build next to the other tests; `COMET_CHAOS_PER_CHANNEL=5000`
+/// makes it 20,000.
 fn per_channel() -> u64 {
-    std::env::var("COMET_CHAOS_PER_CHANNEL")
+    env_or("COMET_CHAOS_PER_CHANNEL", 2_500)
+}
+
+/// Clients per transport: 25 (100 in all) in CI, so the rest of the suite,
+/// running at the same time, keeps its deadlines; `COMET_CHAOS_CLIENTS=50`
+/// makes it 200 (with 20,000 messages: about 8 minutes here, alone).
+fn clients_per_transport() -> usize {
+    env_or("COMET_CHAOS_CLIENTS", 25)
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_500)
+        .unwrap_or(default)
 }
-const CLIENTS_PER_TRANSPORT: usize = 50;
 
 /// A small deterministic generator (xorshift), so a failure can be rerun.
 struct Dice(u64);
@@ -143,7 +153,7 @@ fn client(
     Ok(())
 }
 
-/// Two hundred clients over all four transports keep dropping and resuming
+/// A hundred clients over all four transports keep dropping and resuming
 /// with their cursors while 10,000 messages are published and the module
 /// is swapped under them: every client gets every message of its channel,
 /// once, in order.
@@ -180,7 +190,7 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
         Transport::Poll,
         Transport::Ws,
     ] {
-        for i in 0..CLIENTS_PER_TRANSPORT {
+        for i in 0..clients_per_transport() {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             let (base, start, channel) = (base.clone(), starts[i % CHANNELS].clone(), i % CHANNELS);
             let s = seed;

@@ -277,7 +277,19 @@ fn guest_output_is_checked_before_it_is_copied() -> anyhow::Result<()> {
 /// kv has a byte budget per module: 256 values of 1 MiB stop at 32 MiB.
 #[test]
 fn kv_has_a_byte_budget() -> anyhow::Result<()> {
-    let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
+    // Copying 32 MiB into kv in a debug build, next to the rest of the
+    // suite, can take longer than the default deadline: this test is about
+    // bytes, so it gives the event time.
+    let comet = Comet::start(
+        COMET,
+        &[
+            guests::MISBEHAVE,
+            "--deadline-ms",
+            "20000",
+            "--cpu-ms",
+            "20000",
+        ],
+    )?;
     let r = get(&comet.url("/kv-fill?n=256"))?;
     assert_eq!(r.status, 200, "{}", r.body);
     let (stored, error) = r.body.split_once(' ').unwrap_or_default();
