@@ -270,6 +270,14 @@ fn swaps_under_load_drop_nothing() -> anyhow::Result<()> {
         )?;
         assert_eq!(r.status, 201, "{}", r.body);
         assert_eq!(json_of(&r.body)["current"]["version"], u64::from(round) + 2);
+        // The clients read only at the end; a ping keeps each from being
+        // closed as idle (45 s of silence) when a loaded machine makes the
+        // rounds slow.
+        for client in &mut ws {
+            client.send(tokio_tungstenite::tungstenite::Message::Ping(
+                Vec::new().into(),
+            ))?;
+        }
     }
     for i in 0..4 {
         let text = format!("after-{i}");
