@@ -2,7 +2,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use comet_testkit::redis::RedisServer;
-use comet_testkit::{Comet, WsClient, get, guests, publish, ws_connect, ws_json, ws_send};
+use comet_testkit::{
+    Comet, WsClient, get, guests, publish, wait_for, ws_connect, ws_json, ws_send,
+};
 use serde_json::{Value, json};
 
 use crate::COMET;
@@ -54,34 +56,27 @@ pub(crate) fn open_page(binary: &str, url: &str) -> anyhow::Result<(Browser, WsC
         .spawn()?;
     let browser = Browser { child, profile };
     let port_file = browser.profile.path().join("DevToolsActivePort");
-    let port = wait_for(Duration::from_secs(60), || {
+    let port = wait_for("chromium's DevTools port", Duration::from_secs(60), || {
         std::fs::read_to_string(&port_file)
             .ok()
             .and_then(|s| s.lines().next().map(str::to_string))
-    })
-    .ok_or_else(|| anyhow::anyhow!("chromium did not start DevTools"))?;
-    let page = wait_for(Duration::from_secs(30), || {
-        let list = get(&format!("http://127.0.0.1:{port}/json/list")).ok()?;
-        let pages: Value = serde_json::from_str(&list.body).ok()?;
-        pages
-            .as_array()?
-            .iter()
-            .find(|p| p["type"] == "page" && p["url"].as_str().is_some_and(|u| u.starts_with(url)))
-            .and_then(|p| p["webSocketDebuggerUrl"].as_str().map(str::to_string))
-    })
-    .ok_or_else(|| anyhow::anyhow!("no page for {url}"))?;
+    })?;
+    let page = wait_for(
+        &format!("a page for {url}"),
+        Duration::from_secs(30),
+        || {
+            let list = get(&format!("http://127.0.0.1:{port}/json/list")).ok()?;
+            let pages: Value = serde_json::from_str(&list.body).ok()?;
+            pages
+                .as_array()?
+                .iter()
+                .find(|p| {
+                    p["type"] == "page" && p["url"].as_str().is_some_and(|u| u.starts_with(url))
+                })
+                .and_then(|p| p["webSocketDebuggerUrl"].as_str().map(str::to_string))
+        },
+    )?;
     Ok((browser, ws_connect(&page)?))
-}
-
-fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 /// Evaluate `expression` in the page (DevTools `Runtime.evaluate`).
@@ -144,12 +139,10 @@ pub(crate) fn screenshot(devtools: &mut WsClient, id: &mut u64) -> anyhow::Resul
 /// Load `url` in the page and wait until its document is there.
 fn navigate(devtools: &mut WsClient, id: &mut u64, url: &str) -> anyhow::Result<()> {
     command(devtools, id, "Page.navigate", &json!({ "url": url }))?;
-    let loaded = wait_for(Duration::from_secs(30), || {
+    wait_for(&format!("{url} to load"), Duration::from_secs(30), || {
         let state = eval(devtools, id, "location.href + ' ' + document.readyState").ok()?;
         (state.as_str()? == format!("{url} complete")).then_some(())
-    });
-    anyhow::ensure!(loaded.is_some(), "{url} did not load");
-    Ok(())
+    })
 }
 
 pub(crate) fn wait_text(
@@ -159,12 +152,12 @@ pub(crate) fn wait_text(
     want: &str,
 ) -> String {
     let mut last = String::new();
-    let found = wait_for(Duration::from_secs(30), || {
+    let found = wait_for(expression, Duration::from_secs(30), || {
         last = eval(devtools, id, expression).ok()?.as_str()?.to_string();
         last.contains(want).then_some(())
     });
     assert!(
-        found.is_some(),
+        found.is_ok(),
         "{expression} never contained {want:?}; last: {last:?}"
     );
     last

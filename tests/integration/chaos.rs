@@ -1,8 +1,10 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use comet_testkit::{Comet, Lines, admin, get, guests, publish, ws_connect, ws_json, ws_send};
+use comet_testkit::{
+    Comet, Lines, admin, get, guests, publish, wait_for, ws_connect, ws_json, ws_send,
+};
 use serde_json::{Value, json};
 
 use crate::COMET;
@@ -199,15 +201,30 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
             }));
         }
     }
-    // The module is swapped for a new version while all this goes on.
+    // The module is swapped for a new version while all this goes on: after
+    // each sixth of the messages is published, up to five times.
     let done = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicU64::new(0));
     let swapper = {
-        let done = done.clone();
+        let (done, published) = (done.clone(), published.clone());
+        let total = per_channel() * CHANNELS as u64;
         let bytes = std::fs::read(guests::CHANNELS_APP)?;
         let comet_admin = comet.admin_url("");
         std::thread::spawn(move || -> anyhow::Result<u32> {
             let mut swaps = 0;
-            while !done.load(Ordering::Acquire) && swaps < 5 {
+            while swaps < 5 {
+                let next = total * (u64::from(swaps) + 1) / 6;
+                let due = wait_for(
+                    "the next sixth of the messages",
+                    Duration::from_secs(600),
+                    || {
+                        let finished = done.load(Ordering::Acquire);
+                        (finished || published.load(Ordering::Acquire) >= next).then_some(finished)
+                    },
+                )?;
+                if due {
+                    break;
+                }
                 let auth = format!("Bearer {}", comet_testkit::ADMIN_TOKEN);
                 let r = comet_testkit::send(
                     "PUT",
@@ -217,7 +234,6 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
                 )?;
                 anyhow::ensure!(r.status == 201, "swap: {} {}", r.status, r.body);
                 swaps += 1;
-                std::thread::sleep(Duration::from_millis(700));
             }
             Ok(swaps)
         })
@@ -225,6 +241,7 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
     let publishers: Vec<_> = (0..CHANNELS)
         .map(|c| {
             let url = format!("{base}/comet/publish/c{c}");
+            let published = published.clone();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
@@ -237,6 +254,7 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
                         .header("content-type", "text/plain")
                         .send(n.to_string().as_bytes())?;
                     anyhow::ensure!(r.status() == 200, "publish {n}: {}", r.status());
+                    published.fetch_add(1, Ordering::Release);
                 }
                 Ok(())
             })

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use comet_testkit::{Comet, get, guests, post, wait_for};
+use comet_testkit::{Comet, admin, get, guests, post, wait_for};
 
 use crate::COMET;
 
@@ -49,8 +49,19 @@ fn infinite_loop_hits_the_deadline_and_others_are_served() -> anyhow::Result<()>
             })
         })
         .collect();
-    // While the loops run, a healthy route still answers.
-    std::thread::sleep(Duration::from_millis(100));
+    // While the loops run (all four, as the metrics say), a healthy route
+    // still answers.
+    wait_for("four events running", Duration::from_secs(30), || {
+        let metrics = admin(&comet, "GET", "/metrics", None).ok()?.body;
+        let running: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("comet_events_running{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        // On a machine so loaded that the loops ended first, the check below
+        // still runs (after them).
+        (running >= 4.0 || spinners.iter().all(|s| s.is_finished())).then_some(())
+    })?;
     let mut healthy = 0;
     for _ in 0..10 {
         let r = get(&comet.url("/ok"))?;

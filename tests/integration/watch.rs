@@ -1,7 +1,7 @@
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use comet_testkit::{Comet, get};
+use comet_testkit::{Comet, get, wait_for};
 
 use crate::COMET;
 
@@ -30,20 +30,6 @@ fn copy_hello(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wait_for(comet: &Comet, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "timed out waiting for {what}; comet's log:\n{}",
-        comet.stderr()
-    );
-}
-
 /// Change the source: the new behaviour is served. Break it: the error is
 /// printed and the last good version keeps serving.
 #[test]
@@ -66,11 +52,13 @@ fn watch_rebuilds_and_survives_a_broken_build() -> anyhow::Result<()> {
         &lib,
         source.replace("comet hello example", "comet watched example"),
     )?;
-    wait_for(
-        &comet,
-        "the rebuilt version",
-        Duration::from_secs(180),
-        || body(&comet).contains("comet watched example"),
+    let rebuilt = wait_for("the rebuilt version", Duration::from_secs(180), || {
+        body(&comet).contains("comet watched example").then_some(())
+    });
+    assert!(
+        rebuilt.is_ok(),
+        "{rebuilt:?}; comet's log:\n{}",
+        comet.stderr()
     );
     assert!(
         comet.wait_log("reloaded, now serving version 2", Duration::from_secs(10)),
@@ -80,11 +68,14 @@ fn watch_rebuilds_and_survives_a_broken_build() -> anyhow::Result<()> {
 
     let good = std::fs::read_to_string(&lib)?;
     std::fs::write(&lib, format!("{good}\nfn broken( {{\n"))?;
-    wait_for(&comet, "the build error", Duration::from_secs(180), || {
-        comet
-            .stderr()
-            .contains("build failed, still serving version 2")
-    });
+    assert!(
+        comet.wait_log(
+            "build failed, still serving version 2",
+            Duration::from_secs(180)
+        ),
+        "{}",
+        comet.stderr()
+    );
     assert!(body(&comet).contains("comet watched example"));
     Ok(())
 }

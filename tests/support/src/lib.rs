@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -29,9 +29,35 @@ pub struct Comet {
     pub addr: SocketAddr,
     /// The address of its admin API (token [`ADMIN_TOKEN`]), if it serves one.
     pub admin_addr: Option<SocketAddr>,
-    stderr: Arc<Mutex<String>>,
+    stderr: Arc<Log>,
     /// Its data directory, unless the test chose one.
     _data_dir: Option<tempfile::TempDir>,
+}
+
+/// A process's log as it is read, and a signal for each piece of it.
+#[derive(Debug, Default)]
+struct Log {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+impl Log {
+    fn append(&self, piece: &str) {
+        if let Ok(mut text) = self.text.lock() {
+            text.push_str(piece);
+        }
+        self.grew.notify_all();
+    }
+
+    /// Whether `done(log)` holds within `timeout`, checked after each write.
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+        let Ok(text) = self.text.lock() else {
+            return false;
+        };
+        self.grew
+            .wait_timeout_while(text, timeout, |text| !done(text))
+            .is_ok_and(|(text, _)| done(&text))
+    }
 }
 
 /// The admin token test servers are started with.
@@ -101,7 +127,7 @@ impl Comet {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("spawn {bin}"))?;
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Log::default());
         let mut err_pipe = child.stderr.take().context("stderr")?;
         let sink = stderr.clone();
         std::thread::spawn(move || {
@@ -110,9 +136,7 @@ impl Comet {
                 if n == 0 {
                     break;
                 }
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
+                sink.append(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let stdout = child.stdout.take().context("stdout")?;
@@ -178,34 +202,26 @@ impl Comet {
 
     /// Wait up to `timeout` for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_for("the process to exit", timeout, || {
+            self.child.try_wait().ok().flatten()
+        })
+        .ok()
     }
 
     /// Wait up to `timeout` for `needle` to appear in the log (stderr is
-    /// read on its own thread, so a line may trail what stdout said).
+    /// read on its own thread, so a line may trail what stdout said). Woken
+    /// by each write to the log, not by a timer.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.stderr().contains(needle) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.stderr.wait_until(timeout, |log| log.contains(needle))
     }
 
     /// Everything the process wrote to stderr so far (its log).
     pub fn stderr(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stderr
+            .text
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -567,6 +583,8 @@ pub fn wait_for<T>(
         if std::time::Instant::now() >= deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
+        // The one polling interval of the suite: a probe (an HTTP answer, a
+        // file, a process's state) has nothing to wake us with.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
