@@ -10,39 +10,22 @@ Needs `pip install websocket-client`. Runs the trivial bench guest.
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
 
 import websocket  # websocket-client
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cometproc import ROOT, Comet
+
 N, SIZE, PORT = 1500, 60 << 10, 18490
-
-
-def rss_kib(pid):
-    for line in open("/proc/%d/status" % pid):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def main():
     binary, flags = sys.argv[1], sys.argv[2:]
-    cmd = [binary, "run", os.path.join(ROOT, "bench", "guest", "trivial"), "--listen",
-           "127.0.0.1:%d" % PORT, "--no-admin", "--publish-token", "t"] + flags
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, RUST_LOG="warn"))
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", PORT), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+    run_args = [os.path.join(ROOT, "bench", "guest", "trivial"), "--no-admin",
+                "--publish-token", "t"] + flags
+    with Comet(binary, run_args, PORT) as comet:
         payload = "x" * SIZE
         CONNECTIONS = 15
 
@@ -68,20 +51,17 @@ def main():
             return refused[0]
 
         flood(0, 50)
-        before = rss_kib(proc.pid)
+        before = comet.rss_kib()
         refused = flood(50, N)
-        after = rss_kib(proc.pid)
+        after = comet.rss_kib()
         result = {"flags": flags, "published": N - 50 - refused, "refused": refused,
                   "rss_before_kib": before, "rss_after_kib": after,
                   "grown_mib": round((after - before) / 1024, 1)}
         if any(f == "--history-age-s" for f in flags):
             age = int(flags[flags.index("--history-age-s") + 1])
             time.sleep(age + 12)  # the age, then the 5 s sweep, twice
-            result["rss_after_expiry_kib"] = rss_kib(proc.pid)
+            result["rss_after_expiry_kib"] = comet.rss_kib()
         print(json.dumps(result))
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 if __name__ == "__main__":

@@ -13,23 +13,15 @@ Standard library only. Prints one line per case.
 import base64
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cometproc import ROOT, Comet
+
 MISBEHAVE = os.path.join(ROOT, "target/guests/wasm32-wasip2/release/misbehave.wasm")
 PORT = 18690
-
-
-def stats(pid):
-    rss = 0
-    for line in open("/proc/%d/status" % pid):
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-    return rss / 1024, len(os.listdir("/proc/%d/fd" % pid))
 
 
 def get(path, timeout=30):
@@ -76,30 +68,16 @@ def ping_flood(seconds):
 
 def main():
     binary = sys.argv[1]
-    proc = subprocess.Popen([binary, "run", MISBEHAVE, "--listen", "127.0.0.1:%d" % PORT,
-                             "--no-admin", "--no-cache", "--max-connections-per-ip", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, RUST_LOG="error"))
+    run_args = [MISBEHAVE, "--no-admin", "--no-cache"]
     try:
-        for _ in range(600):
-            if get("/ok", timeout=1) == 200:
-                break
-            time.sleep(0.1)
-        else:
-            # An older build without --max-connections-per-ip: start without it.
-            proc.terminate()
-            proc.wait()
-            proc = subprocess.Popen([binary, "run", MISBEHAVE, "--listen", "127.0.0.1:%d" % PORT,
-                                     "--no-admin", "--no-cache"], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="error"))
-            for _ in range(600):
-                if get("/ok", timeout=1) == 200:
-                    break
-                time.sleep(0.1)
-
+        comet = Comet(binary, run_args + ["--max-connections-per-ip", "0"], PORT)
+    except RuntimeError:
+        # A build from before --max-connections-per-ip (it had no such bound).
+        comet = Comet(binary, run_args, PORT)
+    with comet:
         def report(case):
-            rss, fds = stats(proc.pid)
-            print("%-48s rss %7.1f MiB  fds %5d" % (case, rss, fds), flush=True)
+            print("%-48s rss %7.1f MiB  fds %5d" % (case, comet.rss_kib() / 1024, comet.fds()),
+                  flush=True)
 
         report("start")
         at_once("/big-headers?n=40", 4)
@@ -123,9 +101,6 @@ def main():
         report("WebSocket ping flood for 5 s")
         time.sleep(15)
         report("after 15 s quiet")
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 if __name__ == "__main__":

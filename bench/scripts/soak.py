@@ -21,25 +21,15 @@ import json
 import os
 import random
 import resource
-import socket
-import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cometproc import ROOT, Comet
+
 PORT = 18590
 TOKEN = "soak"
-
-
-def proc_stats(pid):
-    rss = 0
-    for line in open("/proc/%d/status" % pid):
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-    fds = len(os.listdir("/proc/%d/fd" % pid))
-    return rss, fds
 
 
 class Totals:
@@ -266,22 +256,22 @@ async def publisher(args, stop):
         await asyncio.sleep(1 / args.rate)
 
 
-async def sampler(pid, args, totals, stop, t0):
+async def sampler(comet, args, totals, stop, t0):
     while time.time() < stop:
-        rss, fds = proc_stats(pid)
+        rss, fds = comet.rss_kib(), comet.fds()
         print("t=%5.0fs rss=%7.1f MiB fds=%6d sessions=%8d messages=%9d errors=%d gaps=%d dups=%d resets=%d"
               % (time.time() - t0, rss / 1024, fds, totals.sessions, totals.messages,
                  totals.errors, totals.gaps, totals.dups, totals.resets), flush=True)
         await asyncio.sleep(args.sample_s)
 
 
-async def run(pid, args):
+async def run(comet, args):
     totals = Totals()
     t0 = time.time()
     stop = t0 + args.duration_s
     tasks = [asyncio.create_task(client(i, args, totals, stop)) for i in range(args.clients)]
     tasks.append(asyncio.create_task(publisher(args, stop)))
-    tasks.append(asyncio.create_task(sampler(pid, args, totals, stop, t0)))
+    tasks.append(asyncio.create_task(sampler(comet, args, totals, stop, t0)))
     await asyncio.wait(tasks, timeout=args.duration_s + 1)
     # Sessions still waiting for a message when publishing stopped end here.
     for task in tasks:
@@ -307,39 +297,26 @@ def main():
 
     # Every client comes from 127.0.0.1: lift the per-address bound, which
     # would otherwise (rightly) refuse past 2,048 connections.
-    cmd = [args.binary, "run", os.path.join(ROOT, "bench", "guest", "trivial"), "--listen",
-           "127.0.0.1:%d" % PORT, "--no-admin", "--publish-token", TOKEN,
-           "--max-connections-per-ip", "0"] + args.flags
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, RUST_LOG="warn"))
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", PORT), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        rss0, fds0 = proc_stats(proc.pid)
+    run_args = [os.path.join(ROOT, "bench", "guest", "trivial"), "--no-admin",
+                "--publish-token", TOKEN, "--max-connections-per-ip", "0"] + args.flags
+    with Comet(args.binary, run_args, PORT) as comet:
+        rss0, fds0 = comet.rss_kib(), comet.fds()
         print("start: rss=%.1f MiB fds=%d, %d clients (SSE, long-poll, WebSocket), %.0f s"
               % (rss0 / 1024, fds0, args.clients, args.duration_s), flush=True)
-        totals = asyncio.run(run(proc.pid, args))
+        totals = asyncio.run(run(comet, args))
         # Sockets close as the clients' tasks end; wait for the fds to settle.
         end = time.time() + 30
-        while time.time() < end and proc_stats(proc.pid)[1] > fds0 + 5:
+        while time.time() < end and comet.fds() > fds0 + 5:
             time.sleep(0.5)
-        rss1, fds1 = proc_stats(proc.pid)
+        rss1, fds1 = comet.rss_kib(), comet.fds()
         print("end: rss=%.1f MiB (start %.1f) fds=%d (start %d); sessions=%d messages=%d "
               "errors=%d gaps=%d dups=%d resets=%d%s"
               % (rss1 / 1024, rss0 / 1024, fds1, fds0, totals.sessions, totals.messages,
                  totals.errors, totals.gaps, totals.dups, totals.resets,
                  "; last error: " + totals.last_error if totals.last_error else ""))
-        ok = (proc.poll() is None and totals.gaps == 0 and totals.dups == 0
+        ok = (comet.alive() and totals.gaps == 0 and totals.dups == 0
               and totals.errors == 0 and totals.messages > 0)
-        sys.exit(0 if ok else 1)
-    finally:
-        proc.terminate()
-        proc.wait()
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

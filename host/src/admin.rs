@@ -57,6 +57,52 @@ pub async fn serve(
     admin: Arc<Admin>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with(listener, shutdown, move |request| {
+        let admin = admin.clone();
+        async move {
+            match route(&admin, request).await {
+                Ok(response) => response,
+                Err(e) => e.into_response(),
+            }
+        }
+    })
+    .await
+}
+
+/// Serve only `GET /metrics`, without a token, on `listener` (for
+/// scrapers on a private network: `--metrics-listen`).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_with(listener, shutdown, move |request| {
+        let response = if request.uri().path() == "/metrics" {
+            metrics_response(&admin, request.headers())
+        } else {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "only /metrics is served here",
+            )
+            .into_response()
+        };
+        std::future::ready(response)
+    })
+    .await
+}
+
+/// Accept connections on `listener` and answer each request with
+/// `answer` until `shutdown` resolves; then let requests in flight finish.
+async fn serve_with<F, A>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    answer: A,
+) -> std::io::Result<()>
+where
+    A: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -65,10 +111,10 @@ pub async fn serve(
             accepted = crate::server::accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
-        let admin = admin.clone();
+        let answer = answer.clone();
         let service = service_fn(move |request| {
-            let admin = admin.clone();
-            async move { Ok::<_, Infallible>(handle(&admin, request).await) }
+            let answer = answer(request);
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         let connection = graceful.watch(
             builder
@@ -81,20 +127,14 @@ pub async fn serve(
             }
         });
     }
-    // A deploy in flight finishes; nothing here streams, so this is short.
+    // A deploy in flight finishes; the status page's event streams end
+    // within the timeout.
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     Ok(())
 }
 
-async fn handle(admin: &Admin, request: hyper::Request<Incoming>) -> Response<Body> {
-    match route(admin, request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
-}
-
 async fn route(
-    admin: &Admin,
+    admin: &Arc<Admin>,
     request: hyper::Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
@@ -114,7 +154,10 @@ async fn route(
     let method = request.method().clone();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &status(admin))),
-        (&Method::GET, ["events"]) => Ok(status_page::events(admin_status(admin))),
+        (&Method::GET, ["events"]) => {
+            let admin = admin.clone();
+            Ok(status_page::events(move || status(&admin)))
+        }
         (&Method::GET, ["modules"]) => Ok(json(StatusCode::OK, &admin.registry.list())),
         (&Method::GET, ["modules", name]) => match admin.registry.get(name) {
             Some(info) => Ok(json(StatusCode::OK, &info)),
@@ -215,18 +258,6 @@ async fn upload(
     Ok(json(StatusCode::CREATED, &body))
 }
 
-/// A function that reads the status now (the live page polls it).
-fn admin_status(admin: &Admin) -> impl Fn() -> serde_json::Value + Send + 'static {
-    let admin = Admin {
-        registry: admin.registry.clone(),
-        routes: admin.routes.clone(),
-        token: String::new(),
-        max_upload: admin.max_upload,
-        started: admin.started,
-    };
-    move || status(&admin)
-}
-
 /// `GET /metrics`: the process's metrics and the values read now, in
 /// OpenMetrics when the scraper asks for it, else the classic text format.
 fn metrics_response(admin: &Admin, headers: &http::HeaderMap) -> Response<Body> {
@@ -297,47 +328,6 @@ pub fn snapshot(admin: &Admin) -> crate::metrics::Snapshot {
             .map(|c| (c.hits(), c.misses())),
         modules,
     }
-}
-
-/// Serve only `GET /metrics`, without a token, on `listener` (for
-/// scrapers on a private network: `--metrics-listen`).
-pub async fn serve_metrics(
-    listener: TcpListener,
-    admin: Arc<Admin>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = crate::server::accept(&listener) => accepted,
-            () = &mut shutdown => break,
-        };
-        let admin = admin.clone();
-        let service = service_fn(move |request: hyper::Request<Incoming>| {
-            let admin = admin.clone();
-            async move {
-                let response = if request.uri().path() == "/metrics" {
-                    metrics_response(&admin, request.headers())
-                } else {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not-found",
-                        "only /metrics is served here",
-                    )
-                    .into_response()
-                };
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-    }
-    Ok(())
 }
 
 fn status(admin: &Admin) -> serde_json::Value {

@@ -204,14 +204,18 @@ impl Host {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
         };
-        let metrics_task = self.metrics.map(|listener| {
-            let admin = Admin::new(self.registry.clone(), self.routes.clone(), String::new());
-            tokio::spawn(admin::serve_metrics(listener, admin, stopped()))
-        });
-        let admin_task = admin.map(|(listener, token)| {
-            let admin = Admin::new(self.registry.clone(), self.routes.clone(), token);
-            tokio::spawn(admin::serve(listener, admin, stopped()))
-        });
+        // One Admin for both listeners. Without an admin listener its token
+        // is random and never given out; the metrics listener checks none.
+        let (admin_listener, token) = match admin {
+            Some((listener, token)) => (Some(listener), token),
+            None => (None, crate::auth::random_token()),
+        };
+        let state = Admin::new(self.registry.clone(), self.routes.clone(), token);
+        let metrics_task = self
+            .metrics
+            .map(|listener| tokio::spawn(admin::serve_metrics(listener, state.clone(), stopped())));
+        let admin_task =
+            admin_listener.map(|listener| tokio::spawn(admin::serve(listener, state, stopped())));
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);

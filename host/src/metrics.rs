@@ -133,14 +133,19 @@ impl Metrics {
                 event,
             })
             .observe(took.as_secs_f64());
+        let failed = u64::from(outcome != "ok");
         if let Ok(mut by_module) = self.by_module.lock() {
-            if !by_module.contains_key(&**module) {
-                by_module.insert(module.to_string(), ModuleCounts::default());
-            }
-            if let Some(counts) = by_module.get_mut(&**module) {
-                counts.events += 1;
-                if outcome != "ok" {
-                    counts.failures += 1;
+            match by_module.get_mut(&**module) {
+                Some(counts) => {
+                    counts.events += 1;
+                    counts.failures += failed;
+                }
+                None => {
+                    let counts = ModuleCounts {
+                        events: 1,
+                        failures: failed,
+                    };
+                    by_module.insert(module.to_string(), counts);
                 }
             }
         }

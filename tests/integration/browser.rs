@@ -163,6 +163,19 @@ pub(crate) fn wait_text(
     last
 }
 
+/// Wait until the chat page is connected over `transport` and its room's
+/// subscription is confirmed (the `ready` promise resolved).
+fn joined(devtools: &mut WsClient, id: &mut u64, transport: &str) -> anyhow::Result<()> {
+    wait_text(devtools, id, STATUS, &format!("connected ({transport})"));
+    eval(
+        devtools,
+        id,
+        "room.ready.then(() => window.ready = true); 0",
+    )?;
+    wait_text(devtools, id, "String(window.ready)", "true");
+    Ok(())
+}
+
 const STATUS: &str = "document.getElementById('status').textContent";
 const LOG: &str = "document.getElementById('log').innerText";
 
@@ -256,19 +269,7 @@ fn client_receives_on_each_transport() -> anyhow::Result<()> {
             &mut id,
             &comet.url(&format!("/?room={room}&transports={transport}")),
         )?;
-        wait_text(
-            &mut devtools,
-            &mut id,
-            STATUS,
-            &format!("connected ({transport})"),
-        );
-        // Subscribed (the promise resolved) before publishing.
-        eval(
-            &mut devtools,
-            &mut id,
-            "room.ready.then(() => window.ready = true); 0",
-        )?;
-        wait_text(&mut devtools, &mut id, "String(window.ready)", "true");
+        joined(&mut devtools, &mut id, transport)?;
         for n in 1..=5 {
             say(&comet, &room, &format!("m{n} on {transport}"))?;
         }
@@ -292,25 +293,13 @@ fn client_falls_back_when_a_transport_is_refused() -> anyhow::Result<()> {
     let no_ws = chat(&["--transports", "sse,stream,poll"])?;
     let (_browser, mut devtools) = open_page(binary, &no_ws.url("/?room=fb"))?;
     let mut id = 0;
-    wait_text(&mut devtools, &mut id, STATUS, "connected (sse)");
-    eval(
-        &mut devtools,
-        &mut id,
-        "room.ready.then(() => window.ready = true); 0",
-    )?;
-    wait_text(&mut devtools, &mut id, "String(window.ready)", "true");
+    joined(&mut devtools, &mut id, "sse")?;
     say(&no_ws, "fb", "over sse")?;
     wait_text(&mut devtools, &mut id, LOG, "ops: over sse");
 
     let poll_only = chat(&["--transports", "poll"])?;
     navigate(&mut devtools, &mut id, &poll_only.url("/?room=fb"))?;
-    wait_text(&mut devtools, &mut id, STATUS, "connected (poll)");
-    eval(
-        &mut devtools,
-        &mut id,
-        "room.ready.then(() => window.ready = true); 0",
-    )?;
-    wait_text(&mut devtools, &mut id, "String(window.ready)", "true");
+    joined(&mut devtools, &mut id, "poll")?;
     say(&poll_only, "fb", "over long-poll")?;
     wait_text(&mut devtools, &mut id, LOG, "ops: over long-poll");
     Ok(())
@@ -328,13 +317,7 @@ fn client_resumes_after_a_server_restart() -> anyhow::Result<()> {
     let addr = comet.addr.to_string();
     let (_browser, mut devtools) = open_page(binary, &comet.url("/?room=r"))?;
     let mut id = 0;
-    wait_text(&mut devtools, &mut id, STATUS, "connected (websocket)");
-    eval(
-        &mut devtools,
-        &mut id,
-        "room.ready.then(() => window.ready = true); 0",
-    )?;
-    wait_text(&mut devtools, &mut id, "String(window.ready)", "true");
+    joined(&mut devtools, &mut id, "websocket")?;
     say(&comet, "r", "before the restart")?;
     wait_text(&mut devtools, &mut id, LOG, "ops: before the restart");
 
@@ -382,13 +365,7 @@ fn client_loses_nothing_across_a_restart_on_redis() -> anyhow::Result<()> {
     let addr = a.addr.to_string();
     let (_browser, mut devtools) = open_page(binary, &a.url("/?room=z"))?;
     let mut id = 0;
-    wait_text(&mut devtools, &mut id, STATUS, "connected (websocket)");
-    eval(
-        &mut devtools,
-        &mut id,
-        "room.ready.then(() => window.ready = true); 0",
-    )?;
-    wait_text(&mut devtools, &mut id, "String(window.ready)", "true");
+    joined(&mut devtools, &mut id, "websocket")?;
     say(&b, "z", "one")?;
     wait_text(&mut devtools, &mut id, LOG, "ops: one");
 
@@ -423,13 +400,7 @@ fn client_reconnects_when_back_online() -> anyhow::Result<()> {
     let comet = chat(&[])?;
     let (_browser, mut devtools) = open_page(binary, &comet.url("/?room=o"))?;
     let mut id = 0;
-    wait_text(&mut devtools, &mut id, STATUS, "connected (websocket)");
-    eval(
-        &mut devtools,
-        &mut id,
-        "room.ready.then(() => window.ready = true); 0",
-    )?;
-    wait_text(&mut devtools, &mut id, "String(window.ready)", "true");
+    joined(&mut devtools, &mut id, "websocket")?;
     let offline = |offline: bool| json!({ "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 });
     eval(
         &mut devtools,

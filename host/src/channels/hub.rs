@@ -138,8 +138,15 @@ impl Hub {
                     .collect::<Vec<_>>()
             })
             .collect();
-        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let most_first = |a: &(ChannelName, usize, u64), b: &(ChannelName, usize, u64)| {
+            b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+        };
+        // Only the first `n` need an order.
+        if all.len() > n && n > 0 {
+            all.select_nth_unstable_by(n - 1, most_first);
+        }
         all.truncate(n);
+        all.sort_unstable_by(most_first);
         all
     }
 

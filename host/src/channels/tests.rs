@@ -251,3 +251,26 @@ async fn the_subscribe_lock_subscribes_the_node_once() {
     }
     assert_eq!(broker.unsubscribes.load(Ordering::Acquire), 1);
 }
+
+#[tokio::test]
+async fn top_channels_are_those_with_most_subscribers() {
+    let node = node();
+    let mut held = Vec::new();
+    for (channel, subscribers) in [("one", 1), ("three", 3), ("two", 2), ("four", 4)] {
+        for _ in 0..subscribers {
+            let mut c = node.connect(TransportKind::Sse).unwrap();
+            c.subscribe(&name(channel), None).await.unwrap();
+            held.push(c);
+        }
+    }
+    publish(&node, "three", "a").await;
+    publish(&node, "three", "b").await;
+    let top: Vec<(String, usize, u64)> = node
+        .top_channels(2)
+        .into_iter()
+        .map(|(c, n, offset)| (c.to_string(), n, offset))
+        .collect();
+    assert_eq!(top, [("four".into(), 4, 0), ("three".into(), 3, 2)]);
+    assert_eq!(node.top_channels(10).len(), 4);
+    assert!(node.top_channels(0).is_empty());
+}
