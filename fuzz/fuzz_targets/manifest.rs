@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use comet_host::manifest::Manifest;
+use comet_config::manifest::Manifest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

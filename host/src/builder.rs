@@ -141,7 +141,7 @@ impl Host {
                 queue_len: config.queue_len,
                 max_connections: config.max_connections,
                 max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
-                namespaces: manifest.channel_rules(),
+                namespaces: crate::channels::Namespaces::from_manifest(&manifest),
                 position_check: config.position_check,
             },
         );

@@ -17,8 +17,6 @@ pub mod guest_build;
 mod guest_output;
 pub mod http;
 pub mod imports;
-pub mod limits;
-pub mod manifest;
 pub mod metrics;
 pub mod module;
 pub mod private_fs;
@@ -32,6 +30,8 @@ pub mod server;
 pub mod transports;
 
 pub use bindings::HANDLER_INTERFACE;
+/// The configuration model (limits, manifest), from the `comet-config` crate.
+pub use comet_config::{limits, manifest};
 pub use engine::{EPOCH_TICK, EngineSettings};
 pub use imports::ModuleServices;
 pub use imports::kv::{KvStore, MemoryKv};

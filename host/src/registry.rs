@@ -25,36 +25,16 @@ use crate::compile_cache::Compiled;
 use crate::http::ClientError;
 use crate::imports::ModuleServices;
 use crate::imports::kv::{DeniedKv, KvStore};
-use crate::limits::Limits;
 use crate::module::{HandlerModule, LoadError, ModuleLookup, Runtime};
 use crate::sandbox::EventError;
+pub use comet_config::spec::ModuleSpec;
+use comet_config::spec::{InvalidModuleName, validate_module_name};
 
 /// Versions kept per module, the served one included.
 pub const DEFAULT_KEEP_VERSIONS: usize = 5;
 
 /// Largest module accepted by upload.
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
-
-/// What a module name's events may use: set per module by the manifest.
-#[derive(Debug, Clone)]
-pub struct ModuleSpec {
-    /// Sandbox limits of every event.
-    pub limits: Limits,
-    /// Whether the `kv` import works (else it answers "not granted").
-    pub kv: bool,
-    /// Values readable through the `config` import.
-    pub config: BTreeMap<String, String>,
-}
-
-impl Default for ModuleSpec {
-    fn default() -> Self {
-        ModuleSpec {
-            limits: Limits::default(),
-            kv: true,
-            config: BTreeMap::new(),
-        }
-    }
-}
 
 /// Where a version came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,10 +89,8 @@ pub struct ModuleInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     /// Not a usable module name.
-    #[error(
-        "invalid module name {0:?}: use 1 to 63 of a-z 0-9 - _, starting with a letter or digit"
-    )]
-    InvalidName(String),
+    #[error(transparent)]
+    InvalidName(#[from] InvalidModuleName),
     /// Over the size limit.
     #[error("the module is {size} bytes, over the {max} byte limit")]
     TooLarge {
@@ -186,16 +164,7 @@ impl ModuleLookup for Registry {
 
 /// Check a module name: it becomes a directory and a URL segment.
 pub fn validate_name(name: &str) -> Result<(), DeployError> {
-    let ok = (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(DeployError::InvalidName(name.chars().take(80).collect()))
-    }
+    Ok(validate_module_name(name)?)
 }
 
 #[derive(Debug)]
@@ -686,16 +655,6 @@ fn stored_versions(dir: &Path) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_directory_and_url_safe() {
-        for ok in ["chat", "a", "hello-2", "my_app", "0day"] {
-            assert!(validate_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "Chat", "-x", "_x", "a/b", "..", "a b", &"a".repeat(64)] {
-            assert!(validate_name(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn stored_versions_are_sorted_numbers() {

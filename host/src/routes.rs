@@ -1,17 +1,7 @@
 //! The routing table: which module serves a request, by host and path
 //! prefix.
 
-/// One route: requests for `prefix` (and, if set, `host`) go to `module`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// Host name to match (without port, any case); `None` matches any host.
-    pub host: Option<String>,
-    /// Path prefix, matched on segment boundaries: `/api` matches `/api` and
-    /// `/api/x`, not `/apix`. `/` matches everything.
-    pub prefix: String,
-    /// The module name.
-    pub module: String,
-}
+pub use comet_config::spec::Route;
 
 /// Routes, tried host-specific first, then longest prefix first.
 #[derive(Debug, Clone, Default)]

@@ -8,3 +8,7 @@ pub mod cursor;
 pub mod name;
 pub mod ops;
 pub mod sse_head;
+
+/// Path prefix of the built-in endpoints (`/comet/sse`, `/comet/ws`...),
+/// reserved: no route may claim it.
+pub const ENDPOINT_PREFIX: &str = "/comet/";

@@ -26,29 +26,7 @@ use super::cursor::{Cursor, Position};
 use super::message::{Message, Payload};
 use super::name::ChannelName;
 
-/// Messages kept per channel by default. Enough for a client that drops off
-/// for a few seconds of a busy channel to resume without a gap.
-pub const DEFAULT_HISTORY_LEN: usize = 1000;
-/// How long messages are kept by default.
-pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(300);
-
-/// How much history one channel keeps (set per namespace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryLimits {
-    /// Most messages kept.
-    pub max_len: usize,
-    /// Oldest message kept.
-    pub max_age: Duration,
-}
-
-impl Default for HistoryLimits {
-    fn default() -> Self {
-        HistoryLimits {
-            max_len: DEFAULT_HISTORY_LEN,
-            max_age: DEFAULT_HISTORY_AGE,
-        }
-    }
-}
+pub use comet_config::spec::{DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_LEN, HistoryLimits};
 
 /// Why messages may be missing before what a read returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use comet_config::manifest::Manifest;
+
 use super::broker::HistoryLimits;
 use super::name;
 
@@ -33,6 +35,31 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
+    /// The channel rules a manifest sets; namespaces without hooks of their
+    /// own use the channel module's.
+    pub fn from_manifest(manifest: &Manifest) -> Namespaces {
+        let hooks = manifest.channel_module.as_deref().map(Arc::<str>::from);
+        Namespaces {
+            default: ChannelRules {
+                history: manifest.default_history.unwrap_or_default(),
+                client_publish: manifest.client_publish,
+                hooks: hooks.clone(),
+            },
+            by_name: manifest
+                .namespaces
+                .iter()
+                .map(|(name, ns)| {
+                    let rules = ChannelRules {
+                        history: ns.history,
+                        client_publish: ns.client_publish,
+                        hooks: ns.hooks.as_deref().map(Arc::from).or_else(|| hooks.clone()),
+                    };
+                    (name.clone(), rules)
+                })
+                .collect(),
+        }
+    }
+
     /// The rules that apply to `channel`.
     pub fn rules(&self, channel: &str) -> &ChannelRules {
         name::namespace(channel)

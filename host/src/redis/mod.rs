@@ -27,8 +27,7 @@ use ::redis::aio::ConnectionManager;
 pub use broker::{RedisBroker, RedisStats};
 pub use kv::RedisKv;
 
-/// The key prefix by default.
-pub const DEFAULT_PREFIX: &str = "comet";
+pub use comet_config::broker::{DEFAULT_PREFIX, redacted};
 
 /// Pub/sub connections per node by default. One carries tens of thousands
 /// of channels; more spread the decoding over more tasks.
@@ -85,18 +84,6 @@ impl RedisConfig {
             probe_interval: DEFAULT_PROBE_INTERVAL,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
-    }
-}
-
-/// A Redis URL without its password, for logs and errors.
-pub fn redacted(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
-            let userinfo = &rest[..at - scheme.len() - 3];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{}", &url[at + 1..])
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -214,12 +201,6 @@ mod tests {
 
     #[test]
     fn passwords_stay_out_of_logs() {
-        assert_eq!(
-            redacted("redis://app:s3cret@db:6379/2"),
-            "redis://app:***@db:6379/2"
-        );
-        assert_eq!(redacted("rediss://:pw@db"), "rediss://:***@db");
-        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert!(!format!("{:?}", RedisConfig::new("redis://u:pw@h")).contains("pw"));
     }
 }

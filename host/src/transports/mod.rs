@@ -35,7 +35,7 @@ pub(crate) use hold::{accept_websocket, hold};
 pub(crate) use stream::{Format, Stream};
 
 /// Path prefix of the built-in endpoints.
-pub const PREFIX: &str = "/comet/";
+pub const PREFIX: &str = comet_wire::ENDPOINT_PREFIX;
 
 /// How often an idle stream gets a heartbeat, so proxies keep it open and a
 /// vanished client is noticed.

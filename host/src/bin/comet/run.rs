@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use comet_config::broker::BrokerSpec;
 use comet_host::builder::{Host, HostConfig};
 use comet_host::channels::HistoryLimits;
-use comet_host::manifest::{BrokerSpec, Manifest, ModuleEntry};
+use comet_host::manifest::{Manifest, ModuleEntry};
 use comet_host::redis::{RedisBroker, RedisConfig, redacted};
 use comet_host::{EngineSettings, Limits, ModuleSpec, Origin, Registry, Route, auth, limits};
 

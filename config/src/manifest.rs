@@ -11,12 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use std::sync::Arc;
-
-use crate::channels::{ChannelRules, HistoryLimits, Namespaces};
+use crate::broker::{BrokerSpec, DEFAULT_PREFIX, check_redis_url};
 use crate::limits::Limits;
-use crate::registry::{ModuleSpec, validate_name};
-use crate::routes::Route;
+use crate::spec::{HistoryLimits, ModuleSpec, Route, validate_module_name};
 
 /// A manifest error: where, and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -63,46 +60,6 @@ pub struct Manifest {
     pub modules: BTreeMap<String, ModuleEntry>,
     /// Routes, in file order.
     pub routes: Vec<Route>,
-}
-
-/// The `[broker]` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum BrokerSpec {
-    /// In this process (the default).
-    #[default]
-    Memory,
-    /// Redis, shared by every node.
-    Redis {
-        /// `redis://` or `rediss://` URL.
-        url: String,
-        /// Key prefix.
-        prefix: String,
-    },
-}
-
-impl BrokerSpec {
-    /// Parse `--broker`: `memory`, or a `redis://` / `rediss://` URL.
-    pub fn from_flag(value: &str) -> Result<BrokerSpec, String> {
-        if value == "memory" {
-            return Ok(BrokerSpec::Memory);
-        }
-        check_redis_url(value)?;
-        Ok(BrokerSpec::Redis {
-            url: value.to_string(),
-            prefix: crate::redis::DEFAULT_PREFIX.to_string(),
-        })
-    }
-}
-
-fn check_redis_url(url: &str) -> Result<(), String> {
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(())
-    } else {
-        Err(format!(
-            "{:?} is not a Redis URL: use redis://[user[:password]@]host[:port][/db], or rediss:// for TLS",
-            crate::redis::redacted(url)
-        ))
-    }
 }
 
 /// One `[modules.NAME]` entry.
@@ -249,7 +206,7 @@ impl Manifest {
                     RawBroker::Memory => BrokerSpec::Memory,
                     RawBroker::Redis { url, prefix } => {
                         check_redis_url(&url).map_err(|e| fail(Some(span.clone()), e))?;
-                        let prefix = prefix.unwrap_or_else(|| crate::redis::DEFAULT_PREFIX.into());
+                        let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.into());
                         if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
                             return Err(fail(
                                 Some(span),
@@ -275,7 +232,8 @@ impl Manifest {
 
         let mut modules = BTreeMap::new();
         for (name, m) in raw.modules {
-            validate_name(name.get_ref()).map_err(|e| fail(Some(name.span()), e.to_string()))?;
+            validate_module_name(name.get_ref())
+                .map_err(|e| fail(Some(name.span()), e.to_string()))?;
             let mut limits = Limits::default();
             if let Some(ms) = m.deadline_ms {
                 if *ms.get_ref() == 0 {
@@ -356,7 +314,7 @@ impl Manifest {
                 ));
             }
             if prefix.trim_end_matches('/') == "/comet"
-                || prefix.starts_with(crate::transports::PREFIX)
+                || prefix.starts_with(comet_wire::ENDPOINT_PREFIX)
             {
                 return Err(fail(
                     Some(r.prefix.span()),
@@ -404,7 +362,7 @@ impl Manifest {
         let mut namespaces = BTreeMap::new();
         for (name, ns) in raw.namespaces {
             let n = name.get_ref();
-            if n.is_empty() || n.contains(':') || crate::channels::name::validate(n).is_err() {
+            if n.is_empty() || n.contains(':') || comet_wire::name::validate(n).is_err() {
                 return Err(fail(
                     Some(name.span()),
                     format!("{n:?} is not a namespace: use the channel-name alphabet, without ':'"),
@@ -437,31 +395,6 @@ impl Manifest {
             modules,
             routes,
         })
-    }
-
-    /// The channel rules it sets; namespaces without hooks of their own use
-    /// the channel module's.
-    pub fn channel_rules(&self) -> Namespaces {
-        let hooks = self.channel_module.as_deref().map(Arc::<str>::from);
-        Namespaces {
-            default: ChannelRules {
-                history: self.default_history.unwrap_or_default(),
-                client_publish: self.client_publish,
-                hooks: hooks.clone(),
-            },
-            by_name: self
-                .namespaces
-                .iter()
-                .map(|(name, ns)| {
-                    let rules = ChannelRules {
-                        history: ns.history,
-                        client_publish: ns.client_publish,
-                        hooks: ns.hooks.as_deref().map(Arc::from).or_else(|| hooks.clone()),
-                    };
-                    (name.clone(), rules)
-                })
-                .collect(),
-        }
     }
 
     /// Modules that routes and channel hooks depend on, and how.
