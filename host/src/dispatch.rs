@@ -98,7 +98,7 @@ where
         body: body.to_vec(),
         remote_addr: remote.to_string(),
     };
-    match module.on_request(id.clone(), &guest_request).await? {
+    match module.on_request(id.clone(), guest_request).await? {
         RequestOutcome::Respond(response) => Ok(to_http(response)?),
         RequestOutcome::Hold(hold) => {
             let hangup = request.extensions().get::<Arc<Hangup>>().cloned();

@@ -11,8 +11,8 @@ use crate::scheduler::Scheduler;
 
 /// How often the epoch advances. Deadlines and CPU budgets are checked at
 /// this granularity, and a guest that computes without calling the host
-/// yields to the tokio scheduler (and takes its turn, see `scheduler`) this
-/// often. 1 ms: with 5 ms, a bystander's request behind a spinning guest
+/// yields to the tokio scheduler this often (and, once hot, runs on the hot
+/// runtime, see `scheduler`). 1 ms: with 5 ms, a bystander's request behind a spinning guest
 /// waited up to a whole tick (p99 5.4 ms against 0.35 ms alone); with 1 ms
 /// the p99 is 2 ms (bench/scripts/fairness.py).
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);

@@ -38,6 +38,11 @@ struct EventKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabel {
+    module: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PublishLabels {
     source: &'static str,
     verdict: &'static str,
@@ -79,6 +84,7 @@ pub struct ModuleCounts {
 pub struct Metrics {
     events: Family<EventLabels, Counter>,
     event_seconds: Family<EventKind, Histogram, fn() -> Histogram>,
+    hot: Family<ModuleLabel, Counter>,
     publishes: Family<PublishLabels, Counter>,
     opened: Family<TransportLabel, Counter>,
     closed: Family<TransportLabel, Counter>,
@@ -93,6 +99,7 @@ pub struct Metrics {
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     events: Family::default(),
     event_seconds: Family::new_with_constructor(latency_histogram),
+    hot: Family::default(),
     publishes: Family::default(),
     opened: Family::default(),
     closed: Family::default(),
@@ -149,6 +156,16 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// An event of `module` computed long enough to move to the hot runtime
+    /// (see `scheduler`).
+    pub fn hot(&self, module: &Arc<str>) {
+        self.hot
+            .get_or_create(&ModuleLabel {
+                module: module.clone(),
+            })
+            .inc();
     }
 
     /// Events and failures per module since start.
@@ -213,6 +230,11 @@ impl Metrics {
             "comet_event_duration_seconds",
             "Wall-clock time of guest events, instantiation included",
             self.event_seconds.clone(),
+        );
+        registry.register(
+            "comet_events_hot",
+            "Guest events that computed for over 5 ms and finished on the hot runtime (nice 19), by module",
+            self.hot.clone(),
         );
         registry.register(
             "comet_publishes",

@@ -25,6 +25,30 @@ use crate::scheduler::Scheduler;
 /// The store data of every event.
 type State = StoreState<HostState>;
 
+/// Call export `$export` of `$event` (a started `Event`, moved in and handed
+/// back with the result) with `$args` (moved in), within the module's output
+/// budget, where the scheduler puts it: on this task while it is cool, on
+/// the hot runtime once it computes for long (see `scheduler`).
+macro_rules! call_export {
+    ($module:expr, $event:ident, $export:ident($($arg:ident),*)) => {{
+        let turn = $event.turn.clone();
+        let exports = $module.exports.clone();
+        let budget = $module.limits.max_output_bytes();
+        let mut $event = $event;
+        $module
+            .scheduler
+            .run(&turn, &$module.services.name, async move {
+                let raw = budgeted(
+                    budget,
+                    exports.$export(&mut $event.store, &$event.instance, $(&$arg),*),
+                )
+                .await;
+                ($event, raw)
+            })
+            .await
+    }};
+}
+
 /// Finds the module that serves a name now: how a module reaches the hooks
 /// module of another namespace. The registry implements it; a module that
 /// stands alone has none.
@@ -390,7 +414,7 @@ impl HandlerModule {
             logs_suppressed: 0,
             _slot: Some(slot),
         };
-        Event::start(&self.pre, &self.limits, host, label, &self.scheduler).await
+        Event::start(&self.pre, &self.limits, host, label).await
     }
 
     /// Instantiate once and drop the instance without calling any export:
@@ -407,16 +431,11 @@ impl HandlerModule {
     pub(crate) async fn on_connect(
         self: &Arc<Self>,
         event_id: Arc<str>,
-        request: &ConnectRequest,
+        request: ConnectRequest,
     ) -> Result<ConnectOutcome, EventError> {
         self.observed("on-connect", async {
-            let mut event = self.start(event_id, Purpose::Event).await?;
-            let raw = budgeted(
-                self.limits.max_output_bytes(),
-                self.exports
-                    .on_connect(&mut event.store, &event.instance, request),
-            )
-            .await;
+            let event = self.start(event_id, Purpose::Event).await?;
+            let (event, raw) = call_export!(self, event, on_connect(request));
             let raw = self.end(&event, raw)?;
             Reader::new(&self.limits).connect_outcome(raw)
         })
@@ -427,17 +446,12 @@ impl HandlerModule {
     pub(crate) async fn on_subscribe(
         self: &Arc<Self>,
         event_id: Arc<str>,
-        connection: &Connection,
-        request: &SubscribeRequest,
+        connection: Connection,
+        request: SubscribeRequest,
     ) -> Result<SubscribeOutcome, EventError> {
         self.observed("on-subscribe", async {
-            let mut event = self.start(event_id, Purpose::Event).await?;
-            let raw = budgeted(
-                self.limits.max_output_bytes(),
-                self.exports
-                    .on_subscribe(&mut event.store, &event.instance, connection, request),
-            )
-            .await;
+            let event = self.start(event_id, Purpose::Event).await?;
+            let (event, raw) = call_export!(self, event, on_subscribe(connection, request));
             let raw = self.end(&event, raw)?;
             Reader::new(&self.limits).subscribe_outcome(raw)
         })
@@ -449,16 +463,11 @@ impl HandlerModule {
     pub(crate) async fn on_publish(
         self: &Arc<Self>,
         event_id: Arc<str>,
-        publication: &Publication,
+        publication: Publication,
     ) -> Result<PublishVerdict, EventError> {
         self.observed("on-publish", async {
-            let mut event = self.start(event_id, Purpose::PublishHook).await?;
-            let raw = budgeted(
-                self.limits.max_output_bytes(),
-                self.exports
-                    .on_publish(&mut event.store, &event.instance, publication),
-            )
-            .await;
+            let event = self.start(event_id, Purpose::PublishHook).await?;
+            let (event, raw) = call_export!(self, event, on_publish(publication));
             let raw = self.end(&event, raw)?;
             Reader::new(&self.limits).publish_verdict(raw)
         })
@@ -469,17 +478,12 @@ impl HandlerModule {
     pub(crate) async fn on_message(
         self: &Arc<Self>,
         event_id: Arc<str>,
-        connection: &Connection,
-        frame: &Payload,
+        connection: Connection,
+        frame: Payload,
     ) -> Result<Vec<Action>, EventError> {
         self.observed("on-message", async {
-            let mut event = self.start(event_id, Purpose::Event).await?;
-            let raw = budgeted(
-                self.limits.max_output_bytes(),
-                self.exports
-                    .on_message(&mut event.store, &event.instance, connection, frame),
-            )
-            .await;
+            let event = self.start(event_id, Purpose::Event).await?;
+            let (event, raw) = call_export!(self, event, on_message(connection, frame));
             let raw = self.end(&event, raw)?;
             Reader::new(&self.limits).actions(raw)
         })
@@ -490,17 +494,12 @@ impl HandlerModule {
     pub(crate) async fn on_close(
         self: &Arc<Self>,
         event_id: Arc<str>,
-        connection: &Connection,
-        info: &CloseInfo,
+        connection: Connection,
+        info: CloseInfo,
     ) -> Result<(), EventError> {
         self.observed("on-close", async {
-            let mut event = self.start(event_id, Purpose::Event).await?;
-            let result = budgeted(
-                self.limits.max_output_bytes(),
-                self.exports
-                    .on_close(&mut event.store, &event.instance, connection, info),
-            )
-            .await;
+            let event = self.start(event_id, Purpose::Event).await?;
+            let (event, result) = call_export!(self, event, on_close(connection, info));
             self.end(&event, result)
         })
         .await
@@ -510,16 +509,11 @@ impl HandlerModule {
     pub(crate) async fn on_request(
         self: &Arc<Self>,
         event_id: Arc<str>,
-        request: &Request,
+        request: Request,
     ) -> Result<RequestOutcome, EventError> {
         self.observed("on-request", async {
-            let mut event = self.start(event_id, Purpose::Event).await?;
-            let raw = budgeted(
-                self.limits.max_output_bytes(),
-                self.exports
-                    .on_request(&mut event.store, &event.instance, request),
-            )
-            .await;
+            let event = self.start(event_id, Purpose::Event).await?;
+            let (event, raw) = call_export!(self, event, on_request(request));
             let raw = self.end(&event, raw)?;
             Reader::new(&self.limits).request_outcome(raw)
         })
@@ -570,7 +564,7 @@ impl HandlerModule {
     /// initialisers loop, trap or exhaust memory fails here, at deploy,
     /// instead of in every event afterwards.
     pub async fn check_starts(self: &Arc<Self>) -> Result<(), EventError> {
-        let mut event = self
+        let event = self
             .start("start-check".into(), Purpose::StartCheck)
             .await?;
         let connection = Connection {
@@ -582,12 +576,7 @@ impl HandlerModule {
             code: None,
             reason: "start check at deploy".into(),
         };
-        let result = budgeted(
-            self.limits.max_output_bytes(),
-            self.exports
-                .on_close(&mut event.store, &event.instance, &connection, &info),
-        )
-        .await;
+        let (event, result) = call_export!(self, event, on_close(connection, info));
         self.end(&event, result)
     }
 }

@@ -115,7 +115,7 @@ async fn publish_from(
         error,
         id: None,
     })?;
-    let payload = match hooks.on_publish(event_id.clone(), &publication).await {
+    let payload = match hooks.on_publish(event_id.clone(), publication).await {
         Ok(PublishVerdict::Accept) => payload,
         Ok(PublishVerdict::Replace(replacement)) => replacement.into(),
         Ok(PublishVerdict::Reject(reason)) => return Err(PublishError::Rejected(reason)),

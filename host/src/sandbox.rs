@@ -24,7 +24,7 @@ use wasmtime::component::{Instance, InstancePre};
 use crate::engine::EPOCH_TICK;
 use crate::http::ClientError;
 use crate::limits::Limits;
-use crate::scheduler::{Scheduler, Turn};
+use crate::scheduler::Turn;
 
 /// Why an event did not produce a usable answer. Only that event fails; the
 /// host and every other connection carry on.
@@ -180,6 +180,8 @@ pub(crate) struct EventLabel {
 pub(crate) struct Event<T: 'static> {
     pub(crate) store: Store<StoreState<T>>,
     pub(crate) instance: Instance,
+    /// Whether it is hot (see `scheduler`).
+    pub(crate) turn: Turn,
     limits: Limits,
     output: MemoryOutputPipe,
     label: EventLabel,
@@ -192,7 +194,6 @@ impl<T: Send + 'static> Event<T> {
         limits: &Limits,
         host: T,
         label: EventLabel,
-        scheduler: &Scheduler,
     ) -> Result<Event<T>, EventError> {
         // No preopened directories, no environment, no sockets: only clocks,
         // random, and stdout/stderr captured for the log.
@@ -217,19 +218,19 @@ impl<T: Send + 'static> Event<T> {
             .as_millis()
             .div_ceil(EPOCH_TICK.as_millis())
             .max(1) as u64;
-        let (scheduler, turn) = (scheduler.clone(), Turn::default());
-        let mut ticks = 0u64;
+        let turn = Turn::default();
+        let callback_turn = turn.clone();
         store.set_epoch_deadline(1);
-        // Runs at each tick the guest is still computing (see scheduler).
+        // Runs when a tick passes while the guest computes (see scheduler).
         store.epoch_deadline_callback(move |_| {
-            ticks += 1;
             if Instant::now() >= deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            if ticks > cpu_ticks {
+            let next = callback_turn.tick();
+            if callback_turn.ticks() > cpu_ticks {
                 return Err(wasmtime::Error::new(CpuLimitHit));
             }
-            Ok(scheduler.next_tick(ticks, &turn))
+            Ok(next)
         });
         let instance = match pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
@@ -241,6 +242,7 @@ impl<T: Send + 'static> Event<T> {
         Ok(Event {
             store,
             instance,
+            turn,
             limits: limits.clone(),
             output,
             label,

@@ -145,6 +145,10 @@ pub(crate) struct Commands {
     config: RedisConfig,
     current: Mutex<ConnectionManager>,
     replacing: AtomicBool,
+    /// The runtime the connection was made on, where a replacement is made:
+    /// a timeout may be noticed by a guest's kv call on the hot runtime
+    /// (see `scheduler`), whose idle-priority threads must not drive it.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Commands {
@@ -158,6 +162,7 @@ impl Commands {
             config,
             current: Mutex::new(current),
             replacing: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }))
     }
 
@@ -173,7 +178,7 @@ impl Commands {
         if !e.is_timeout() || self.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = &self.runtime else {
             self.replacing.store(false, Ordering::Release);
             return;
         };

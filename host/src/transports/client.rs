@@ -140,7 +140,7 @@ impl Client {
             remote_addr: request.remote.to_string(),
         };
         let id = next_request_id();
-        match module.on_connect(id.clone(), &connect).await {
+        match module.on_connect(id.clone(), connect).await {
             Ok(ConnectOutcome::Accept(session)) => {
                 client.conn.set_session(session.clone());
                 client.info.session = session;
@@ -177,7 +177,10 @@ impl Client {
                 id: None,
             })?;
             let id = next_request_id();
-            match hooks.on_subscribe(id.clone(), &self.info, &request).await {
+            match hooks
+                .on_subscribe(id.clone(), self.info.clone(), request)
+                .await
+            {
                 Ok(SubscribeOutcome::Allow) => {}
                 Ok(SubscribeOutcome::Deny(reason)) => {
                     return Err(SubscribeError::Denied {
@@ -238,7 +241,7 @@ impl Client {
         runtime.spawn(async move {
             let _slot = slot;
             let id = next_request_id();
-            if let Err(e) = module.on_close(id.clone(), &connection, &info).await {
+            if let Err(e) = module.on_close(id.clone(), connection, info).await {
                 HookError::logged("on-close", module.name(), id, e);
             }
         });

@@ -552,7 +552,7 @@ impl Session {
         let module = self.client.module.clone();
         let event_id = next_request_id();
         let actions = match module
-            .on_message(event_id.clone(), &self.client.info, &frame)
+            .on_message(event_id.clone(), self.client.info.clone(), frame)
             .await
         {
             Ok(actions) => actions,
