@@ -257,6 +257,24 @@ fn hook_failures_are_logged_with_their_id() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The misbehave guest with 20 s of deadline and CPU, for tests about
+/// bytes and counts, not time: their heavy events (filling 40 MiB, copying
+/// 32 MiB into kv, 20,000 log calls) compute long enough to run at nice 19
+/// (see scheduler.rs), which next to the rest of the suite in a debug build
+/// can take longer than the default deadline.
+fn patient_misbehave() -> anyhow::Result<Comet> {
+    Comet::start(
+        COMET,
+        &[
+            guests::MISBEHAVE,
+            "--deadline-ms",
+            "20000",
+            "--cpu-ms",
+            "20000",
+        ],
+    )
+}
+
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -273,19 +291,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 /// without the host taking that memory.
 #[test]
 fn guest_output_is_checked_before_it_is_copied() -> anyhow::Result<()> {
-    // Filling 40 MiB computes long enough to run at the lowest priority (see
-    // scheduler.rs), which next to the rest of the suite can take seconds:
-    // this test is about bytes, so it gives the events time.
-    let comet = Comet::start(
-        COMET,
-        &[
-            guests::MISBEHAVE,
-            "--deadline-ms",
-            "20000",
-            "--cpu-ms",
-            "20000",
-        ],
-    )?;
+    let comet = patient_misbehave()?;
     get(&comet.url("/ok"))?;
     let before = rss_kib(comet.pid())?;
     let r = get(&comet.url("/big-headers?n=40"))?;
@@ -308,20 +314,7 @@ fn guest_output_is_checked_before_it_is_copied() -> anyhow::Result<()> {
 /// kv has a byte budget per module: 256 values of 1 MiB stop at 32 MiB.
 #[test]
 fn kv_has_a_byte_budget() -> anyhow::Result<()> {
-    // Copying 32 MiB into kv in a debug build makes a hot event, which runs
-    // at the lowest priority (see scheduler.rs) and next to the rest of the
-    // suite can take longer than the default deadline: this test is about
-    // bytes, so it gives the event time.
-    let comet = Comet::start(
-        COMET,
-        &[
-            guests::MISBEHAVE,
-            "--deadline-ms",
-            "20000",
-            "--cpu-ms",
-            "20000",
-        ],
-    )?;
+    let comet = patient_misbehave()?;
     let r = get(&comet.url("/kv-fill?n=256"))?;
     assert_eq!(r.status, 200, "{}", r.body);
     let (stored, error) = r.body.split_once(' ').unwrap_or_default();
@@ -334,17 +327,7 @@ fn kv_has_a_byte_budget() -> anyhow::Result<()> {
 /// One event may write 100 log lines; the rest are counted in one line.
 #[test]
 fn guest_logging_is_limited_per_event() -> anyhow::Result<()> {
-    // 20,000 log calls make a hot event (as above): time is not the point.
-    let comet = Comet::start(
-        COMET,
-        &[
-            guests::MISBEHAVE,
-            "--deadline-ms",
-            "20000",
-            "--cpu-ms",
-            "20000",
-        ],
-    )?;
+    let comet = patient_misbehave()?;
     let r = get(&comet.url("/log-flood?n=20000"))?;
     assert_eq!(r.status, 200, "{}", r.body);
     wait_for("the suppression summary", Duration::from_secs(10), || {
