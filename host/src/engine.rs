@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::scheduler::Scheduler;
-
 /// How often the epoch advances. Deadlines and CPU budgets are checked at
 /// this granularity, and a guest that computes without calling the host
 /// yields to the tokio scheduler this often (and, once hot, runs on the hot
@@ -61,8 +59,6 @@ impl Default for EngineSettings {
 #[derive(Debug)]
 pub(crate) struct SandboxEngine {
     pub(crate) engine: Engine,
-    /// How hot events share the CPU (see `scheduler`).
-    pub(crate) scheduler: Scheduler,
     stop: Arc<AtomicBool>,
 }
 
@@ -100,11 +96,7 @@ impl SandboxEngine {
                     ticker_engine.increment_epoch();
                 }
             })?;
-        Ok(SandboxEngine {
-            engine,
-            scheduler: Scheduler::for_this_machine(),
-            stop,
-        })
+        Ok(SandboxEngine { engine, stop })
     }
 }
 

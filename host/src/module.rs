@@ -20,7 +20,7 @@ use crate::http::ClientError;
 use crate::imports::{self, HostState, ModuleServices, Purpose};
 use crate::limits::Limits;
 use crate::sandbox::{Event, EventError, EventLabel, StoreState};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, Turn};
 
 /// The store data of every event.
 type State = StoreState<HostState>;
@@ -276,7 +276,7 @@ impl Runtime {
             hash,
             compiled,
             lookup,
-            scheduler: self.engine.scheduler.clone(),
+            scheduler: Scheduler::for_this_machine(),
         })
     }
 }
@@ -405,8 +405,10 @@ impl HandlerModule {
             .clone()
             .try_acquire_owned()
             .map_err(|_| EventError::Busy)?;
+        let turn = Turn::default();
         let host = HostState {
             services,
+            turn: turn.clone(),
             publisher: self.clone(),
             event_id,
             purpose,
@@ -414,7 +416,7 @@ impl HandlerModule {
             logs_suppressed: 0,
             _slot: Some(slot),
         };
-        Event::start(&self.pre, &self.limits, host, label).await
+        Event::start(&self.pre, &self.limits, host, label, turn).await
     }
 
     /// Instantiate once and drop the instance without calling any export:

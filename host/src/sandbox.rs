@@ -194,6 +194,7 @@ impl<T: Send + 'static> Event<T> {
         limits: &Limits,
         host: T,
         label: EventLabel,
+        turn: Turn,
     ) -> Result<Event<T>, EventError> {
         // No preopened directories, no environment, no sockets: only clocks,
         // random, and stdout/stderr captured for the log.
@@ -218,7 +219,6 @@ impl<T: Send + 'static> Event<T> {
             .as_millis()
             .div_ceil(EPOCH_TICK.as_millis())
             .max(1) as u64;
-        let turn = Turn::default();
         let callback_turn = turn.clone();
         store.set_epoch_deadline(1);
         // Runs when a tick passes while the guest computes (see scheduler).

@@ -39,16 +39,15 @@ const COOL_TICKS: u64 = 5;
 /// busy machine; both measured alike in bench/scripts/fairness.py).
 const HOT_NICE: libc::c_int = 19;
 
-/// Where hot events run (one per engine; every engine shares the one hot
-/// runtime of the process).
+/// Where hot events run: the one hot runtime of the process.
 #[derive(Debug, Clone)]
 pub(crate) struct Scheduler {
     hot: Handle,
 }
 
 /// One event's place in the scheduler: the ticks it computed, when it
-/// last resumed, whether it is hot. Shared by its epoch callback and
-/// [`Scheduler::run`].
+/// last resumed, whether it is hot. Shared by its epoch callback, its host
+/// calls ([`Turn::waiting`]) and [`Scheduler::run`].
 #[derive(Debug, Clone)]
 pub(crate) struct Turn {
     state: Arc<TurnState>,
@@ -57,7 +56,8 @@ pub(crate) struct Turn {
 #[derive(Debug)]
 struct TurnState {
     started: Instant,
-    /// Nanoseconds from `started` to when the guest last resumed.
+    /// Nanoseconds from `started` to when the guest last resumed, moved on
+    /// by the time its host calls waited for I/O since.
     resumed: AtomicU64,
     ticks: AtomicU64,
     hot: AtomicBool,
@@ -92,6 +92,29 @@ impl Turn {
     /// Ticks the guest has computed so far.
     pub(crate) fn ticks(&self) -> u64 {
         self.state.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Await `io`, a host call that may wait for I/O (kv, history,
+    /// presence, publish): if it had to wait, the time it took does not
+    /// count as the guest's compute. One that completes at once (the
+    /// memory kv store copying a value) is work done for the guest, and
+    /// counts.
+    pub(crate) async fn waiting<F: Future>(&self, io: F) -> F::Output {
+        let started = Instant::now();
+        let mut waited = false;
+        let mut io = std::pin::pin!(io);
+        let out = std::future::poll_fn(|cx| {
+            let polled = io.as_mut().poll(cx);
+            waited |= polled.is_pending();
+            polled
+        })
+        .await;
+        if waited {
+            self.state
+                .resumed
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        out
     }
 
     /// What the epoch callback does when a tick has passed: if the guest
@@ -233,6 +256,19 @@ mod tests {
             assert_eq!(turn.ticks(), tick);
             assert_eq!(turn.is_hot(), tick > COOL_TICKS, "tick {tick}");
         }
+    }
+
+    #[tokio::test]
+    async fn waiting_for_io_is_not_compute() {
+        let turn = Turn::started_at(Instant::now() - std::time::Duration::from_secs(1));
+        // Work that completes at once counts.
+        turn.waiting(async {}).await;
+        assert_eq!(turn.state.resumed.load(Ordering::Relaxed), 0);
+        // A wait of 2 ms moves the guest's compute clock on by as much.
+        turn.waiting(tokio::time::sleep(2 * EPOCH_TICK)).await;
+        let moved = turn.state.resumed.load(Ordering::Relaxed);
+        assert!(moved >= 2 * EPOCH_TICK.as_nanos() as u64, "{moved}");
+        assert!(moved <= turn.since_start());
     }
 
     #[tokio::test]

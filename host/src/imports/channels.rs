@@ -74,16 +74,13 @@ impl Host for HostState {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self
-            .publisher
-            .clone()
-            .publish_for_guest(
-                self.event_id.clone(),
-                channel,
-                payload.into(),
-                PublishSource::Guest,
-            )
-            .await)
+        let publish = self.publisher.clone().publish_for_guest(
+            self.event_id.clone(),
+            channel,
+            payload.into(),
+            PublishSource::Guest,
+        );
+        Ok(self.turn.waiting(publish).await)
     }
 
     async fn history(
@@ -102,7 +99,8 @@ impl Host for HostState {
             Some(Err(e)) => return Ok(Err(WitError::InvalidCursor(e.to_string()))),
         };
         let limit = limit.min(MAX_HISTORY_PAGE) as usize;
-        let history = match self.services.channels.history(&channel, since, limit).await {
+        let read = self.services.channels.history(&channel, since, limit);
+        let history = match self.turn.waiting(read).await {
             Ok(h) => h,
             Err(e) => return Ok(Err(e.into())),
         };
@@ -119,12 +117,11 @@ impl Host for HostState {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let presence = match self
+        let read = self
             .services
             .channels
-            .presence(&channel, MAX_PRESENCE_SESSIONS)
-            .await
-        {
+            .presence(&channel, MAX_PRESENCE_SESSIONS);
+        let presence = match self.turn.waiting(read).await {
             Ok(p) => p,
             Err(e) => return Ok(Err(e.into())),
         };

@@ -303,11 +303,8 @@ impl Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
         crate::metrics::metrics().kv("get", 0);
         let services = &self.services;
-        Ok(services
-            .kv
-            .get(&services.name, &key)
-            .await
-            .map_err(Into::into))
+        let get = services.kv.get(&services.name, &key);
+        Ok(self.turn.waiting(get).await.map_err(Into::into))
     }
 
     async fn set(
@@ -319,21 +316,15 @@ impl Host for HostState {
         let ttl = ttl_ms.map(Duration::from_millis);
         crate::metrics::metrics().kv("set", value.len());
         let services = &self.services;
-        Ok(services
-            .kv
-            .set(&services.name, &key, value, ttl)
-            .await
-            .map_err(Into::into))
+        let set = services.kv.set(&services.name, &key, value, ttl);
+        Ok(self.turn.waiting(set).await.map_err(Into::into))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
         crate::metrics::metrics().kv("delete", 0);
         let services = &self.services;
-        Ok(services
-            .kv
-            .delete(&services.name, &key)
-            .await
-            .map_err(Into::into))
+        let delete = services.kv.delete(&services.name, &key);
+        Ok(self.turn.waiting(delete).await.map_err(Into::into))
     }
 
     async fn increment(
@@ -343,11 +334,8 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<i64, KvError>> {
         crate::metrics::metrics().kv("increment", 0);
         let services = &self.services;
-        Ok(services
-            .kv
-            .increment(&services.name, &key, delta)
-            .await
-            .map_err(Into::into))
+        let increment = services.kv.increment(&services.name, &key, delta);
+        Ok(self.turn.waiting(increment).await.map_err(Into::into))
     }
 }
 

@@ -20,6 +20,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::{EdgeHandler, types};
 use crate::channels::Node;
 use crate::sandbox::StoreState;
+use crate::scheduler::Turn;
 
 pub(crate) use channels::GuestPublisher;
 
@@ -83,6 +84,9 @@ pub(crate) enum Purpose {
 #[derive(Debug)]
 pub(crate) struct HostState {
     pub(crate) services: Arc<ModuleServices>,
+    /// The event's place in the scheduler: host calls that wait for I/O
+    /// tell it, so waiting does not count as compute.
+    pub(crate) turn: Turn,
     /// The one publish path, with the channel's on-publish.
     pub(crate) publisher: Arc<dyn GuestPublisher>,
     /// Why the event runs.
