@@ -25,6 +25,17 @@ fn assert_failed(comet: &Comet, r: &comet_testkit::Reply, needle: &str) -> anyho
     )
 }
 
+/// The sum of metric `name` over all its labels, from `/metrics`.
+fn metric_sum(comet: &Comet, name: &str) -> anyhow::Result<f64> {
+    let metrics = admin(comet, "GET", "/metrics", None)?.body;
+    let prefix = format!("{name}{{");
+    Ok(metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// Infinite loops are interrupted at the deadline while requests to a healthy
 /// route keep succeeding, even with more loops than worker threads.
 #[test]
@@ -52,12 +63,7 @@ fn infinite_loop_hits_the_deadline_and_others_are_served() -> anyhow::Result<()>
     // While the loops run (all four, as the metrics say), a healthy route
     // still answers.
     wait_for("four events running", Duration::from_secs(30), || {
-        let metrics = admin(&comet, "GET", "/metrics", None).ok()?.body;
-        let running: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("comet_events_running{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let running = metric_sum(&comet, "comet_events_running").ok()?;
         // On a machine so loaded that the loops ended first, the check below
         // still runs (after them).
         (running >= 4.0 || spinners.iter().all(|s| s.is_finished())).then_some(())
@@ -84,12 +90,7 @@ fn infinite_loop_hits_the_deadline_and_others_are_served() -> anyhow::Result<()>
     }
     assert_eq!(get(&comet.url("/ok"))?.status, 200);
     // Each loop computed past 5 ms and finished on the hot runtime.
-    let metrics = admin(&comet, "GET", "/metrics", None)?.body;
-    let hot: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("comet_events_hot_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let hot = metric_sum(&comet, "comet_events_hot_total")?;
     assert!(hot >= 4.0, "{hot} events moved to the hot runtime");
     Ok(())
 }
