@@ -147,7 +147,7 @@ pub(crate) struct Commands {
     replacing: AtomicBool,
     /// The runtime the connection was made on, where a replacement is made:
     /// a timeout may be noticed by a guest's kv call on the hot runtime
-    /// (see `scheduler`), whose idle-priority threads must not drive it.
+    /// (see `scheduler`), whose nice-19 threads must not drive it.
     runtime: Option<tokio::runtime::Handle>,
 }
 
