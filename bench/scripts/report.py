@@ -145,6 +145,25 @@ def render(summary, root):
               "\"not supported\": the server "
               "runs as one process, which holds at most 20,000 descriptors here.", ""]
 
+    # (a) also measures connection set-up: CPU while the subscribers connect.
+    setup_keys = [k for k in keys if not k.endswith("50000")]
+    rows = []
+    for server in SERVERS:
+        row = [LABEL[server]]
+        for key in setup_keys:
+            e = a.get("%s/%s" % (server, key)) or {}
+            us = e.get("cpu_us_per_connection")
+            row.append("not run" if us is None else "%.0f µs" % us)
+        rows.append(row)
+    parts += ["### (a) Connection set-up", "",
+              "Server CPU while the subscribers of (a) connect (at 3,000 a second) and subscribe, "
+              "divided by connections. For comet that is the request or upgrade, on-connect, the "
+              "subscribe (a query parameter on SSE, an operation and its acknowledgement on "
+              "WebSocket) and on-subscribe; the trivial guest leaves on-connect to the SDK's "
+              "default, which the host answers without an instance.", "",
+              table(["server"] + ["%s %s" % (k.split("/")[0].upper(), "{:,}".format(int(k.split("/")[1])))
+                                  for k in setup_keys], rows), ""]
+
     # (b) fan-out
     b = sc.get("b", {})
     rates = []
@@ -292,6 +311,12 @@ def goals(sc):
         r = ratio(cm, br)
         rows.append(["idle KiB per %s connection at %d: comet / bare" % (t.upper(), size), r, "≤ 1.25",
                      "n/a" if r == "n/a" else ("met" if float(r) <= 1.25 else "**not met**")])
+    for t in ["sse", "ws"]:
+        cm = (a.get("comet/%s/%d" % (t, size)) or {}).get("cpu_us_per_connection")
+        nc = (a.get("nchan/%s/%d" % (t, size)) or {}).get("cpu_us_per_connection")
+        r = ratio(cm, nc)
+        rows.append(["set-up CPU per %s connection at %d: comet / Nchan" % (t.upper(), size), r, "≤ 1.5",
+                     "n/a" if r == "n/a" else ("met" if float(r) <= 1.5 else "**not met**")])
     c = sc.get("c", {})
     cfix = step_at((c.get("comet", {}).get("one") or {}).get("steps"), 1000)
     if cfix:

@@ -67,6 +67,12 @@ def wait_port(port, timeout=120):
     raise RuntimeError("nothing listens on port %d" % port)
 
 
+def knows_flag(binary, flag):
+    """Whether `binary run` takes `flag` (older comet builds may not)."""
+    out = subprocess.run([binary, "run", "--help"], capture_output=True, text=True).stdout
+    return flag in out
+
+
 class Server:
     """One fresh server process (group), stopped on exit."""
 
@@ -84,7 +90,7 @@ class Server:
                 "--listen", "127.0.0.1:%d" % port, "--publish-token", TOKEN,
                 "--max-connections", "19800", "--no-admin",
             ]
-            if name != "comet-base":
+            if knows_flag(binary, "--max-connections-per-ip"):
                 # Builds before the per-address bound do not know the flag.
                 cmd += ["--max-connections-per-ip", "0"]
             if name == "comet-redis":
@@ -254,6 +260,7 @@ class Suite:
                             rep = run_loadgen(server, srv, name, transport, n)
                         self.record("a", "%s/%s/%d" % (server, transport, n), {
                             "kib_per_connection": rep["kib_per_connection"],
+                            "cpu_us_per_connection": rep.get("server_cpu_us_per_connection"),
                             "connected": rep["connected"], "subscribers": n,
                         })
                     except Exception as e:  # noqa: BLE001 - recorded in the table

@@ -91,6 +91,9 @@ pub struct Report {
     pub disconnects: usize,
     /// Seconds to connect them all.
     pub connect_seconds: f64,
+    /// Server CPU (user + system) spent while the subscribers connected and
+    /// subscribed, per connected subscriber: the cost of connection set-up.
+    pub server_cpu_us_per_connection: f64,
     /// Channels.
     pub channels: usize,
     /// Publisher connections (0 in other shards than the first).

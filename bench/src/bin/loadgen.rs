@@ -258,6 +258,8 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
         }
     }
     let connect_seconds = start.elapsed().as_secs_f64();
+    // Sampled before the settle pause, so idle time is not charged to set-up.
+    let setup_sample = sample(args.server_pid);
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     let connected_sample = sample(args.server_pid);
     let connected = connects.ready.load(Ordering::Relaxed);
@@ -357,6 +359,8 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
         connect_failures: connects.failed.load(Ordering::Relaxed),
         disconnects: connects.ended.load(Ordering::Relaxed),
         connect_seconds,
+        server_cpu_us_per_connection: (setup_sample.cpu_seconds - before.cpu_seconds) * 1e6
+            / connected.max(1) as f64,
         channels: channels.len(),
         publishers: if publishing { args.publishers } else { 0 },
         shard: args.shard.clone(),
