@@ -16,6 +16,7 @@ pub mod engine;
 pub mod guest_build;
 mod guest_output;
 pub mod http;
+mod implemented;
 pub mod imports;
 pub mod metrics;
 pub mod module;

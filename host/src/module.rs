@@ -1,5 +1,6 @@
 //! Handler modules: validating and compiling a component, and running its
-//! events, each in a fresh sandbox.
+//! events, each in a fresh sandbox (or, for an event the component leaves
+//! to the SDK's default, answering it without one: see `implemented`).
 
 use std::sync::{Arc, Weak};
 
@@ -10,13 +11,14 @@ use wasmtime::component::InstancePre;
 
 use crate::bindings::{
     Action, CloseInfo, ConnectOutcome, ConnectRequest, Connection, HANDLER_INTERFACE,
-    HandlerExports, Payload, Publication, PublishVerdict, Request, RequestOutcome,
-    SubscribeOutcome, SubscribeRequest,
+    HandlerExports, Header, Payload, Publication, PublishVerdict, Request, RequestOutcome,
+    Response, SubscribeOutcome, SubscribeRequest,
 };
 use crate::compile_cache::{CompileCache, Compiled, content_hash};
 use crate::engine::{EngineSettings, SandboxEngine};
 use crate::guest_output::{Reader, budgeted};
 use crate::http::ClientError;
+use crate::implemented::{Hook, Implemented};
 use crate::imports::{self, HostState, ModuleServices, Purpose};
 use crate::limits::Limits;
 use crate::sandbox::{Event, EventError, EventLabel, StoreState};
@@ -271,6 +273,7 @@ impl Runtime {
         Ok(HandlerModule {
             pre,
             exports,
+            implemented: Implemented::of_component(bytes),
             services,
             limits,
             hash,
@@ -310,7 +313,7 @@ fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(),
     };
     Err(LoadError::WrongWorld(format!(
         "it does not export `{HANDLER_INTERFACE}` (it exports {listed}); \
-         build it with comet-sdk and `comet_sdk::export_handler!`"
+         build it with comet-sdk and `#[comet_sdk::handler]`"
     )))
 }
 
@@ -318,6 +321,9 @@ fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(),
 pub struct HandlerModule {
     pre: InstancePre<State>,
     exports: HandlerExports,
+    /// The events the guest defines; the others get the SDK's default
+    /// answer without an instance.
+    implemented: Implemented,
     services: Arc<ModuleServices>,
     limits: Limits,
     hash: String,
@@ -336,6 +342,12 @@ impl std::fmt::Debug for HandlerModule {
 }
 
 impl HandlerModule {
+    /// The events the guest runs itself (WIT names); the others are
+    /// answered with the SDK's defaults.
+    pub fn implemented_events(&self) -> Vec<&'static str> {
+        self.implemented.names()
+    }
+
     /// The module's name.
     pub fn name(&self) -> &str {
         &self.services.name
@@ -429,12 +441,15 @@ impl HandlerModule {
         event.finish(Ok(()))
     }
 
-    /// Run on-connect in a fresh instance.
+    /// Run on-connect in a fresh instance (default: accept, no session).
     pub(crate) async fn on_connect(
         self: &Arc<Self>,
         event_id: Arc<str>,
         request: ConnectRequest,
     ) -> Result<ConnectOutcome, EventError> {
+        if !self.implemented.runs(Hook::Connect) {
+            return Ok(ConnectOutcome::Accept(Vec::new()));
+        }
         self.observed("on-connect", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, raw) = call_export!(self, event, on_connect(request));
@@ -444,13 +459,16 @@ impl HandlerModule {
         .await
     }
 
-    /// Run on-subscribe in a fresh instance.
+    /// Run on-subscribe in a fresh instance (default: allow).
     pub(crate) async fn on_subscribe(
         self: &Arc<Self>,
         event_id: Arc<str>,
         connection: Connection,
         request: SubscribeRequest,
     ) -> Result<SubscribeOutcome, EventError> {
+        if !self.implemented.runs(Hook::Subscribe) {
+            return Ok(SubscribeOutcome::Allow);
+        }
         self.observed("on-subscribe", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, raw) = call_export!(self, event, on_subscribe(connection, request));
@@ -460,13 +478,16 @@ impl HandlerModule {
         .await
     }
 
-    /// Run on-publish in a fresh instance. Publishing from inside on-publish
-    /// is refused, so a hook cannot recurse.
+    /// Run on-publish in a fresh instance (default: accept). Publishing
+    /// from inside on-publish is refused, so a hook cannot recurse.
     pub(crate) async fn on_publish(
         self: &Arc<Self>,
         event_id: Arc<str>,
         publication: Publication,
     ) -> Result<PublishVerdict, EventError> {
+        if !self.implemented.runs(Hook::Publish) {
+            return Ok(PublishVerdict::Accept);
+        }
         self.observed("on-publish", async {
             let event = self.start(event_id, Purpose::PublishHook).await?;
             let (event, raw) = call_export!(self, event, on_publish(publication));
@@ -476,13 +497,16 @@ impl HandlerModule {
         .await
     }
 
-    /// Run on-message in a fresh instance.
+    /// Run on-message in a fresh instance (default: no actions).
     pub(crate) async fn on_message(
         self: &Arc<Self>,
         event_id: Arc<str>,
         connection: Connection,
         frame: Payload,
     ) -> Result<Vec<Action>, EventError> {
+        if !self.implemented.runs(Hook::Message) {
+            return Ok(Vec::new());
+        }
         self.observed("on-message", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, raw) = call_export!(self, event, on_message(connection, frame));
@@ -492,13 +516,16 @@ impl HandlerModule {
         .await
     }
 
-    /// Run on-close in a fresh instance.
+    /// Run on-close in a fresh instance (default: nothing).
     pub(crate) async fn on_close(
         self: &Arc<Self>,
         event_id: Arc<str>,
         connection: Connection,
         info: CloseInfo,
     ) -> Result<(), EventError> {
+        if !self.implemented.runs(Hook::Close) {
+            return Ok(());
+        }
         self.observed("on-close", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, result) = call_export!(self, event, on_close(connection, info));
@@ -507,12 +534,23 @@ impl HandlerModule {
         .await
     }
 
-    /// Run on-request in a fresh instance.
+    /// Run on-request in a fresh instance (default: 404, as the SDK's
+    /// `Response::not_found`).
     pub(crate) async fn on_request(
         self: &Arc<Self>,
         event_id: Arc<str>,
         request: Request,
     ) -> Result<RequestOutcome, EventError> {
+        if !self.implemented.runs(Hook::Request) {
+            return Ok(RequestOutcome::Respond(Response {
+                status: 404,
+                headers: vec![Header {
+                    name: "content-type".into(),
+                    value: b"text/plain; charset=utf-8".to_vec(),
+                }],
+                body: b"not found\n".to_vec(),
+            }));
+        }
         self.observed("on-request", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, raw) = call_export!(self, event, on_request(request));

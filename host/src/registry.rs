@@ -71,6 +71,10 @@ pub struct VersionInfo {
     pub load_ms: f64,
     /// True if the compiled code came from the compile cache.
     pub cached: bool,
+    /// The events the guest runs itself (WIT names). The others are left to
+    /// the SDK's defaults, which the host answers without an instance; a
+    /// component built without `#[comet_sdk::handler]` lists all six.
+    pub guest_events: Vec<String>,
 }
 
 /// A module name with its served version and the ones it can roll back to.
@@ -431,6 +435,7 @@ impl Registry {
                     origin: Origin::Upload.label(),
                     load_ms: 0.0,
                     cached: false,
+                    guest_events: guest_events(&bytes),
                 },
                 bytes,
                 origin: Origin::Upload,
@@ -510,6 +515,11 @@ impl Registry {
             origin: origin.label(),
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
             cached: module.compiled() == Compiled::CacheHit,
+            guest_events: module
+                .implemented_events()
+                .into_iter()
+                .map(String::from)
+                .collect(),
         };
         tracing::info!(
             module = name,
@@ -630,6 +640,14 @@ impl Slot {
             previous: self.previous.iter().rev().map(|v| v.info.clone()).collect(),
         }
     }
+}
+
+fn guest_events(component: &[u8]) -> Vec<String> {
+    crate::implemented::Implemented::of_component(component)
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 fn version_path(dir: &Path, number: u64) -> PathBuf {

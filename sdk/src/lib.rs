@@ -2,13 +2,15 @@
 //! `wasm32-wasip2` component that the `comet` host runs in a sandbox.
 //!
 //! A handler implements [`Handler`], overriding only the events it cares about
-//! (every event has a sensible default), and exports itself with one line:
+//! (every event has a sensible default), and exports itself with one line,
+//! the [`handler`] attribute on the impl:
 //!
 //! ```no_run
 //! use comet_sdk::{Handler, Reply, Request, Response};
 //!
 //! struct App;
 //!
+//! #[comet_sdk::handler]
 //! impl Handler for App {
 //!     fn on_request(request: Request) -> Reply {
 //!         match request.path.as_str() {
@@ -20,9 +22,13 @@
 //!         }
 //!     }
 //! }
-//!
-//! comet_sdk::export_handler!(App);
 //! ```
+//!
+//! The attribute also tells the host which events the impl defines, so the
+//! host answers the others with their defaults without starting an instance
+//! (a connection to a handler that only decides subscriptions then runs one
+//! sandbox instead of three). [`export_handler!`] exports a handler without
+//! that record: every event then runs in the guest, defaults included.
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` (or let
 //! `comet run path/to/crate` do it) and serve it with `comet run`.
@@ -63,6 +69,29 @@ pub use bindings::comet::edge::types::{
 };
 pub use http::{JsonError, cookie};
 
+/// Export a [`Handler`] impl and record which events it defines.
+///
+/// Put it on the impl, in place of [`export_handler!`]:
+///
+/// ```ignore
+/// struct App;
+///
+/// #[comet_sdk::handler]
+/// impl comet_sdk::Handler for App {
+///     fn on_subscribe(connection: Connection, request: SubscribeRequest) -> SubscribeOutcome {
+///         // ...
+///     }
+/// }
+/// ```
+///
+/// The names of the events the impl defines go into the component's
+/// `comet-hooks` custom section. The host runs those in the guest as
+/// always, and answers every other event the way [`Handler`]'s default
+/// does (`on-connect`: accept with no session attributes; `on-subscribe`:
+/// allow; `on-publish`: accept; `on-message`: no actions; `on-close`:
+/// nothing; `on-request`: 404) without starting an instance.
+pub use comet_sdk_macros::handler;
+
 /// serde, re-exported so handlers need no version of their own
 /// (derive with `#[serde(crate = "comet_sdk::serde")]`).
 pub use serde;
@@ -70,7 +99,8 @@ pub use serde;
 pub use serde_json as json;
 
 /// A Comet edge handler. Every event has a default, so implement only what
-/// the application needs, then export the type with [`export_handler!`].
+/// the application needs, then export the impl with the [`handler`]
+/// attribute.
 ///
 /// The methods take no `self`: each event runs in a fresh sandboxed instance
 /// with nothing carried over from the previous one.
@@ -142,7 +172,9 @@ impl<H: Handler> Guest for Export<H> {
     }
 }
 
-/// Export a [`Handler`] implementation as the component's `comet:edge/handler`.
+/// Export a [`Handler`] implementation as the component's `comet:edge/handler`,
+/// every event included. Prefer the [`handler`] attribute on the impl, which
+/// exports it too and lets the host skip the events left to their defaults.
 ///
 /// ```ignore
 /// struct App;

@@ -1,4 +1,7 @@
-use comet_testkit::{Comet, get, guests, post};
+use comet_testkit::{
+    Comet, admin, get, guests, post, publish, wait_for, ws_connect, ws_json, ws_send,
+};
+use serde_json::json;
 
 use crate::COMET;
 
@@ -71,5 +74,56 @@ fn hello_reads_config() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::HELLO, "--var", "greeting=bonjour"])?;
     let r = get(&comet.url("/hello?name=Ada"))?;
     assert_eq!(r.body, "bonjour, Ada!\n");
+    Ok(())
+}
+
+/// The hello example defines on-request only (`#[comet_sdk::handler]`): a
+/// WebSocket client still connects, subscribes, receives a publish and
+/// closes, every other event answered with the SDK's default without an
+/// instance, so the metrics count on-request events and nothing else, and
+/// the admin API says which events the guest runs.
+#[test]
+fn events_left_to_defaults_start_no_instance() -> anyhow::Result<()> {
+    let comet = Comet::start(COMET, &[guests::HELLO, "--publish-token", "t"])?;
+    assert_eq!(get(&comet.url("/hello"))?.status, 200);
+
+    let mut ws = ws_connect(&format!("ws://{}/comet/ws", comet.addr))?;
+    ws_send(
+        &mut ws,
+        &json!({"op": "subscribe", "channel": "news", "id": 1}),
+    )?;
+    let ack = ws_json(&mut ws)?;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    let r = publish(&comet, "t", "news", "hi")?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let message = ws_json(&mut ws)?;
+    assert_eq!(message["data"], "hi", "{message}");
+    ws.close(None)?;
+    // on-close would come after the close; wait until the server saw it.
+    wait_for(
+        "the connection to end",
+        std::time::Duration::from_secs(10),
+        || {
+            let status = comet_testkit::status(&comet).ok()?;
+            (status["connections"]["total"] == 0).then_some(())
+        },
+    )?;
+
+    let metrics = admin(&comet, "GET", "/metrics", None)?.body;
+    let events: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("comet_events_total{"))
+        .collect();
+    assert!(
+        events.iter().any(|l| l.contains(r#"event="on-request""#)),
+        "{metrics}"
+    );
+    assert!(
+        events.iter().all(|l| l.contains(r#"event="on-request""#)),
+        "events other than on-request ran in the guest: {events:?}"
+    );
+    let modules: serde_json::Value =
+        serde_json::from_str(&admin(&comet, "GET", "/admin/modules", None)?.body)?;
+    assert_eq!(modules[0]["current"]["guest_events"], json!(["on-request"]));
     Ok(())
 }

@@ -50,6 +50,7 @@ fn nick_of(request: &Request) -> String {
         .unwrap_or_else(|| "anonymous".into())
 }
 
+#[comet_sdk::handler]
 impl Handler for Chat {
     fn on_request(request: Request) -> Reply {
         match (request.method.as_str(), request.path.as_str()) {
@@ -203,5 +204,3 @@ document.getElementById("say").onsubmit = ev => { ev.preventDefault();
 </script>
 </body></html>
 "#;
-
-comet_sdk::export_handler!(Chat);

@@ -6,6 +6,7 @@ use comet_sdk::{Handler, Reply, Request, Response, config, kv, log};
 
 struct Hello;
 
+#[comet_sdk::handler]
 impl Handler for Hello {
     fn on_request(request: Request) -> Reply {
         log::info(
@@ -56,5 +57,3 @@ fn counter() -> Response {
         Err(e) => Response::json(&json!({ "error": e.to_string() })).with_status(503),
     }
 }
-
-comet_sdk::export_handler!(Hello);

@@ -1,0 +1,135 @@
+//! Which events a component implements itself, from its `comet-hooks`
+//! custom section (written by the SDK's `#[comet_sdk::handler]`).
+//!
+//! The section lists, one per line, the WIT names of the events the
+//! handler's impl defines. An event it does not list is left to the SDK's
+//! default, whose answer is fixed (accept, allow, no actions, nothing, 404),
+//! so the host gives that answer without starting an instance. A component
+//! without the section (built with `export_handler!`, or not with the SDK)
+//! runs every event in the guest.
+
+/// The events of `comet:edge/handler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hook {
+    Request,
+    Connect,
+    Subscribe,
+    Publish,
+    Message,
+    Close,
+}
+
+impl Hook {
+    const ALL: [Hook; 6] = [
+        Hook::Request,
+        Hook::Connect,
+        Hook::Subscribe,
+        Hook::Publish,
+        Hook::Message,
+        Hook::Close,
+    ];
+
+    /// The name in the WIT world and in the section.
+    pub(crate) fn wit_name(self) -> &'static str {
+        match self {
+            Hook::Request => "on-request",
+            Hook::Connect => "on-connect",
+            Hook::Subscribe => "on-subscribe",
+            Hook::Publish => "on-publish",
+            Hook::Message => "on-message",
+            Hook::Close => "on-close",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The name of the custom section.
+pub(crate) const SECTION: &str = "comet-hooks";
+
+/// The events a component runs in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Implemented {
+    bits: u8,
+}
+
+impl Implemented {
+    /// Every event runs in the guest.
+    pub(crate) const ALL: Implemented = Implemented { bits: 0b11_1111 };
+
+    /// Read the section of a component (already validated by wasmtime). No
+    /// section: every event. Several sections (one per core module or per
+    /// attribute) add up; names this host does not know are ignored.
+    pub(crate) fn of_component(bytes: &[u8]) -> Implemented {
+        let mut found = None;
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            let Ok(payload) = payload else {
+                return Implemented::ALL;
+            };
+            if let wasmparser::Payload::CustomSection(section) = payload
+                && section.name() == SECTION
+            {
+                let bits = found.get_or_insert(0);
+                *bits |= Implemented::from_section(section.data()).bits;
+            }
+        }
+        found.map_or(Implemented::ALL, |bits| Implemented { bits })
+    }
+
+    fn from_section(data: &[u8]) -> Implemented {
+        let text = String::from_utf8_lossy(data);
+        let bits = text
+            .lines()
+            .filter_map(|name| Hook::ALL.into_iter().find(|h| h.wit_name() == name.trim()))
+            .fold(0, |bits, hook| bits | hook.bit());
+        Implemented { bits }
+    }
+
+    /// Whether `hook` runs in the guest.
+    pub(crate) fn runs(self, hook: Hook) -> bool {
+        self.bits & hook.bit() != 0
+    }
+
+    /// The WIT names of the events that run in the guest.
+    pub(crate) fn names(self) -> Vec<&'static str> {
+        Hook::ALL
+            .into_iter()
+            .filter(|h| self.runs(*h))
+            .map(Hook::wit_name)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_lists_what_runs_and_ignores_what_it_does_not_know() {
+        let some = Implemented::from_section(b"on-subscribe\non-close\non-nothing\n");
+        assert_eq!(some.names(), ["on-subscribe", "on-close"]);
+        assert!(!some.runs(Hook::Connect));
+        assert_eq!(Implemented::from_section(b"").names(), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn no_section_or_an_unreadable_component_runs_everything() {
+        let component = wat::parse_str("(component)").unwrap();
+        assert_eq!(Implemented::of_component(&component), Implemented::ALL);
+        assert_eq!(Implemented::of_component(b"junk"), Implemented::ALL);
+    }
+
+    #[test]
+    fn sections_of_nested_modules_are_found_and_add_up() {
+        let component = wat::parse_str(
+            r#"(component
+                (core module (@custom "comet-hooks" "on-connect\n"))
+                (core module (@custom "comet-hooks" "on-close\n")))"#,
+        )
+        .unwrap();
+        let found = Implemented::of_component(&component);
+        assert_eq!(found.names(), ["on-connect", "on-close"]);
+    }
+}

@@ -1,0 +1,70 @@
+//! The `#[comet_sdk::handler]` attribute (use it through `comet_sdk`).
+//!
+//! On `impl Handler for App { ... }` it keeps the impl as written, exports
+//! `App` as `comet_sdk::export_handler!` does, and writes the names of the
+//! events the impl defines into a custom section of the component,
+//! `comet-hooks` (one name per line, as the WIT spells them). The host reads
+//! the section at load time and answers the events the impl leaves to
+//! `Handler`'s defaults itself, without starting an instance for them: the
+//! defaults are fixed (accept, allow, no actions, nothing), so the answer is
+//! the same and a connection no longer pays for two or three sandboxes that
+//! only say yes.
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{ImplItem, ItemImpl, parse_macro_input};
+
+/// The events of `comet:edge/handler`, as the trait and the WIT name them.
+const EVENTS: [(&str, &str); 6] = [
+    ("on_request", "on-request"),
+    ("on_connect", "on-connect"),
+    ("on_subscribe", "on-subscribe"),
+    ("on_publish", "on-publish"),
+    ("on_message", "on-message"),
+    ("on_close", "on-close"),
+];
+
+/// Export a `Handler` impl and tell the host which events it implements.
+#[proc_macro_attribute]
+pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    if !args.is_empty() {
+        let args = proc_macro2::TokenStream::from(args);
+        return syn::Error::new_spanned(args, "#[comet_sdk::handler] takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    let imp = parse_macro_input!(item as ItemImpl);
+    if imp.trait_.is_none() {
+        return syn::Error::new_spanned(
+            &imp.self_ty,
+            "#[comet_sdk::handler] goes on `impl Handler for YourType { ... }`",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let ty = &imp.self_ty;
+    let mut section = String::new();
+    for item in &imp.items {
+        if let ImplItem::Fn(f) = item {
+            let name = f.sig.ident.to_string();
+            if let Some((_, wit)) = EVENTS.iter().find(|(rust, _)| *rust == name) {
+                section.push_str(wit);
+                section.push('\n');
+            }
+        }
+    }
+    let bytes = syn::LitByteStr::new(section.as_bytes(), proc_macro2::Span::call_site());
+    let len = section.len();
+    quote! {
+        #imp
+
+        ::comet_sdk::export_handler!(#ty);
+
+        const _: () = {
+            #[unsafe(link_section = "comet-hooks")]
+            #[used]
+            static COMET_HOOKS: [u8; #len] = *#bytes;
+        };
+    }
+    .into()
+}
