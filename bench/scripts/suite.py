@@ -100,6 +100,8 @@ class Server:
             cmd = [
                 str(TARGET / "comet"), "run", str(ROOT / "guest-examples" / "hello"),
                 "--listen", "127.0.0.1:%d" % port, "--no-admin",
+                # Set-up is measured against it too (bench/scripts/setup-cost.py).
+                "--max-connections", "19800", "--max-connections-per-ip", "0",
             ]
         elif name == "bare":
             cmd = [str(TARGET / "bare-broadcast"), "127.0.0.1:%d" % port]
@@ -205,7 +207,8 @@ def ws_or_sse(server):
 
 def loadgen_server(server):
     """The name loadgen knows a server by."""
-    return {"comet-base": "comet", "comet-redis": "comet", "nchan-redis": "nchan"}.get(server, server)
+    return {"comet-base": "comet", "comet-redis": "comet", "comet-hello": "comet",
+            "nchan-redis": "nchan"}.get(server, server)
 
 
 class RedisServer:

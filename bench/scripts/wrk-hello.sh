@@ -3,9 +3,10 @@
 # measured with wrk in one session (2 threads, 64 keep-alive connections),
 # alternating the two servers so that machine noise hits both.
 #
-# Usage: bench/scripts/wrk-hello.sh [SECONDS] [ROUNDS]
+# Usage: [COMET_BASE=/path/to/older/comet] bench/scripts/wrk-hello.sh [SECONDS] [ROUNDS]
 # Needs wrk (apt-get install wrk). Prints one line per run and the ratio of
-# the medians.
+# the medians. With COMET_BASE, that build serves the same guest too and takes
+# its turn in each round (a before/after in one session).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -22,10 +23,17 @@ RUST_LOG=${COMET_LOG:-info} ./target/release/comet run "$hello" --listen 127.0.0
 comet_pid=$!
 ./target/release/bare-hyper 127.0.0.1:18081 >/dev/null &
 bare_pid=$!
-trap 'kill $comet_pid $bare_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  grep -q serving /tmp/wrk-comet.out 2>/dev/null && break
-  sleep 0.2
+base_pid=
+if [ -n "${COMET_BASE:-}" ]; then
+  RUST_LOG=${COMET_LOG:-info} "$COMET_BASE" run "$hello" --listen 127.0.0.1:18082 --no-admin >/tmp/wrk-comet-base.out 2>/dev/null &
+  base_pid=$!
+fi
+trap 'kill $comet_pid $bare_pid $base_pid 2>/dev/null || true' EXIT
+for out in /tmp/wrk-comet.out ${base_pid:+/tmp/wrk-comet-base.out}; do
+  for _ in $(seq 100); do
+    grep -q serving "$out" 2>/dev/null && break
+    sleep 0.2
+  done
 done
 
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -40,12 +48,16 @@ run() { # name pid port
     'BEGIN { printf "%-11s %10.0f req/s  %6.1f us server CPU/request\n", n, r, t * 10000 / (r * s) }'
   echo "$rps" >>"/tmp/wrk-$1.rps"
 }
-rm -f /tmp/wrk-comet.rps /tmp/wrk-bare-hyper.rps
+rm -f /tmp/wrk-comet.rps /tmp/wrk-bare-hyper.rps /tmp/wrk-comet-base.rps
 for _ in $(seq "$rounds"); do
   run bare-hyper "$bare_pid" 18081
+  [ -n "$base_pid" ] && run comet-base "$base_pid" 18082
   run comet "$comet_pid" 18080
 done
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 c=$(median /tmp/wrk-comet.rps)
 b=$(median /tmp/wrk-bare-hyper.rps)
 awk -v c="$c" -v b="$b" 'BEGIN { printf "median: comet %.0f req/s, bare hyper %.0f req/s, ratio %.2f\n", c, b, c / b }'
+if [ -n "$base_pid" ]; then
+  awk -v c="$c" -v b="$(median /tmp/wrk-comet-base.rps)" 'BEGIN { printf "median: comet %.0f req/s, COMET_BASE %.0f req/s, ratio %.2f\n", c, b, c / b }'
+fi

@@ -1,6 +1,8 @@
 //! The `log` import: guest log lines into the host's tracing output, tagged
 //! with the module name and the event id.
 
+use std::fmt::Write as _;
+
 use crate::bindings::log::{Host, Level};
 use crate::imports::HostState;
 
@@ -32,20 +34,22 @@ impl Host for HostState {
             self.logs_suppressed += 1;
             return Ok(());
         }
-        let fields: String = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let (module, event, message, fields) = (
-            &*self.services.name,
-            &*self.event_id,
-            clip(&message),
-            clip(&fields),
-        );
+        let (module, event) = (&*self.services.name, &*self.event_id);
+        // The fields are formatted only for a line the filter lets through.
         macro_rules! emit {
             ($lvl:expr) => {
-                tracing::event!(target: "guest", $lvl, module, event, fields, "{message}")
+                if tracing::enabled!(target: "guest", $lvl) {
+                    let fields = joined(&fields);
+                    tracing::event!(
+                        target: "guest",
+                        $lvl,
+                        module,
+                        event,
+                        fields = clip(&fields),
+                        "{}",
+                        clip(&message)
+                    )
+                }
             };
         }
         match level {
@@ -57,4 +61,16 @@ impl Host for HostState {
         }
         Ok(())
     }
+}
+
+/// `k="v" k2="v2"`, in one allocation.
+fn joined(fields: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (k, v) in fields {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(out, "{k}={v:?}");
+    }
+    out
 }
