@@ -45,12 +45,26 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     let ty = &imp.self_ty;
     let mut section = String::new();
     for item in &imp.items {
-        if let ImplItem::Fn(f) = item {
-            let name = f.sig.ident.to_string();
-            if let Some((_, wit)) = EVENTS.iter().find(|(rust, _)| *rust == name) {
-                section.push_str(wit);
-                section.push('\n');
+        match item {
+            ImplItem::Fn(f) => {
+                let name = f.sig.ident.to_string();
+                if let Some((_, wit)) = EVENTS.iter().find(|(rust, _)| *rust == name) {
+                    section.push_str(wit);
+                    section.push('\n');
+                }
             }
+            // A method a macro expands to would be missing from the list,
+            // and the host would answer that event with the default.
+            ImplItem::Macro(m) => {
+                return syn::Error::new_spanned(
+                    m,
+                    "#[comet_sdk::handler] cannot see the methods a macro defines; \
+                     write them out, or export with comet_sdk::export_handler! instead",
+                )
+                .to_compile_error()
+                .into();
+            }
+            _ => {}
         }
     }
     let bytes = syn::LitByteStr::new(section.as_bytes(), proc_macro2::Span::call_site());
