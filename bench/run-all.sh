@@ -3,8 +3,9 @@
 # packages, Python packages, the wasm32-wasip2 target), builds comet and the
 # benchmark tools, runs every scenario against comet, a bare tokio baseline,
 # Nchan, Pushpin and Tornado, prints the table, writes bench/results/*.json
-# and bench/results/latency.png, and regenerates the "Peer comparison"
-# section of BENCHMARKS.md.
+# and bench/results/latency.png, regenerates the "Peer comparison"
+# section of BENCHMARKS.md, and (full runs) measures the per-event cost with
+# `cargo bench -p comet-host --bench event` (bench/results/event-bench.txt).
 #
 # Usage: bench/run-all.sh [--quick | --smoke] [--only comet,bare,...] [--scenarios a,b,c,d,e]
 #   --smoke   about 10 s against comet only; exits non-zero on loss (for CI)
@@ -45,4 +46,11 @@ fi
 
 # A process may hold up to the hard limit of open files (20,000 here).
 ulimit -n "$(ulimit -Hn)"
-exec python3 bench/scripts/suite.py "$@"
+python3 bench/scripts/suite.py "$@"
+
+# The per-event cost of a fresh instance (criterion; BENCHMARKS.md,
+# "Per-event cost"), in full runs only.
+case " $* " in
+  *" --smoke "* | *" --quick "* | *" --report-only "*) ;;
+  *) nice -n 10 cargo bench -q -p comet-host --bench event 2>&1 | tee bench/results/event-bench.txt ;;
+esac
