@@ -104,6 +104,10 @@ pub use serde_json as json;
 ///
 /// The methods take no `self`: each event runs in a fresh sandboxed instance
 /// with nothing carried over from the previous one.
+///
+/// The host gives the same default answers itself for a handler exported
+/// with [`handler`] (`HandlerModule` in comet-host): a change to a default
+/// here must be made there too.
 pub trait Handler {
     /// An HTTP request to any path that is not a built-in `/comet/...`
     /// endpoint. Default: `404 Not Found`.
