@@ -1,6 +1,4 @@
-use comet_testkit::{
-    Comet, admin, get, guests, post, publish, wait_for, ws_connect, ws_json, ws_send,
-};
+use comet_testkit::{Comet, admin, get, guests, post, publish, ws_connect, ws_json, ws_send};
 use serde_json::json;
 
 use crate::COMET;
@@ -78,10 +76,12 @@ fn hello_reads_config() -> anyhow::Result<()> {
 }
 
 /// The hello example defines on-request only (`#[comet_sdk::handler]`): a
-/// WebSocket client still connects, subscribes, receives a publish and
-/// closes, every other event answered with the SDK's default without an
-/// instance, so the metrics count on-request events and nothing else, and
-/// the admin API says which events the guest runs.
+/// WebSocket client still connects, subscribes and receives a publish, every
+/// other event answered with the SDK's default without an instance, so the
+/// metrics count on-request events and nothing else, and the admin API says
+/// which events the guest runs. (The client closes too, but on-close runs in
+/// the background with nothing to wait on: the metrics would show it only if
+/// it had already finished; on-connect and on-subscribe are the sure check.)
 #[test]
 fn events_left_to_defaults_start_no_instance() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::HELLO, "--publish-token", "t"])?;
@@ -99,15 +99,6 @@ fn events_left_to_defaults_start_no_instance() -> anyhow::Result<()> {
     let message = ws_json(&mut ws)?;
     assert_eq!(message["data"], "hi", "{message}");
     ws.close(None)?;
-    // on-close would come after the close; wait until the server saw it.
-    wait_for(
-        "the connection to end",
-        std::time::Duration::from_secs(10),
-        || {
-            let status = comet_testkit::status(&comet).ok()?;
-            (status["connections"]["total"] == 0).then_some(())
-        },
-    )?;
 
     let metrics = admin(&comet, "GET", "/metrics", None)?.body;
     let events: Vec<&str> = metrics
