@@ -348,6 +348,11 @@ impl HandlerModule {
         self.implemented.names()
     }
 
+    /// Whether `hook` runs in the guest (else its default answer is fixed).
+    pub(crate) fn runs(&self, hook: Hook) -> bool {
+        self.implemented.runs(hook)
+    }
+
     /// The module's name.
     pub fn name(&self) -> &str {
         &self.services.name

@@ -74,7 +74,7 @@ pub struct VersionInfo {
     /// The events the guest runs itself (WIT names). The others are left to
     /// the SDK's defaults, which the host answers without an instance; a
     /// component built without `#[comet_sdk::handler]` lists all six.
-    pub guest_events: Vec<String>,
+    pub guest_events: Vec<&'static str>,
 }
 
 /// A module name with its served version and the ones it can roll back to.
@@ -435,7 +435,7 @@ impl Registry {
                     origin: Origin::Upload.label(),
                     load_ms: 0.0,
                     cached: false,
-                    guest_events: guest_events(&bytes),
+                    guest_events: crate::implemented::Implemented::of_component(&bytes).names(),
                 },
                 bytes,
                 origin: Origin::Upload,
@@ -515,11 +515,7 @@ impl Registry {
             origin: origin.label(),
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
             cached: module.compiled() == Compiled::CacheHit,
-            guest_events: module
-                .implemented_events()
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            guest_events: module.implemented_events(),
         };
         tracing::info!(
             module = name,
@@ -640,14 +636,6 @@ impl Slot {
             previous: self.previous.iter().rev().map(|v| v.info.clone()).collect(),
         }
     }
-}
-
-fn guest_events(component: &[u8]) -> Vec<String> {
-    crate::implemented::Implemented::of_component(component)
-        .names()
-        .into_iter()
-        .map(String::from)
-        .collect()
 }
 
 fn version_path(dir: &Path, number: u64) -> PathBuf {

@@ -12,6 +12,7 @@ use crate::channels::{
     Backlog, ChannelError, ChannelName, Connection, Cursor, Position, TransportKind,
 };
 use crate::http::{ApiError, ClientError, next_request_id};
+use crate::implemented::Hook;
 use crate::module::{HandlerModule, HookError};
 
 /// What on-connect is told about the request, copied out of it. Streams and
@@ -219,8 +220,12 @@ impl Client {
         Ok(backlogs)
     }
 
-    /// Tell the module the connection ended (in the background).
+    /// Tell the module the connection ended (in the background), unless it
+    /// leaves on-close to the SDK's default (nothing to tell, no task).
     pub(crate) fn closed(&self, code: Option<u16>, reason: &str) {
+        if !self.module.runs(Hook::Close) {
+            return;
+        }
         let module = self.module.clone();
         let connection = self.info.clone();
         let info = bindings::CloseInfo {
