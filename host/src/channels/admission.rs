@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
 
 use super::error::ChannelError;
-use super::signal::Signal;
+use super::signal::{Broadcast, Watch};
 
 /// Client connections one host holds at once by default; past it new ones get
 /// 503. Below the common 20,000 file descriptor limit, leaving room for
@@ -54,7 +55,7 @@ pub struct Admission {
     max: usize,
     total: AtomicUsize,
     by_transport: [AtomicUsize; 4],
-    closing: Signal,
+    closing: Broadcast,
     /// Woken when the last connection goes.
     empty: Notify,
 }
@@ -73,7 +74,7 @@ impl Admission {
             max,
             total: AtomicUsize::new(0),
             by_transport: Default::default(),
-            closing: Signal::default(),
+            closing: Broadcast::default(),
             empty: Notify::new(),
         })
     }
@@ -117,6 +118,12 @@ impl Admission {
     /// Resolves once shutdown began.
     pub async fn closing(&self) {
         self.closing.wait().await
+    }
+
+    /// Ready once shutdown began; otherwise `watch` wakes this task when it
+    /// does (a standing registration, for a connection that waits often).
+    pub fn poll_closing(&self, watch: &mut Watch, cx: &mut Context<'_>) -> Poll<()> {
+        self.closing.poll_watch(watch, cx)
     }
 
     /// Resolves once no connection is held (the end of a shutdown's drain).

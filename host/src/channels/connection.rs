@@ -32,7 +32,7 @@ use super::lock;
 use super::message::Message;
 use super::name::ChannelName;
 use super::node::Node;
-use super::signal::Listener;
+use super::signal::{Listener, Watch};
 
 /// Messages before this point of a channel may be missing: the client
 /// resumes from `position`.
@@ -103,6 +103,8 @@ pub struct Connection {
     positions: Vec<(ChannelName, Position)>,
     /// Set while messages were lost on the way and are being read back.
     recovery: Option<Box<Recovery>>,
+    /// This connection's standing registration for the shutdown signal.
+    closing: Watch,
     _ticket: Ticket,
 }
 
@@ -129,6 +131,7 @@ impl Connection {
             rx,
             positions: Vec::new(),
             recovery: None,
+            closing: Watch::default(),
             _ticket: ticket,
         }
     }
@@ -302,10 +305,17 @@ impl Connection {
                 }
                 self.recovery = None;
             }
+            // No wait on the slow-consumer signal: the hub fires it only
+            // when this queue is full, so a message is waiting and has woken
+            // this task already, and the check above runs before the next
+            // wait. Shutdown is watched with a standing registration: waiting
+            // here at every delivery joins no shared list.
+            let (node, closing) = (&self.node, &mut self.closing);
             let message = tokio::select! {
                 biased;
-                () = self.me.kick.wait() => return Event::SlowConsumer,
-                () = self.node.admission.closing() => return Event::Closing,
+                () = std::future::poll_fn(|cx| node.admission.poll_closing(closing, cx)) => {
+                    return Event::Closing;
+                }
                 message = self.rx.recv() => match message {
                     Some(m) => m,
                     // The hub holds a sender for as long as this connection

@@ -88,6 +88,10 @@ impl Hub {
             self.deliveries
                 .fetch_add(local.subscribers.len() as u64, Ordering::Relaxed);
             for s in &local.subscribers {
+                // Fired only when the queue is full (or gone): the
+                // connection then has messages waiting and is awake, and
+                // `Connection::next` relies on that instead of waiting on
+                // the signal.
                 if s.tx.try_send(message.clone()).is_err() && s.kick.fire() {
                     self.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 }

@@ -1,11 +1,15 @@
-//! A one-shot signal: set once, seen by every waiter, past and future. The
-//! hub fires one per connection when it drops that connection as a slow
-//! consumer; admission fires one when the server shuts down.
+//! One-shot signals: set once, seen by every waiter, past and future. The
+//! hub fires a [`Signal`] per connection when it drops that connection as a
+//! slow consumer; admission fires a [`Broadcast`] when the server shuts down.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 
 /// Told when a [`Signal`] fires (for whoever must act on it without
 /// waiting on it: the HTTP connection of a stream that is not being
@@ -62,6 +66,82 @@ impl Signal {
     }
 }
 
+/// A one-shot signal that many tasks watch for their whole life (the
+/// server's shutdown, watched by every connection at every wait).
+///
+/// Waiting on a [`Signal`] joins and leaves its waiter list each time, under
+/// the list's lock; for a signal every connection shares, that is two
+/// acquisitions of one contended lock per delivered message. A [`Watch`]
+/// instead joins once and stays: later waits from the same task read the
+/// flag and return.
+#[derive(Debug, Default)]
+pub struct Broadcast {
+    fired: AtomicBool,
+    /// Only ever woken with `notify_waiters`, so a registered watch stays
+    /// in the list until the signal fires.
+    notify: Arc<Notify>,
+}
+
+/// One task's standing registration with a [`Broadcast`] (empty until the
+/// first wait).
+#[derive(Debug, Default)]
+pub struct Watch(Option<(Pin<Box<OwnedNotified>>, Waker)>);
+
+impl Broadcast {
+    /// Set the flag and wake every waiter; true the first time.
+    pub fn fire(&self) -> bool {
+        let first = !self.fired.swap(true, Ordering::AcqRel);
+        if first {
+            self.notify.notify_waiters();
+        }
+        first
+    }
+
+    /// Whether it fired.
+    pub fn is_set(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    /// Resolves once it has fired (at once if it already has).
+    pub async fn wait(&self) {
+        let mut watch = Watch::default();
+        std::future::poll_fn(|cx| self.poll_watch(&mut watch, cx)).await
+    }
+
+    /// Ready once it has fired; otherwise make sure `watch` wakes this task
+    /// when it does.
+    pub fn poll_watch(&self, watch: &mut Watch, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_set() {
+            return Poll::Ready(());
+        }
+        if let Some((_, waker)) = &watch.0 {
+            // Registered with this task's waker: `fire` sets the flag
+            // before it wakes the list, so the flag read above is enough.
+            if waker.will_wake(cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+        let (notified, waker) = watch.0.get_or_insert_with(|| {
+            (
+                Box::pin(self.notify.clone().notified_owned()),
+                Waker::noop().clone(),
+            )
+        });
+        // Joins the list (or updates the waker there) with this task's waker.
+        if notified.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        waker.clone_from(cx.waker());
+        // Fired between the flag read and joining the list: the
+        // notification was counted when the watch was made, or the flag is
+        // set now.
+        if self.is_set() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +169,34 @@ mod tests {
         waiter.await.unwrap();
         s.wait().await;
         assert_eq!(count.0.load(Ordering::Acquire), 1);
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_wakes_a_standing_watch_and_later_waits() {
+        let b = Arc::new(Broadcast::default());
+        let watcher = tokio::spawn({
+            let b = b.clone();
+            async move {
+                let mut watch = Watch::default();
+                // Polled many times while registered: each poll after the
+                // first is the cheap path.
+                let mut polls = 0;
+                std::future::poll_fn(|cx| {
+                    polls += 1;
+                    if polls < 3 {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    b.poll_watch(&mut watch, cx)
+                })
+                .await;
+                polls
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(b.fire());
+        assert!(!b.fire());
+        assert!(watcher.await.unwrap() >= 3);
+        b.wait().await;
     }
 }

@@ -343,6 +343,9 @@ impl Session {
     async fn send(&mut self, frame: Frame) -> Result<(), End> {
         let kicked = self.client.conn.kicked();
         tokio::select! {
+            // The write first: when it completes at once, as most do, the
+            // slow-consumer signal is never waited on.
+            biased;
             result = tokio::time::timeout(self.write_timeout, self.ws.send(frame)) => match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(End::Client(None)),
