@@ -24,11 +24,11 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
 pub const DEFAULT_MAX_STACK_BYTES: usize = 512 << 10;
 
 /// Bytes at the start of each recycled linear memory that are reset in place
-/// (memset/memcpy from the image) instead of being released with madvise and
-/// faulted in again by the next event. Guests built by comet get a 64 KiB
-/// stack (see `guest_build::GUEST_STACK_BYTES`), so this covers the top of the
-/// stack, the static data and the first heap pages: the pages every event
-/// touches. Measured in BENCHMARKS.md: 33 µs -> 20 µs per trivial event.
+/// (the pages an event wrote: memset, or a copy from the image) instead of
+/// being released with madvise and faulted in again by the next event.
+/// Guests built by comet get a 64 KiB stack (see
+/// `guest_build::GUEST_STACK_BYTES`), so this covers the top of the stack,
+/// the static data and the first heap pages: the pages every event touches. Measured in BENCHMARKS.md: 33 µs -> 20 µs per trivial event.
 pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 128 << 10;
 
 /// Engine-wide settings, fixed for the life of the process.
@@ -76,10 +76,11 @@ impl SandboxEngine {
             // DEFAULT_KEEP_RESIDENT_BYTES).
             .linear_memory_keep_resident(settings.keep_resident_bytes)
             .table_keep_resident(64 << 10)
-            // Reset only the pages an event wrote (Linux 6.7+, `PAGEMAP_SCAN`;
-            // elsewhere the whole window above is reset). Most of the window is
-            // the guest's stack, and an event writes a few pages of it: the
-            // trivial event went from about 19 to 16 µs (BENCHMARKS.md).
+            // Reset only the pages of that window an event wrote (Linux 6.7+,
+            // `PAGEMAP_SCAN`; elsewhere all of it). Most of the window is the
+            // guest's stack, of which an event writes a few pages: 5 % off a
+            // trivial event (BENCHMARKS.md, "The slot reset and the delivery
+            // path").
             .pagemap_scan(Enabled::Auto);
 
         let mut config = Config::new();
