@@ -2,8 +2,9 @@
 //!
 //! Strategy: an event's epoch callback runs when a tick (1 ms) passes while
 //! its guest is computing. [`Turn::tick`] counts the ticks the guest really
-//! computed (at least half a tick since it last resumed; a callback right
-//! after waiting for a worker is not compute) and yields to tokio after
+//! computed (at least half a tick of its thread's CPU time since it last
+//! resumed: a callback right after waiting for a worker, or for a core the
+//! kernel gave to another thread, is not compute) and yields to tokio after
 //! each; the sandbox cuts an event off past its CPU budget in those ticks
 //! as well as past its wall-clock deadline. An event that has computed for
 //! more than five ticks is *hot*: [`Scheduler::run`] moves it off the I/O
@@ -21,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -59,6 +60,13 @@ struct TurnState {
     /// Nanoseconds from `started` to when the guest last resumed, moved on
     /// by the time its host calls waited for I/O since.
     resumed: AtomicU64,
+    /// The thread the guest last resumed on ([`thread_clock`]'s id, 0 for
+    /// none yet) and that thread's CPU time then: from the first counted
+    /// tick on, compute is measured in CPU time, which does not pass while
+    /// the kernel runs another thread (on a loaded machine, wall-clock time
+    /// made preempted events look busy, turn hot and miss their deadlines).
+    cpu_thread: AtomicU64,
+    cpu_resumed: AtomicU64,
     ticks: AtomicU64,
     hot: AtomicBool,
 }
@@ -75,6 +83,8 @@ impl Turn {
             state: Arc::new(TurnState {
                 started,
                 resumed: AtomicU64::new(0),
+                cpu_thread: AtomicU64::new(0),
+                cpu_resumed: AtomicU64::new(0),
                 ticks: AtomicU64::new(0),
                 hot: AtomicBool::new(false),
             }),
@@ -113,8 +123,32 @@ impl Turn {
             self.state
                 .resumed
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            // It may go on on another thread.
+            self.mark_cpu();
         }
         out
+    }
+
+    /// Note the thread the guest goes on computing on, and its CPU time now.
+    fn mark_cpu(&self) {
+        let (thread, cpu) = thread_clock().unwrap_or((0, 0));
+        self.state.cpu_thread.store(thread, Ordering::Relaxed);
+        self.state.cpu_resumed.store(cpu, Ordering::Relaxed);
+    }
+
+    /// Nanoseconds the guest computed since it last resumed: CPU time if it
+    /// resumed on this thread since its first counted tick, else wall-clock
+    /// time.
+    fn ran(&self) -> u64 {
+        let marked = self.state.cpu_thread.load(Ordering::Relaxed);
+        if marked != 0
+            && let Some((thread, cpu)) = thread_clock()
+            && thread == marked
+        {
+            return cpu.saturating_sub(self.state.cpu_resumed.load(Ordering::Relaxed));
+        }
+        self.since_start()
+            .saturating_sub(self.state.resumed.load(Ordering::Relaxed))
     }
 
     /// What the epoch callback does when a tick has passed: if the guest
@@ -122,10 +156,7 @@ impl Turn {
     /// ticks, and yield (noting when the guest resumes); else carry on to
     /// the next tick.
     pub(crate) fn tick(&self) -> UpdateDeadline {
-        let ran = self
-            .since_start()
-            .saturating_sub(self.state.resumed.load(Ordering::Relaxed));
-        if ran < EPOCH_TICK.as_nanos() as u64 / 2 {
+        if self.ran() < EPOCH_TICK.as_nanos() as u64 / 2 {
             return UpdateDeadline::Continue(1);
         }
         if self.state.ticks.fetch_add(1, Ordering::Relaxed) + 1 > COOL_TICKS {
@@ -139,6 +170,7 @@ impl Turn {
                 turn.state
                     .resumed
                     .store(turn.since_start(), Ordering::Relaxed);
+                turn.mark_cpu();
             }),
         )
     }
@@ -188,6 +220,20 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// The calling thread (a number unique in the process, never 0) and the CPU
+/// time it has used, in nanoseconds; `None` if the clock cannot be read
+/// (then compute is measured in wall-clock time). Not in the vDSO, so a
+/// system call: it runs once per counted tick, never on an event that ends
+/// within one.
+fn thread_clock() -> Option<(u64, u64)> {
+    static THREADS: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static THREAD: u64 = THREADS.fetch_add(1, Ordering::Relaxed);
+    }
+    let cpu = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some((THREAD.with(|t| *t), Duration::from(cpu).as_nanos() as u64))
 }
 
 /// A call moved to the hot runtime: its result, and its end if the event
@@ -256,6 +302,25 @@ mod tests {
             assert_eq!(turn.ticks(), tick);
             assert_eq!(turn.is_hot(), tick > COOL_TICKS, "tick {tick}");
         }
+    }
+
+    #[test]
+    fn time_the_thread_did_not_run_is_not_compute() {
+        // Wall-clock time says it has computed for a second.
+        let turn = Turn::started_at(Instant::now() - std::time::Duration::from_secs(1));
+        turn.mark_cpu();
+        // Off the CPU for two ticks, as if the kernel ran another thread.
+        std::thread::sleep(EPOCH_TICK * 2);
+        assert!(matches!(turn.tick(), UpdateDeadline::Continue(1)));
+        assert_eq!(turn.ticks(), 0);
+        // Computing through a tick counts.
+        let cpu = || thread_clock().expect("thread CPU clock").1;
+        let from = cpu();
+        while cpu() - from < EPOCH_TICK.as_nanos() as u64 {
+            std::hint::black_box(0u64);
+        }
+        assert!(matches!(turn.tick(), UpdateDeadline::YieldCustom(1, _)));
+        assert_eq!(turn.ticks(), 1);
     }
 
     #[tokio::test]
