@@ -28,7 +28,8 @@ pub const DEFAULT_MAX_STACK_BYTES: usize = 512 << 10;
 /// being released with madvise and faulted in again by the next event.
 /// Guests built by comet get a 64 KiB stack (see
 /// `guest_build::GUEST_STACK_BYTES`), so this covers the top of the stack,
-/// the static data and the first heap pages: the pages every event touches. Measured in BENCHMARKS.md: 33 µs -> 20 µs per trivial event.
+/// the static data and the first heap pages: the pages every event touches.
+/// Measured in BENCHMARKS.md: 33 µs -> 20 µs per trivial event.
 pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 128 << 10;
 
 /// Engine-wide settings, fixed for the life of the process.
