@@ -30,12 +30,9 @@ pub struct Signal {
 impl Signal {
     /// Set the flag and wake every waiter; true the first time.
     pub fn fire(&self) -> bool {
-        let first = !self.fired.swap(true, Ordering::AcqRel);
-        if first {
-            self.notify.notify_waiters();
-            if let Some(listener) = self.listener.get() {
-                listener.fired();
-            }
+        let first = fire(&self.fired, &self.notify);
+        if first && let Some(listener) = self.listener.get() {
+            listener.fired();
         }
         first
     }
@@ -47,14 +44,7 @@ impl Signal {
 
     /// Resolves once it has fired (at once if it already has).
     pub async fn wait(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        // Register before checking the flag, so a fire in between is not lost.
-        notified.as_mut().enable();
-        if self.is_set() {
-            return;
-        }
-        notified.await;
+        wait(&self.fired, &self.notify).await
     }
 
     /// Tell `listener` when the signal fires (at once if it already has).
@@ -90,11 +80,7 @@ pub struct Watch(Option<(Pin<Box<OwnedNotified>>, Waker)>);
 impl Broadcast {
     /// Set the flag and wake every waiter; true the first time.
     pub fn fire(&self) -> bool {
-        let first = !self.fired.swap(true, Ordering::AcqRel);
-        if first {
-            self.notify.notify_waiters();
-        }
-        first
+        fire(&self.fired, &self.notify)
     }
 
     /// Whether it fired.
@@ -104,8 +90,7 @@ impl Broadcast {
 
     /// Resolves once it has fired (at once if it already has).
     pub async fn wait(&self) {
-        let mut watch = Watch::default();
-        std::future::poll_fn(|cx| self.poll_watch(&mut watch, cx)).await
+        wait(&self.fired, &self.notify).await
     }
 
     /// Ready once it has fired; otherwise make sure `watch` wakes this task
@@ -140,6 +125,27 @@ impl Broadcast {
         }
         Poll::Pending
     }
+}
+
+/// Set `fired` and wake every waiter on `notify`; true the first time.
+fn fire(fired: &AtomicBool, notify: &Notify) -> bool {
+    let first = !fired.swap(true, Ordering::AcqRel);
+    if first {
+        notify.notify_waiters();
+    }
+    first
+}
+
+/// Resolves once `fired` is set (at once if it is), for one wait.
+async fn wait(fired: &AtomicBool, notify: &Notify) {
+    let notified = notify.notified();
+    tokio::pin!(notified);
+    // Register before checking the flag, so a fire in between is not lost.
+    notified.as_mut().enable();
+    if fired.load(Ordering::Acquire) {
+        return;
+    }
+    notified.await;
 }
 
 #[cfg(test)]
