@@ -25,6 +25,13 @@ pub const DEFAULT_MAX_CONCURRENT_CLOSES: usize = 32;
 /// little; 64 MiB leaves room for JSON documents of several megabytes.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
 
+/// Events one instance may serve when its module opts in to instance reuse
+/// (`#[comet_sdk::handler(reuse_instances)]`); then it is dropped and the
+/// next event gets a fresh one, so whatever a guest leaks is bounded.
+/// Modules that do not opt in run every event in a fresh instance whatever
+/// this says; 1 turns reuse off for a module that does.
+pub const DEFAULT_EVENTS_PER_INSTANCE: u32 = 1000;
+
 /// Largest request body handed to a handler. Real-time handlers take small
 /// messages; bigger uploads belong to a storage service.
 pub const DEFAULT_MAX_REQUEST_BODY: usize = 1 << 20;
@@ -64,6 +71,9 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Linear memory one instance may grow to, in bytes.
     pub memory_bytes: usize,
+    /// Events one instance may serve if the module opts in to reuse (1:
+    /// a fresh instance per event even then).
+    pub events_per_instance: u32,
     /// Largest request body passed to on-request, in bytes (larger: 413).
     pub max_request_body: usize,
     /// Largest response body on-request may return, in bytes.
@@ -97,6 +107,7 @@ impl Default for Limits {
             cpu: DEFAULT_CPU,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            events_per_instance: DEFAULT_EVENTS_PER_INSTANCE,
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_headers: DEFAULT_MAX_HEADERS,

@@ -151,6 +151,7 @@ struct RawModule {
     cpu_ms: Option<Spanned<u64>>,
     max_concurrent: Option<Spanned<usize>>,
     memory_mib: Option<Spanned<usize>>,
+    events_per_instance: Option<Spanned<u32>>,
     max_request_body: Option<usize>,
     max_response_body: Option<usize>,
     #[serde(default = "yes")]
@@ -267,6 +268,16 @@ impl Manifest {
                     ));
                 }
                 limits.memory_bytes = *mib.get_ref() << 20;
+            }
+            if let Some(n) = m.events_per_instance {
+                if *n.get_ref() == 0 {
+                    return Err(fail(
+                        Some(n.span()),
+                        "events_per_instance must be at least 1 (1: a fresh instance per event)"
+                            .into(),
+                    ));
+                }
+                limits.events_per_instance = *n.get_ref();
             }
             if let Some(b) = m.max_request_body {
                 limits.max_request_body = b;
@@ -471,6 +482,12 @@ mod tests {
 
         let e = parse("[modules.a]\nmemory_mib = \"big\"\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+
+        let e = parse("[modules.a]\nevents_per_instance = 0\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("a fresh instance per event"), "{e}");
+        let m = parse("[modules.a]\nevents_per_instance = 1\n").unwrap();
+        assert_eq!(m.modules["a"].spec.limits.events_per_instance, 1);
 
         let e = parse("[modules.Bad]\n").unwrap_err();
         assert!(e.message.contains("invalid module name"), "{e}");

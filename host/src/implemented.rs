@@ -7,6 +7,10 @@
 //! so the host gives that answer without starting an instance. A component
 //! without the section (built with `export_handler!`, or not with the SDK)
 //! runs every event in the guest.
+//!
+//! The line `reuse-instances` (from `#[comet_sdk::handler(reuse_instances)]`)
+//! says the module opts in to instance reuse: its events may share an
+//! instance, one at a time (see `HandlerModule`'s idle instances).
 
 /// The events of `comet:edge/handler`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,14 +53,21 @@ impl Hook {
 /// The name of the custom section.
 pub(crate) const SECTION: &str = "comet-hooks";
 
-/// The events a component runs in the guest.
+/// The line by which a module opts in to instance reuse.
+const REUSE_LINE: &str = "reuse-instances";
+
+/// The bit of [`REUSE_LINE`], above the hooks' bits.
+const REUSE_BIT: u8 = 1 << Hook::ALL.len();
+
+/// The events a component runs in the guest, and whether it opts in to
+/// instance reuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Implemented {
     bits: u8,
 }
 
 impl Implemented {
-    /// Every event runs in the guest.
+    /// Every event runs in the guest, each in a fresh instance.
     pub(crate) const ALL: Implemented = Implemented { bits: 0b11_1111 };
 
     /// Read the section of a component (already validated by wasmtime). No
@@ -82,14 +93,28 @@ impl Implemented {
         let text = String::from_utf8_lossy(data);
         let bits = text
             .lines()
-            .filter_map(|name| Hook::ALL.into_iter().find(|h| h.wit_name() == name.trim()))
-            .fold(0, |bits, hook| bits | hook.bit());
+            .map(str::trim)
+            .filter_map(|line| {
+                if line == REUSE_LINE {
+                    return Some(REUSE_BIT);
+                }
+                Hook::ALL
+                    .into_iter()
+                    .find(|h| h.wit_name() == line)
+                    .map(Hook::bit)
+            })
+            .fold(0, |bits, bit| bits | bit);
         Implemented { bits }
     }
 
     /// Whether `hook` runs in the guest.
     pub(crate) fn runs(self, hook: Hook) -> bool {
         self.bits & hook.bit() != 0
+    }
+
+    /// Whether the module opts in to instance reuse.
+    pub(crate) fn reuses_instances(self) -> bool {
+        self.bits & REUSE_BIT != 0
     }
 
     /// The WIT names of the events that run in the guest.
@@ -111,6 +136,11 @@ mod tests {
         let some = Implemented::from_section(b"on-subscribe\non-close\non-nothing\n");
         assert_eq!(some.names(), ["on-subscribe", "on-close"]);
         assert!(!some.runs(Hook::Connect));
+        assert!(!some.reuses_instances());
+        let reuse = Implemented::from_section(b"reuse-instances\non-request\n");
+        assert_eq!(reuse.names(), ["on-request"]);
+        assert!(reuse.reuses_instances());
+        assert!(!Implemented::ALL.reuses_instances());
         assert_eq!(Implemented::from_section(b"").names(), Vec::<&str>::new());
     }
 

@@ -1,8 +1,13 @@
 //! Handler modules: validating and compiling a component, and running its
 //! events, each in a fresh sandbox (or, for an event the component leaves
 //! to the SDK's default, answering it without one: see `implemented`).
+//!
+//! A module that opts in to instance reuse keeps up to [`IDLE_INSTANCES`]
+//! instances that ended an event well, and the next event takes one instead
+//! of instantiating; each serves at most its limit `events_per_instance`.
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use http::StatusCode;
 use wasmtime::component::{Component, Linker};
@@ -26,6 +31,12 @@ use crate::scheduler::{Scheduler, Turn};
 
 /// The store data of every event.
 type State = StoreState<HostState>;
+
+/// Idle instances one module that opts in to reuse keeps at most: about the
+/// events that run at once on this machine's threads. Each holds a pool
+/// slot and one of the module's `max_concurrent` permits while idle; an
+/// instance that ends an event with the list full is dropped.
+pub const IDLE_INSTANCES: usize = 16;
 
 /// Call export `$export` of `$event` (a started `Event`, moved in and handed
 /// back with the result) with `$args` (moved in), within the module's output
@@ -280,6 +291,8 @@ impl Runtime {
             compiled,
             lookup,
             scheduler: Scheduler::for_this_machine(),
+            idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
         })
     }
 }
@@ -330,6 +343,12 @@ pub struct HandlerModule {
     compiled: Compiled,
     lookup: Weak<dyn ModuleLookup>,
     scheduler: Scheduler,
+    /// Instances that served an event well and may serve another (only
+    /// if the module opts in to reuse; see [`HandlerModule::reuses_instances`]).
+    idle: Mutex<Vec<Event<HostState>>>,
+    /// Replaced or removed: keeps no idle instance (their pool slots and
+    /// permits go back while events of this version may still run).
+    retired: AtomicBool,
 }
 
 impl std::fmt::Debug for HandlerModule {
@@ -346,6 +365,12 @@ impl HandlerModule {
     /// answered with the SDK's defaults.
     pub fn implemented_events(&self) -> Vec<&'static str> {
         self.implemented.names()
+    }
+
+    /// Whether one instance may serve several events: the module opts in
+    /// and its limit `events_per_instance` is over 1.
+    pub fn reuses_instances(&self) -> bool {
+        self.implemented.reuses_instances() && self.limits.events_per_instance > 1
     }
 
     /// Whether `hook` runs in the guest (else its default answer is fixed).
@@ -415,6 +440,26 @@ impl HandlerModule {
             )),
             Purpose::Event | Purpose::PublishHook => self.services.clone(),
         };
+        let turn = Turn::default();
+        let host = |slot| HostState {
+            services,
+            turn: turn.clone(),
+            publisher: Arc::downgrade(self) as Weak<dyn imports::GuestPublisher>,
+            event_id,
+            purpose,
+            log_lines: 0,
+            logs_suppressed: 0,
+            _slot: slot,
+        };
+        if purpose != Purpose::StartCheck
+            && let Some(mut event) = self.take_idle()
+        {
+            // The idle instance kept its permit.
+            let slot = event.store.data_mut().host._slot.take();
+            event.store.data_mut().host = host(slot);
+            event.restart(label, turn);
+            return Ok(event);
+        }
         // One module may not take every instance slot.
         let slot = self
             .services
@@ -422,18 +467,39 @@ impl HandlerModule {
             .clone()
             .try_acquire_owned()
             .map_err(|_| EventError::Busy)?;
-        let turn = Turn::default();
-        let host = HostState {
-            services,
-            turn: turn.clone(),
-            publisher: self.clone(),
-            event_id,
-            purpose,
-            log_lines: 0,
-            logs_suppressed: 0,
-            _slot: Some(slot),
-        };
-        Event::start(&self.pre, &self.limits, host, label, turn).await
+        let host = host(Some(slot));
+        Event::start(&self.pre, &self.limits, host, label, turn.clone()).await
+    }
+
+    /// This version no longer takes new events (a newer one replaced it, or
+    /// it was removed): drop its idle instances and keep none from now on.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(idle);
+    }
+
+    fn take_idle(&self) -> Option<Event<HostState>> {
+        if !self.reuses_instances() {
+            return None;
+        }
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Keep an instance whose event ended well for the next event, if the
+    /// module reuses instances and this one may serve more; else drop it.
+    fn park(&self, event: Event<HostState>) {
+        if !self.reuses_instances()
+            || event.store.data().host.purpose == Purpose::StartCheck
+            || !event.reusable(self.limits.events_per_instance)
+        {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock: `retire` empties the list after setting it.
+        if idle.len() < IDLE_INSTANCES && !self.retired.load(Ordering::Relaxed) {
+            idle.push(event);
+        }
     }
 
     /// Instantiate once and drop the instance without calling any export:
@@ -458,7 +524,7 @@ impl HandlerModule {
         self.observed("on-connect", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, raw) = call_export!(self, event, on_connect(request));
-            let raw = self.end(&event, raw)?;
+            let raw = self.end(event, raw)?;
             Reader::new(&self.limits).connect_outcome(raw)
         })
         .await
@@ -477,7 +543,7 @@ impl HandlerModule {
         self.observed("on-subscribe", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, raw) = call_export!(self, event, on_subscribe(connection, request));
-            let raw = self.end(&event, raw)?;
+            let raw = self.end(event, raw)?;
             Reader::new(&self.limits).subscribe_outcome(raw)
         })
         .await
@@ -496,7 +562,7 @@ impl HandlerModule {
         self.observed("on-publish", async {
             let event = self.start(event_id, Purpose::PublishHook).await?;
             let (event, raw) = call_export!(self, event, on_publish(publication));
-            let raw = self.end(&event, raw)?;
+            let raw = self.end(event, raw)?;
             Reader::new(&self.limits).publish_verdict(raw)
         })
         .await
@@ -515,7 +581,7 @@ impl HandlerModule {
         self.observed("on-message", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, raw) = call_export!(self, event, on_message(connection, frame));
-            let raw = self.end(&event, raw)?;
+            let raw = self.end(event, raw)?;
             Reader::new(&self.limits).actions(raw)
         })
         .await
@@ -534,7 +600,7 @@ impl HandlerModule {
         self.observed("on-close", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, result) = call_export!(self, event, on_close(connection, info));
-            self.end(&event, result)
+            self.end(event, result)
         })
         .await
     }
@@ -559,7 +625,7 @@ impl HandlerModule {
         self.observed("on-request", async {
             let event = self.start(event_id, Purpose::Event).await?;
             let (event, raw) = call_export!(self, event, on_request(request));
-            let raw = self.end(&event, raw)?;
+            let raw = self.end(event, raw)?;
             Reader::new(&self.limits).request_outcome(raw)
         })
         .await
@@ -583,10 +649,11 @@ impl HandlerModule {
     }
 
     /// The end of an event: what the guest printed and the log lines it
-    /// was not allowed are logged, and a wasmtime error becomes the event's.
+    /// was not allowed are logged, a wasmtime error becomes the event's, and
+    /// an instance that ended well may be kept for the next event.
     fn end<R>(
         &self,
-        event: &Event<HostState>,
+        event: Event<HostState>,
         result: wasmtime::Result<R>,
     ) -> Result<R, EventError> {
         let host = &event.store.data().host;
@@ -600,7 +667,11 @@ impl HandlerModule {
                 crate::imports::MAX_LOG_LINES_PER_EVENT
             );
         }
-        event.finish(result)
+        let result = event.finish(result);
+        if result.is_ok() {
+            self.park(event);
+        }
+        result
     }
 
     /// Prove the module starts: run its initialisers and one real export
@@ -622,7 +693,7 @@ impl HandlerModule {
             reason: "start check at deploy".into(),
         };
         let (event, result) = call_export!(self, event, on_close(connection, info));
-        self.end(&event, result)
+        self.end(event, result)
     }
 }
 

@@ -75,6 +75,10 @@ pub struct VersionInfo {
     /// the SDK's defaults, which the host answers without an instance; a
     /// component built without `#[comet_sdk::handler]` lists all six.
     pub guest_events: Vec<&'static str>,
+    /// Whether the module opts in to instance reuse
+    /// (`#[comet_sdk::handler(reuse_instances)]`): then one instance serves
+    /// up to its `events_per_instance` events, one at a time.
+    pub reuses_instances: bool,
 }
 
 /// A module name with its served version and the ones it can roll back to.
@@ -389,9 +393,10 @@ impl Registry {
             });
         }
         let _one_at_a_time = self.deploys.lock().await;
-        if self.write().remove(name).is_none() {
+        let Some(slot) = self.write().remove(name) else {
             return Err(DeployError::NotFound(name.into()));
-        }
+        };
+        slot.module.retire();
         if let Some(dir) = self.module_dir(name)
             && let Err(source) = std::fs::remove_dir_all(&dir)
             && source.kind() != std::io::ErrorKind::NotFound
@@ -426,6 +431,7 @@ impl Registry {
         let mut previous = Vec::new();
         for &n in older {
             let bytes = read(n)?;
+            let implemented = crate::implemented::Implemented::of_component(&bytes);
             previous.push(Version {
                 info: VersionInfo {
                     version: n,
@@ -435,7 +441,8 @@ impl Registry {
                     origin: Origin::Upload.label(),
                     load_ms: 0.0,
                     cached: false,
-                    guest_events: crate::implemented::Implemented::of_component(&bytes).names(),
+                    guest_events: implemented.names(),
+                    reuses_instances: implemented.reuses_instances(),
                 },
                 bytes,
                 origin: Origin::Upload,
@@ -516,6 +523,7 @@ impl Registry {
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
             cached: module.compiled() == Compiled::CacheHit,
             guest_events: module.implemented_events(),
+            reuses_instances: module.reuses_instances(),
         };
         tracing::info!(
             module = name,
@@ -532,7 +540,7 @@ impl Registry {
         let mut slots = self.write();
         match slots.get_mut(name) {
             Some(slot) => {
-                slot.module = module;
+                std::mem::replace(&mut slot.module, module).retire();
                 let old = std::mem::replace(&mut slot.current, version);
                 slot.previous.push(old);
                 let excess = (slot.previous.len() + 1).saturating_sub(self.keep_versions);

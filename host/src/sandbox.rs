@@ -7,7 +7,10 @@
 //! limiter refuses memory growth past the limit with a typed error. The caller
 //! invokes one export and hands the result to `Event::finish`, which turns
 //! wasmtime's errors into an [`EventError`]. The store is dropped afterwards,
-//! so nothing survives from one event to the next.
+//! so nothing survives from one event to the next, unless the module opted
+//! in to instance reuse: then `HandlerModule` keeps an instance that ended
+//! well ([`Event::reusable`]) and [`Event::restart`] arms it for the next
+//! event with a new deadline, CPU budget and label.
 
 use std::time::{Duration, Instant};
 
@@ -185,6 +188,8 @@ pub(crate) struct Event<T: 'static> {
     limits: Limits,
     output: MemoryOutputPipe,
     label: EventLabel,
+    /// Events this instance has served, the running one included.
+    events: u32,
 }
 
 impl<T: Send + 'static> Event<T> {
@@ -213,25 +218,7 @@ impl<T: Send + 'static> Event<T> {
         };
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        let deadline = Instant::now() + limits.deadline;
-        let cpu_ticks = limits
-            .cpu
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis())
-            .max(1) as u64;
-        let callback_turn = turn.clone();
-        store.set_epoch_deadline(1);
-        // Runs when a tick passes while the guest computes (see scheduler).
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            let next = callback_turn.tick();
-            if callback_turn.ticks() > cpu_ticks {
-                return Err(wasmtime::Error::new(CpuLimitHit));
-            }
-            Ok(next)
-        });
+        arm(&mut store, limits, &turn);
         let instance = match pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
@@ -246,7 +233,27 @@ impl<T: Send + 'static> Event<T> {
             limits: limits.clone(),
             output,
             label,
+            events: 1,
         })
+    }
+
+    /// Arm an instance that ended its last event well for one more: a new
+    /// deadline, CPU budget, scheduler turn and label. The caller replaces
+    /// the host state.
+    pub(crate) fn restart(&mut self, label: EventLabel, turn: Turn) {
+        arm(&mut self.store, &self.limits, &turn);
+        self.turn = turn;
+        self.label = label;
+        self.events += 1;
+    }
+
+    /// Whether this instance may serve another event: it has served fewer
+    /// than `limit` and printed nothing (its output pipe is not emptied
+    /// between events; guests print on a panic, so output is rare). Asked
+    /// only after an event that ended well: one that trapped or hit a
+    /// limit leaves its instance unusable or suspect.
+    pub(crate) fn reusable(&self, limit: u32) -> bool {
+        self.events < limit && self.output.contents().is_empty()
     }
 
     /// Turn the result of an export call into the event's result, logging
@@ -265,6 +272,29 @@ impl<T: Send + 'static> Event<T> {
         }
         result.map_err(|e| classify(&e, &self.limits))
     }
+}
+
+/// Give one event its wall-clock deadline and CPU budget: the epoch callback
+/// runs when a tick passes while the guest computes (see `scheduler`).
+fn arm<T>(store: &mut Store<StoreState<T>>, limits: &Limits, turn: &Turn) {
+    let deadline = Instant::now() + limits.deadline;
+    let cpu_ticks = limits
+        .cpu
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis())
+        .max(1) as u64;
+    let turn = turn.clone();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        let next = turn.tick();
+        if turn.ticks() > cpu_ticks {
+            return Err(wasmtime::Error::new(CpuLimitHit));
+        }
+        Ok(next)
+    });
 }
 
 fn classify(error: &wasmtime::Error, limits: &Limits) -> EventError {

@@ -36,6 +36,18 @@
 //! Each event runs in a fresh instance, so statics do not survive between
 //! events: keep state in [`kv`], in channels ([`channels`]) or in a
 //! connection's session attributes.
+//!
+//! A handler whose code keeps nothing from one event to the next may opt in
+//! to instance reuse with `#[comet_sdk::handler(reuse_instances)]`: the host
+//! then runs up to `events_per_instance` events (1000 by default; one at a
+//! time) in one instance before it starts a fresh one, which saves most of
+//! an event's cost (instantiation and the reset of its memory). The
+//! trade-off is isolation: whatever one event leaves in statics, the heap
+//! or a cache is seen by the next event of the same module, which may come
+//! from another client. Use it only for code that holds no per-request data
+//! past the event (and never as a cache you rely on: which events share an
+//! instance is up to the host). An event that traps, fails or prints
+//! anything ends its instance; the next event gets a fresh one.
 
 mod http;
 mod realtime;
@@ -90,6 +102,9 @@ pub use http::{JsonError, cookie};
 /// does (`on-connect`: accept with no session attributes; `on-subscribe`:
 /// allow; `on-publish`: accept; `on-message`: no actions; `on-close`:
 /// nothing; `on-request`: 404) without starting an instance.
+///
+/// `#[comet_sdk::handler(reuse_instances)]` also opts in to instance reuse
+/// (see the crate docs for the trade-off).
 pub use comet_sdk_macros::handler;
 
 /// serde, re-exported so handlers need no version of their own

@@ -116,5 +116,6 @@ fn events_left_to_defaults_start_no_instance() -> anyhow::Result<()> {
     let modules: serde_json::Value =
         serde_json::from_str(&admin(&comet, "GET", "/admin/modules", None)?.body)?;
     assert_eq!(modules[0]["current"]["guest_events"], json!(["on-request"]));
+    assert_eq!(modules[0]["current"]["reuses_instances"], json!(false));
     Ok(())
 }

@@ -33,6 +33,8 @@ mod slow;
 mod redis;
 // Hostile clients: timeouts, bounds, handshakes, floods, file permissions.
 mod hostile;
+// Instance reuse, for modules that opt in: what is kept and what ends it.
+mod reuse;
 // Chaos: clients of every transport dropping and resuming under load while
 // the module is swapped.
 mod chaos;

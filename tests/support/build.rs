@@ -31,6 +31,7 @@ const WORKSPACES: &[(&str, &[Guest])] = &[
             ("CLI_APP", "cli-app", "cli-app.wasm"),
             ("CHANNELS_APP", "channels-app", "channels_app.wasm"),
             ("BAD_START", "bad-start", "bad_start.wasm"),
+            ("REUSE_APP", "reuse-app", "reuse_app.wasm"),
         ],
     ),
 ];
@@ -45,7 +46,7 @@ fn main() {
         .expect("repository root");
     let target_dir = root.join("target/guests");
 
-    for watched in ["wit", "sdk/src", "sdk/Cargo.toml"] {
+    for watched in ["wit", "sdk/src", "sdk/Cargo.toml", "sdk/macros/src"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

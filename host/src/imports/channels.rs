@@ -74,7 +74,13 @@ impl Host for HostState {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let publish = self.publisher.clone().publish_for_guest(
+        // The module runs this event, so it is still there.
+        let Some(publisher) = self.publisher.upgrade() else {
+            return Ok(Err(WitError::Unavailable(
+                "the module is being removed".into(),
+            )));
+        };
+        let publish = publisher.publish_for_guest(
             self.event_id.clone(),
             channel,
             payload.into(),

@@ -12,7 +12,7 @@ pub mod kv;
 mod log;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker};
@@ -87,8 +87,10 @@ pub(crate) struct HostState {
     /// The event's place in the scheduler: host calls that wait for I/O
     /// tell it, so waiting does not count as compute.
     pub(crate) turn: Turn,
-    /// The one publish path, with the channel's on-publish.
-    pub(crate) publisher: Arc<dyn GuestPublisher>,
+    /// The one publish path, with the channel's on-publish: the module
+    /// itself, held weakly because a module keeps its idle instances (and
+    /// so their host state).
+    pub(crate) publisher: Weak<dyn GuestPublisher>,
     /// Why the event runs.
     pub(crate) purpose: Purpose,
     /// Request or connection id of the event, for log lines.

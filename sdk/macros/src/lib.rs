@@ -9,6 +9,11 @@
 //! defaults are fixed (accept, allow, no actions, nothing), so the answer is
 //! the same and a connection no longer pays for two or three sandboxes that
 //! only say yes.
+//!
+//! `#[comet_sdk::handler(reuse_instances)]` adds the line `reuse-instances`:
+//! the module opts in to instance reuse, and the host may run many events,
+//! one at a time, in one instance (see `comet_sdk`'s docs for what that
+//! means for statics).
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -24,14 +29,30 @@ const EVENTS: [(&str, &str); 6] = [
     ("on_close", "on-close"),
 ];
 
-/// Export a `Handler` impl and tell the host which events it implements.
+/// The one argument the attribute takes, and the line it writes.
+const REUSE: (&str, &str) = ("reuse_instances", "reuse-instances");
+
+/// Export a `Handler` impl and tell the host which events it implements
+/// (and, with `reuse_instances`, that its instances may serve many events).
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut section = String::new();
     if !args.is_empty() {
         let args = proc_macro2::TokenStream::from(args);
-        return syn::Error::new_spanned(args, "#[comet_sdk::handler] takes no arguments")
-            .to_compile_error()
-            .into();
+        match syn::parse2::<syn::Ident>(args.clone()) {
+            Ok(arg) if arg == REUSE.0 => {
+                section.push_str(REUSE.1);
+                section.push('\n');
+            }
+            _ => {
+                return syn::Error::new_spanned(
+                    args,
+                    "#[comet_sdk::handler] takes no arguments, or `reuse_instances`",
+                )
+                .to_compile_error()
+                .into();
+            }
+        }
     }
     let imp = parse_macro_input!(item as ItemImpl);
     if imp.trait_.is_none() {
@@ -43,7 +64,6 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
         .into();
     }
     let ty = &imp.self_ty;
-    let mut section = String::new();
     for item in &imp.items {
         match item {
             ImplItem::Fn(f) => {

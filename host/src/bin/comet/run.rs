@@ -211,6 +211,12 @@ struct LimitArgs {
     #[arg(long, value_name = "MIB", default_value_t = limits::DEFAULT_MEMORY_BYTES >> 20, conflicts_with = "config")]
     memory_mib: usize,
 
+    /// Events one instance may serve if the module opts in to instance
+    /// reuse (`#[comet_sdk::handler(reuse_instances)]`); 1 turns reuse off.
+    /// Modules that do not opt in get a fresh instance per event.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_EVENTS_PER_INSTANCE, conflicts_with = "config")]
+    events_per_instance: u32,
+
     /// Largest request body passed to the handler, in bytes (larger: 413).
     #[arg(long, value_name = "BYTES", default_value_t = limits::DEFAULT_MAX_REQUEST_BODY, conflicts_with = "config")]
     max_request_body: usize,
@@ -232,14 +238,15 @@ impl LimitArgs {
         if self.memory_mib == 0 {
             bail!("--memory-mib must be at least 1");
         }
-        if self.cpu_ms == 0 || self.max_concurrent == 0 {
-            bail!("--cpu-ms and --max-concurrent must be at least 1");
+        if self.cpu_ms == 0 || self.max_concurrent == 0 || self.events_per_instance == 0 {
+            bail!("--cpu-ms, --max-concurrent and --events-per-instance must be at least 1");
         }
         Ok(Limits {
             deadline: Duration::from_millis(self.deadline_ms),
             cpu: Duration::from_millis(self.cpu_ms),
             max_concurrent: self.max_concurrent,
             memory_bytes: self.memory_mib << 20,
+            events_per_instance: self.events_per_instance,
             max_request_body: self.max_request_body,
             max_response_body: self.max_response_body,
             max_headers: self.max_headers,
