@@ -11,7 +11,8 @@ from pathlib import Path
 
 SERVERS = ["comet", "bare", "nchan", "pushpin", "tornado"]
 LABEL = {
-    "comet": "comet (trivial guest)",
+    "comet": "comet (trivial guest, reusing instances)",
+    "comet-fresh": "comet (trivial guest, a fresh instance per event)",
     "bare": "bare tokio + hyper + tungstenite",
     "nchan": "Nchan",
     "pushpin": "Pushpin",
@@ -148,7 +149,7 @@ def render(summary, root):
     # (a) also measures connection set-up: CPU while the subscribers connect.
     setup_keys = [k for k in keys if not k.endswith("50000")]
     rows = []
-    for server in SERVERS:
+    for server in ["comet", "comet-fresh"] + SERVERS[1:]:
         row = [LABEL[server]]
         for key in setup_keys:
             e = a.get("%s/%s" % (server, key)) or {}
@@ -160,7 +161,8 @@ def render(summary, root):
               "divided by connections. For comet that is the request or upgrade, on-connect, the "
               "subscribe (a query parameter on SSE, an operation and its acknowledgement on "
               "WebSocket) and on-subscribe; the trivial guest leaves on-connect to the SDK's "
-              "default, which the host answers without an instance.", "",
+              "default, which the host answers without an instance, and opts in to instance "
+              "reuse (`--events-per-instance 1` turns it off: the \"fresh instance\" row).", "",
               table(["server"] + ["%s %s" % (k.split("/")[0].upper(), "{:,}".format(int(k.split("/")[1])))
                                   for k in setup_keys], rows), ""]
 
@@ -248,7 +250,8 @@ def render(summary, root):
     # (e) HTTP
     e = sc.get("e", {})
     rows = []
-    for key, label in [("comet-hello", "comet, hello example `/hello?name=world`"),
+    for key, label in [("comet-hello", "comet, hello example `/hello?name=world`, reusing instances"),
+                       ("comet-hello-fresh", "comet, the same, a fresh instance per event"),
                        ("bare-hyper", "bare hyper hello-world"),
                        ("wasmtime-serve", "`wasmtime serve`, wasi:http hello")]:
         v = e.get(key)

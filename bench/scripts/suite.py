@@ -39,7 +39,8 @@ PEERS = ROOT / "bench" / "peers"
 TOKEN = "bench-token"
 SERVERS = ["comet", "bare", "nchan", "pushpin", "tornado"]
 LABEL = {
-    "comet": "comet (trivial guest)",
+    "comet": "comet (trivial guest, reusing instances)",
+    "comet-fresh": "comet (trivial guest, a fresh instance per event)",
     "comet-redis": "comet, Redis broker (trivial guest)",
     "nchan-redis": "Nchan, Redis backend",
     "comet-base": "comet, COMET_BASE build (trivial guest)",
@@ -82,7 +83,7 @@ class Server:
         self.publish_port = port
         env = dict(os.environ)
         wait = [port]
-        if name in ("comet", "comet-base", "comet-redis"):
+        if name in ("comet", "comet-fresh", "comet-base", "comet-redis"):
             env["RUST_LOG"] = "warn"
             binary = os.environ["COMET_BASE"] if name == "comet-base" else str(TARGET / "comet")
             cmd = [
@@ -95,7 +96,10 @@ class Server:
                 cmd += ["--max-connections-per-ip", "0"]
             if name == "comet-redis":
                 cmd += ["--broker", os.environ["BENCH_REDIS_URL"]]
-        elif name == "comet-hello":
+            if name == "comet-fresh":
+                # The trivial guest opts in to reuse; this turns it off.
+                cmd += ["--events-per-instance", "1"]
+        elif name in ("comet-hello", "comet-hello-fresh"):
             env["RUST_LOG"] = "warn"
             cmd = [
                 str(TARGET / "comet"), "run", str(ROOT / "guest-examples" / "hello"),
@@ -103,6 +107,8 @@ class Server:
                 # Set-up is measured against it too (bench/scripts/setup-cost.py).
                 "--max-connections", "19800", "--max-connections-per-ip", "0",
             ]
+            if name == "comet-hello-fresh":
+                cmd += ["--events-per-instance", "1"]
         elif name == "bare":
             cmd = [str(TARGET / "bare-broadcast"), "127.0.0.1:%d" % port]
         elif name == "bare-hyper":
@@ -208,6 +214,7 @@ def ws_or_sse(server):
 def loadgen_server(server):
     """The name loadgen knows a server by."""
     return {"comet-base": "comet", "comet-redis": "comet", "comet-hello": "comet",
+            "comet-fresh": "comet", "comet-hello-fresh": "comet",
             "nchan-redis": "nchan"}.get(server, server)
 
 
@@ -253,6 +260,9 @@ class Suite:
         (RESULTS / "summary.json").write_text(json.dumps(self.summary, indent=1) + "\n")
 
     def idle(self, servers):
+        if "comet" in servers and "comet-fresh" not in servers:
+            # Set-up with the trivial guest's events each in a fresh instance.
+            servers = servers + ["comet-fresh"]
         sizes = [200] if self.args.smoke else ([1000] if self.args.quick else [10000, 18000])
         for server in servers:
             for transport in ["sse", "ws"]:
@@ -494,7 +504,8 @@ class Suite:
         if not wrk:
             self.record("e", "error", "wrk is not installed")
             return
-        entries = [("comet-hello", "/hello?name=world"), ("bare-hyper", "/")]
+        entries = [("comet-hello", "/hello?name=world"), ("comet-hello-fresh", "/hello?name=world"),
+                   ("bare-hyper", "/")]
         if os.environ.get("WASMTIME") and WASI_HELLO.exists():
             entries.append(("wasmtime-serve", "/"))
         secs = 8

@@ -2,7 +2,8 @@
 //!
 //! Run with `cargo bench -p comet-host --bench event`. The groups separate
 //! wasmtime's own floor (an empty component), instantiating our guests without
-//! calling them, and whole on-request events through the HTTP dispatch path.
+//! calling them, and whole on-request events through the HTTP dispatch path,
+//! in a fresh instance and in a reused one (for a module that opts in).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,17 +21,21 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::Full;
 
 fn load(runtime: &Runtime, name: &str, path: &str) -> Arc<HandlerModule> {
+    load_with(runtime, name, path, Limits::default())
+}
+
+fn load_with(runtime: &Runtime, name: &str, path: &str, limits: Limits) -> Arc<HandlerModule> {
     let bytes = std::fs::read(path).expect("guest built by comet-testkit");
     let services = Arc::new(ModuleServices::new(
         name.into(),
         Arc::new(MemoryKv::default()),
         BTreeMap::new(),
         Node::new(Arc::new(MemoryBroker::default()), NodeConfig::default()),
-        &Limits::default(),
+        &limits,
     ));
     Arc::new(
         runtime
-            .load(&bytes, services, Limits::default(), standalone())
+            .load(&bytes, services, limits, standalone())
             .expect("load guest"),
     )
 }
@@ -48,7 +53,13 @@ fn events(c: &mut Criterion) {
         .expect("tokio");
     let runtime = Runtime::new(EngineSettings::default()).expect("engine");
     let trivial = load(&runtime, "misbehave", guests::MISBEHAVE);
-    let hello = load(&runtime, "hello", guests::HELLO);
+    // The hello example opts in to reuse; these benchmarks measure a fresh
+    // instance per event, so it is turned off here.
+    let one_event = Limits {
+        events_per_instance: 1,
+        ..Limits::default()
+    };
+    let hello = load_with(&runtime, "hello", guests::HELLO, one_event.clone());
     let remote: SocketAddr = "127.0.0.1:9".parse().expect("addr");
     let endpoints = EndpointConfig::new("bench".into());
 
@@ -69,6 +80,18 @@ fn events(c: &mut Criterion) {
         assert_eq!(response.status(), 200);
     };
     group.bench_function("on_request_trivial", |b| b.iter(|| serve(&trivial, "/ok")));
+    // A guest that opts in to instance reuse, served both ways: the same
+    // component, its events in a fresh instance each (events_per_instance
+    // 1) and in a reused one.
+    let fresh = load_with(&runtime, "reuse-fresh", guests::REUSE_APP, one_event);
+    let reused = load(&runtime, "reuse", guests::REUSE_APP);
+    assert!(reused.reuses_instances() && !fresh.reuses_instances());
+    group.bench_function("on_request_opted_in_fresh", |b| {
+        b.iter(|| serve(&fresh, "/ok"))
+    });
+    group.bench_function("on_request_reused_instance", |b| {
+        b.iter(|| serve(&reused, "/ok"))
+    });
     let mut junk = vec![0u8; 4 << 20];
     group.bench_function("on_request_hello_cold_cache", |b| {
         b.iter_batched(

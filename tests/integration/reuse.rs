@@ -60,6 +60,20 @@ fn events_per_instance_bounds_reuse() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A module that does not opt in runs every event in a fresh instance.
+#[test]
+fn a_module_that_does_not_opt_in_gets_a_fresh_instance_per_event() -> anyhow::Result<()> {
+    let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
+    let modules: serde_json::Value =
+        serde_json::from_str(&admin(&comet, "GET", "/admin/modules", None)?.body)?;
+    assert_eq!(modules[0]["current"]["reuses_instances"], json!(false));
+    let counts = (0..3)
+        .map(|_| count(&comet))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    assert_eq!(counts, [1, 1, 1]);
+    Ok(())
+}
+
 /// What a reused instance leaks stays within its memory limit: the event
 /// that would grow past it fails alone, and the next starts fresh.
 #[test]

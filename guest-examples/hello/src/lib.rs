@@ -6,7 +6,10 @@ use comet_sdk::{Handler, Reply, Request, Response, config, kv, log};
 
 struct Hello;
 
-#[comet_sdk::handler]
+// Nothing here outlives an event (the counter lives in kv), so the host may
+// run many events in one instance: cheaper, and safe for this code. Drop
+// `(reuse_instances)` to get a fresh instance per event.
+#[comet_sdk::handler(reuse_instances)]
 impl Handler for Hello {
     fn on_request(request: Request) -> Reply {
         log::info(

@@ -14,10 +14,7 @@ struct Hello;
 impl wasip2::exports::http::incoming_handler::Guest for Hello {
     fn handle(_request: IncomingRequest, response_out: ResponseOutparam) {
         let headers = Fields::new();
-        let _ = headers.set(
-            "content-type",
-            &[b"text/plain; charset=utf-8".to_vec()],
-        );
+        let _ = headers.set("content-type", &[b"text/plain; charset=utf-8".to_vec()]);
         let response = OutgoingResponse::new(headers);
         let Ok(body) = response.body() else { return };
         ResponseOutparam::set(response_out, Ok(response));

@@ -43,6 +43,12 @@ impl Handler for Misbehave {
         }
         match request.path.as_str() {
             "/ok" => Response::text("ok\n"),
+            // A static that counts events: 1 in every fresh instance.
+            "/count" => {
+                static EVENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let events = EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Response::text(format!("{events}\n"))
+            }
             "/spin" => spin(),
             "/grow" => grow(),
             "/trap" => panic!("this handler panics on purpose"),
