@@ -85,6 +85,7 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     event_seconds: Family<EventKind, Histogram, fn() -> Histogram>,
     hot: Family<ModuleLabel, Counter>,
+    instances: Family<ModuleLabel, Counter>,
     publishes: Family<PublishLabels, Counter>,
     opened: Family<TransportLabel, Counter>,
     closed: Family<TransportLabel, Counter>,
@@ -100,6 +101,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     events: Family::default(),
     event_seconds: Family::new_with_constructor(latency_histogram),
     hot: Family::default(),
+    instances: Family::default(),
     publishes: Family::default(),
     opened: Family::default(),
     closed: Family::default(),
@@ -162,6 +164,16 @@ impl Metrics {
     /// (see `scheduler`).
     pub fn hot(&self, module: &Arc<str>) {
         self.hot
+            .get_or_create(&ModuleLabel {
+                module: module.clone(),
+            })
+            .inc();
+    }
+
+    /// An event of `module` started a fresh instance (it did not take an
+    /// idle one: with `comet_events_total`, shows how much reuse saves).
+    pub fn instance_started(&self, module: &Arc<str>) {
+        self.instances
             .get_or_create(&ModuleLabel {
                 module: module.clone(),
             })
@@ -235,6 +247,11 @@ impl Metrics {
             "comet_events_hot",
             "Guest events that computed for over 5 ms and finished on the hot runtime (nice 19), by module",
             self.hot.clone(),
+        );
+        registry.register(
+            "comet_instances_started",
+            "Fresh instances started for guest events, by module (fewer than events when the module reuses instances)",
+            self.instances.clone(),
         );
         registry.register(
             "comet_publishes",

@@ -468,6 +468,9 @@ impl HandlerModule {
             .try_acquire_owned()
             .map_err(|_| EventError::Busy)?;
         let host = host(Some(slot));
+        if purpose != Purpose::StartCheck {
+            crate::metrics::metrics().instance_started(&self.services.name);
+        }
         Event::start(&self.pre, &self.limits, host, label, turn.clone()).await
     }
 

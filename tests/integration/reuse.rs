@@ -27,6 +27,13 @@ fn a_module_that_opts_in_reuses_its_instance_until_an_event_fails() -> anyhow::R
 
     // Requests one after another: each finds the instance the last one left.
     assert_eq!((count(&comet)?, count(&comet)?, count(&comet)?), (1, 2, 3));
+    let metrics = admin(&comet, "GET", "/metrics", None)?.body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("comet_instances_started_total{") && l.ends_with(" 1")),
+        "three events, one instance: {metrics}"
+    );
     body(&comet, "/trap", 500)?;
     assert_eq!(count(&comet)?, 1, "a trapped instance is never used again");
     assert_eq!(body(&comet, "/print", 200)?, "2");
