@@ -10,6 +10,13 @@ fn body(comet: &Comet, path: &str, status: u16) -> anyhow::Result<String> {
     Ok(r.body.trim().to_string())
 }
 
+/// The one module's entry in `GET /admin/modules`.
+fn module(comet: &Comet) -> anyhow::Result<serde_json::Value> {
+    let modules: serde_json::Value =
+        serde_json::from_str(&admin(comet, "GET", "/admin/modules", None)?.body)?;
+    Ok(modules[0].clone())
+}
+
 /// The events one instance has served, by the guest's static counter.
 fn count(comet: &Comet) -> anyhow::Result<u32> {
     Ok(body(comet, "/count", 200)?.parse()?)
@@ -21,9 +28,7 @@ fn count(comet: &Comet) -> anyhow::Result<u32> {
 #[test]
 fn a_module_that_opts_in_reuses_its_instance_until_an_event_fails() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::REUSE_APP])?;
-    let modules: serde_json::Value =
-        serde_json::from_str(&admin(&comet, "GET", "/admin/modules", None)?.body)?;
-    assert_eq!(modules[0]["current"]["reuses_instances"], json!(true));
+    assert_eq!(module(&comet)?["current"]["reuses_instances"], json!(true));
 
     // Requests one after another: each finds the instance the last one left.
     assert_eq!((count(&comet)?, count(&comet)?, count(&comet)?), (1, 2, 3));
@@ -61,9 +66,7 @@ fn events_per_instance_bounds_reuse() -> anyhow::Result<()> {
         .map(|_| count(&comet))
         .collect::<anyhow::Result<Vec<_>>>()?;
     assert_eq!(counts, [1, 1, 1]);
-    let modules: serde_json::Value =
-        serde_json::from_str(&admin(&comet, "GET", "/admin/modules", None)?.body)?;
-    assert_eq!(modules[0]["current"]["reuses_instances"], json!(false));
+    assert_eq!(module(&comet)?["current"]["reuses_instances"], json!(false));
     Ok(())
 }
 
@@ -71,9 +74,7 @@ fn events_per_instance_bounds_reuse() -> anyhow::Result<()> {
 #[test]
 fn a_module_that_does_not_opt_in_gets_a_fresh_instance_per_event() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
-    let modules: serde_json::Value =
-        serde_json::from_str(&admin(&comet, "GET", "/admin/modules", None)?.body)?;
-    assert_eq!(modules[0]["current"]["reuses_instances"], json!(false));
+    assert_eq!(module(&comet)?["current"]["reuses_instances"], json!(false));
     let counts = (0..3)
         .map(|_| count(&comet))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -108,12 +109,7 @@ fn a_leaking_instance_ends_at_its_memory_limit() -> anyhow::Result<()> {
 fn a_new_version_starts_with_fresh_instances() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::REUSE_APP])?;
     assert_eq!((count(&comet)?, count(&comet)?), (1, 2));
-    let modules: serde_json::Value =
-        serde_json::from_str(&admin(&comet, "GET", "/admin/modules", None)?.body)?;
-    let name = modules[0]["name"]
-        .as_str()
-        .expect("module name")
-        .to_string();
+    let name = module(&comet)?["name"].as_str().expect("name").to_string();
     let bytes = std::fs::read(guests::REUSE_APP)?;
     let r = admin(
         &comet,
