@@ -468,16 +468,18 @@ impl HandlerModule {
             .try_acquire_owned()
             .map_err(|_| EventError::Busy)?;
         let host = host(Some(slot));
+        let event = Event::start(&self.pre, &self.limits, host, label, turn.clone()).await?;
         if purpose != Purpose::StartCheck {
             crate::metrics::metrics().instance_started(&self.services.name);
         }
-        Event::start(&self.pre, &self.limits, host, label, turn.clone()).await
+        Ok(event)
     }
 
     /// This version no longer takes new events (a newer one replaced it, or
     /// it was removed): drop its idle instances and keep none from now on.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        // Taken under the lock, dropped after it (a Store drop resets memory).
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
         drop(idle);
     }
