@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use comet_testkit::{Comet, admin, get, guests, post, publish, ws_connect, ws_json, ws_send};
 use serde_json::json;
 
@@ -64,6 +66,22 @@ fn hello_counter_and_log() -> anyhow::Result<()> {
         log.contains("request") && log.contains("path=\\\"/counter\\\""),
         "guest log line missing from:\n{log}"
     );
+    Ok(())
+}
+
+/// A log that goes to a file or a pipe is plain text, with no colour codes,
+/// even when `NO_COLOR` is not set.
+#[test]
+fn a_log_that_is_not_a_terminal_has_no_colour_codes() -> anyhow::Result<()> {
+    let comet = Comet::start_with_env(COMET, &[guests::HELLO], &[("NO_COLOR", "")])?;
+    assert_eq!(get(&comet.url("/hello?name=log"))?.status, 200);
+    assert!(
+        comet.wait_log("path=\\\"/hello\\\"", Duration::from_secs(10)),
+        "no plain guest log line in:\n{}",
+        comet.stderr()
+    );
+    let log = comet.stderr();
+    assert!(!log.contains('\x1b'), "escape codes in the log:\n{log:?}");
     Ok(())
 }
 

@@ -71,7 +71,8 @@ impl Comet {
         Self::start_with_env(bin, args, &[])
     }
 
-    /// [`Comet::start`] with extra environment variables.
+    /// [`Comet::start`] with extra environment variables (which win over
+    /// the defaults: `RUST_LOG=info`, `NO_COLOR=1`, the admin token).
     pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Comet> {
         Self::start_under(&[], bin, args, env)
     }
@@ -115,13 +116,14 @@ impl Comet {
             None => Command::new(bin),
         };
         let mut child = command
-            .envs(env.iter().copied())
             .env("COMET_ADMIN_TOKEN", ADMIN_TOKEN)
             .arg("run")
             .args(args)
             .args(&extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // Last, so a test may override the defaults above.
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -6,6 +6,8 @@ mod run;
 mod source;
 mod watch;
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 
 /// jemalloc, with background threads (turned on in `main`), gives freed
@@ -54,11 +56,16 @@ fn main() -> anyhow::Result<()> {
     // while the server is idle.
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
+    // Colours only for a person at a terminal: a log file or journal gets
+    // plain text (and each line is cheaper to format).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
