@@ -6,7 +6,7 @@
 //! instances that ended an event well, and the next event takes one instead
 //! of instantiating; each serves at most its limit `events_per_instance`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use http::StatusCode;
@@ -37,6 +37,33 @@ type State = StoreState<HostState>;
 /// slot and one of the module's `max_concurrent` permits while idle; an
 /// instance that ends an event with the list full is dropped.
 pub const IDLE_INSTANCES: usize = 16;
+
+/// The share of the engine's instance slots that idle instances of all
+/// modules together may hold (one in four), so that the modules that
+/// reuse cannot leave the others without a slot (`503 busy`).
+const IDLE_SHARE_OF_SLOTS: usize = 4;
+
+/// Idle instances held by all modules of one runtime, against their cap.
+#[derive(Debug)]
+struct IdleBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl IdleBudget {
+    /// Count one more idle instance, if under the cap.
+    fn reserve(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
 
 /// Call export `$export` of `$event` (a started `Event`, moved in and handed
 /// back with the result) with `$args` (moved in), within the module's output
@@ -199,6 +226,7 @@ pub struct Runtime {
     linker: Linker<State>,
     settings: EngineSettings,
     cache: Option<CompileCache>,
+    idle: Arc<IdleBudget>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -216,11 +244,16 @@ impl Runtime {
         let engine = SandboxEngine::new(&settings).map_err(anyhow::Error::from)?;
         let mut linker = Linker::new(&engine.engine);
         imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        let idle = Arc::new(IdleBudget {
+            held: AtomicUsize::new(0),
+            max: settings.max_instances as usize / IDLE_SHARE_OF_SLOTS,
+        });
         Ok(Runtime {
             engine,
             linker,
             settings,
             cache: None,
+            idle,
         })
     }
 
@@ -292,6 +325,7 @@ impl Runtime {
             lookup,
             scheduler: Scheduler::for_this_machine(),
             idle: Mutex::new(Vec::new()),
+            idle_budget: self.idle.clone(),
             retired: AtomicBool::new(false),
         })
     }
@@ -346,9 +380,18 @@ pub struct HandlerModule {
     /// Instances that served an event well and may serve another (only
     /// if the module opts in to reuse; see [`HandlerModule::reuses_instances`]).
     idle: Mutex<Vec<Event<HostState>>>,
+    /// The runtime's count of idle instances, which `idle` is part of.
+    idle_budget: Arc<IdleBudget>,
     /// Replaced or removed: keeps no idle instance (their pool slots and
     /// permits go back while events of this version may still run).
     retired: AtomicBool,
+}
+
+impl Drop for HandlerModule {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.idle_budget.release(idle.len());
+    }
 }
 
 impl std::fmt::Debug for HandlerModule {
@@ -481,6 +524,7 @@ impl HandlerModule {
         self.retired.store(true, Ordering::Relaxed);
         // Taken under the lock, dropped after it (a Store drop resets memory).
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        self.idle_budget.release(idle.len());
         drop(idle);
     }
 
@@ -488,7 +532,9 @@ impl HandlerModule {
         if !self.reuses_instances() {
             return None;
         }
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        let event = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        self.idle_budget.release(1);
+        Some(event)
     }
 
     /// Keep an instance whose event ended well for the next event, if the
@@ -502,7 +548,10 @@ impl HandlerModule {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Read under the lock: `retire` empties the list after setting it.
-        if idle.len() < IDLE_INSTANCES && !self.retired.load(Ordering::Relaxed) {
+        if idle.len() < IDLE_INSTANCES
+            && !self.retired.load(Ordering::Relaxed)
+            && self.idle_budget.reserve()
+        {
             idle.push(event);
         }
     }

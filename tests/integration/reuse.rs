@@ -82,6 +82,24 @@ fn a_module_that_does_not_opt_in_gets_a_fresh_instance_per_event() -> anyhow::Re
     Ok(())
 }
 
+/// Idle instances of all modules together hold at most a quarter of the
+/// instance slots: with 3 slots none is kept, with 4 one is.
+#[test]
+fn idle_instances_hold_at_most_a_quarter_of_the_slots() -> anyhow::Result<()> {
+    let comet = Comet::start(COMET, &[guests::REUSE_APP, "--max-instances", "3"])?;
+    let counts = (0..3)
+        .map(|_| count(&comet))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    assert_eq!(counts, [1, 1, 1]);
+
+    let comet = Comet::start(COMET, &[guests::REUSE_APP, "--max-instances", "4"])?;
+    let counts = (0..3)
+        .map(|_| count(&comet))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    assert_eq!(counts, [1, 2, 3]);
+    Ok(())
+}
+
 /// What a reused instance leaks stays within its memory limit: the event
 /// that would grow past it fails alone, and the next starts fresh.
 #[test]
