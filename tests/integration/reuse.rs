@@ -22,6 +22,11 @@ fn count(comet: &Comet) -> anyhow::Result<u32> {
     Ok(body(comet, "/count", 200)?.parse()?)
 }
 
+/// The counts of `n` events one after another.
+fn counts(comet: &Comet, n: usize) -> anyhow::Result<Vec<u32>> {
+    (0..n).map(|_| count(comet)).collect()
+}
+
 /// A module that opts in keeps its instance from one event to the next
 /// (the static counts on), until an event traps or prints: then the next
 /// event starts a fresh instance (the count starts again at 1).
@@ -56,16 +61,10 @@ fn a_module_that_opts_in_reuses_its_instance_until_an_event_fails() -> anyhow::R
 #[test]
 fn events_per_instance_bounds_reuse() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::REUSE_APP, "--events-per-instance", "2"])?;
-    let counts = (0..5)
-        .map(|_| count(&comet))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    assert_eq!(counts, [1, 2, 1, 2, 1]);
+    assert_eq!(counts(&comet, 5)?, [1, 2, 1, 2, 1]);
 
     let comet = Comet::start(COMET, &[guests::REUSE_APP, "--events-per-instance", "1"])?;
-    let counts = (0..3)
-        .map(|_| count(&comet))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    assert_eq!(counts, [1, 1, 1]);
+    assert_eq!(counts(&comet, 3)?, [1, 1, 1]);
     assert_eq!(module(&comet)?["current"]["reuses_instances"], json!(false));
     Ok(())
 }
@@ -75,10 +74,7 @@ fn events_per_instance_bounds_reuse() -> anyhow::Result<()> {
 fn a_module_that_does_not_opt_in_gets_a_fresh_instance_per_event() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::MISBEHAVE])?;
     assert_eq!(module(&comet)?["current"]["reuses_instances"], json!(false));
-    let counts = (0..3)
-        .map(|_| count(&comet))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    assert_eq!(counts, [1, 1, 1]);
+    assert_eq!(counts(&comet, 3)?, [1, 1, 1]);
     Ok(())
 }
 
@@ -87,16 +83,10 @@ fn a_module_that_does_not_opt_in_gets_a_fresh_instance_per_event() -> anyhow::Re
 #[test]
 fn idle_instances_hold_at_most_a_quarter_of_the_slots() -> anyhow::Result<()> {
     let comet = Comet::start(COMET, &[guests::REUSE_APP, "--max-instances", "3"])?;
-    let counts = (0..3)
-        .map(|_| count(&comet))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    assert_eq!(counts, [1, 1, 1]);
+    assert_eq!(counts(&comet, 3)?, [1, 1, 1]);
 
     let comet = Comet::start(COMET, &[guests::REUSE_APP, "--max-instances", "4"])?;
-    let counts = (0..3)
-        .map(|_| count(&comet))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    assert_eq!(counts, [1, 2, 3]);
+    assert_eq!(counts(&comet, 3)?, [1, 2, 3]);
     Ok(())
 }
 
