@@ -560,7 +560,7 @@ impl HandlerModule {
     /// proves the module starts within its limits (and is the cost every
     /// event pays before the guest runs).
     pub async fn check_instantiate(self: &Arc<Self>) -> Result<(), EventError> {
-        let event = self
+        let mut event = self
             .start("instantiate-check".into(), Purpose::StartCheck)
             .await?;
         event.finish(Ok(()))
@@ -707,7 +707,7 @@ impl HandlerModule {
     /// an instance that ended well may be kept for the next event.
     fn end<R>(
         &self,
-        event: Event<HostState>,
+        mut event: Event<HostState>,
         result: wasmtime::Result<R>,
     ) -> Result<R, EventError> {
         let host = &event.store.data().host;

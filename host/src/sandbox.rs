@@ -190,6 +190,9 @@ pub(crate) struct Event<T: 'static> {
     label: EventLabel,
     /// Events this instance has served, the running one included.
     events: u32,
+    /// Whether the guest has printed anything in any event so far (set by
+    /// `finish`, which reads the pipe once per event).
+    printed: bool,
 }
 
 impl<T: Send + 'static> Event<T> {
@@ -234,6 +237,7 @@ impl<T: Send + 'static> Event<T> {
             output,
             label,
             events: 1,
+            printed: false,
         })
     }
 
@@ -250,17 +254,18 @@ impl<T: Send + 'static> Event<T> {
     /// Whether this instance may serve another event: it has served fewer
     /// than `limit` and printed nothing (its output pipe is not emptied
     /// between events; guests print on a panic, so output is rare). Asked
-    /// only after an event that ended well: one that trapped or hit a
-    /// limit leaves its instance unusable or suspect.
+    /// only after an event that ended well, and after `finish`: one that
+    /// trapped or hit a limit leaves its instance unusable or suspect.
     pub(crate) fn reusable(&self, limit: u32) -> bool {
-        self.events < limit && self.output.contents().is_empty()
+        self.events < limit && !self.printed
     }
 
     /// Turn the result of an export call into the event's result, logging
     /// whatever the guest printed (a panic message, say) with the event id.
-    pub(crate) fn finish<R>(&self, result: wasmtime::Result<R>) -> Result<R, EventError> {
+    pub(crate) fn finish<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, EventError> {
         let printed = self.output.contents();
         if !printed.is_empty() {
+            self.printed = true;
             for line in String::from_utf8_lossy(&printed).lines() {
                 tracing::warn!(
                     target: "guest",
