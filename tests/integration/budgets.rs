@@ -1,3 +1,4 @@
+use anyhow::Context as _;
 use std::time::Duration;
 
 use comet_testkit::{
@@ -45,8 +46,8 @@ fn a_publish_flood_stays_within_the_history_budget() -> anyhow::Result<()> {
                 &mut ws,
                 &json!({"op": "publish", "channel": format!("flood:{i}"), "data": payload, "id": i}),
             )?;
-            let ack = ws_json(&mut ws)?;
-            anyhow::ensure!(ack["type"] == "ack", "{ack}");
+            let ack = ws_json(&mut ws).with_context(|| format!("the ack of publish {i}"))?;
+            anyhow::ensure!(ack["type"] == "ack", "publish {i}: {ack}");
         }
         Ok(())
     };
