@@ -20,7 +20,7 @@ use crate::bindings::{
     Response, SubscribeOutcome, SubscribeRequest,
 };
 use crate::compile_cache::{CompileCache, Compiled, content_hash};
-use crate::engine::{EngineSettings, SandboxEngine};
+use crate::engine::{EngineSettings, SandboxEngine, Ticker};
 use crate::guest_output::{Reader, budgeted};
 use crate::http::ClientError;
 use crate::implemented::{Hook, Implemented};
@@ -327,6 +327,7 @@ impl Runtime {
             idle: Mutex::new(Vec::new()),
             idle_budget: self.idle.clone(),
             retired: AtomicBool::new(false),
+            ticker: self.engine.ticker.clone(),
         })
     }
 }
@@ -385,6 +386,8 @@ pub struct HandlerModule {
     /// Replaced or removed: keeps no idle instance (their pool slots and
     /// permits go back while events of this version may still run).
     retired: AtomicBool,
+    /// The epoch ticker, kept awake while an event of this module runs.
+    ticker: Arc<Ticker>,
 }
 
 impl Drop for HandlerModule {
@@ -500,7 +503,7 @@ impl HandlerModule {
             // The idle instance kept its permit.
             let slot = event.store.data_mut().host._slot.take();
             event.store.data_mut().host = host(slot);
-            event.restart(label, turn);
+            event.restart(label, turn, self.ticker.ticking());
             return Ok(event);
         }
         // One module may not take every instance slot.
@@ -511,7 +514,9 @@ impl HandlerModule {
             .try_acquire_owned()
             .map_err(|_| EventError::Busy)?;
         let host = host(Some(slot));
-        let event = Event::start(&self.pre, &self.limits, host, label, turn.clone()).await?;
+        let ticking = self.ticker.ticking();
+        let event =
+            Event::start(&self.pre, &self.limits, host, label, turn.clone(), ticking).await?;
         if purpose != Purpose::StartCheck {
             crate::metrics::metrics().instance_started(&self.services.name);
         }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use wasmtime::component::{Instance, InstancePre};
 
-use crate::engine::EPOCH_TICK;
+use crate::engine::{EPOCH_TICK, Ticking};
 use crate::http::ClientError;
 use crate::limits::Limits;
 use crate::scheduler::Turn;
@@ -193,6 +193,9 @@ pub(crate) struct Event<T: 'static> {
     /// Whether the guest has printed anything in any event so far (set by
     /// `finish`, which reads the pipe once per event).
     printed: bool,
+    /// Keeps the epoch advancing while this event runs; released by
+    /// `finish`, so an idle instance does not keep the ticker awake.
+    ticking: Option<Ticking>,
 }
 
 impl<T: Send + 'static> Event<T> {
@@ -203,6 +206,7 @@ impl<T: Send + 'static> Event<T> {
         host: T,
         label: EventLabel,
         turn: Turn,
+        ticking: Ticking,
     ) -> Result<Event<T>, EventError> {
         // No preopened directories, no environment, no sockets: only clocks,
         // random, and stdout/stderr captured for the log.
@@ -238,13 +242,15 @@ impl<T: Send + 'static> Event<T> {
             label,
             events: 1,
             printed: false,
+            ticking: Some(ticking),
         })
     }
 
     /// Arm an instance that ended its last event well for one more: a new
     /// deadline, CPU budget, scheduler turn and label. The caller replaces
     /// the host state.
-    pub(crate) fn restart(&mut self, label: EventLabel, turn: Turn) {
+    pub(crate) fn restart(&mut self, label: EventLabel, turn: Turn, ticking: Ticking) {
+        self.ticking = Some(ticking);
         arm(&mut self.store, &self.limits, &turn);
         self.turn = turn;
         self.label = label;
@@ -263,6 +269,7 @@ impl<T: Send + 'static> Event<T> {
     /// Turn the result of an export call into the event's result, logging
     /// whatever the guest printed (a panic message, say) with the event id.
     pub(crate) fn finish<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, EventError> {
+        self.ticking = None;
         let printed = self.output.contents();
         if !printed.is_empty() {
             self.printed = true;

@@ -95,6 +95,54 @@ fn infinite_loop_hits_the_deadline_and_others_are_served() -> anyhow::Result<()>
     Ok(())
 }
 
+/// With no event in flight the epoch ticker sleeps (an idle server does not
+/// wake 1,000 times a second), and the next event wakes it: a loop that
+/// starts while it sleeps is still cut at its deadline.
+#[test]
+fn an_idle_server_stops_ticking_and_a_loop_still_meets_its_deadline() -> anyhow::Result<()> {
+    let comet = Comet::start(
+        COMET,
+        &[
+            guests::MISBEHAVE,
+            "--deadline-ms",
+            "300",
+            "--cpu-ms",
+            "5000",
+        ],
+    )?;
+    // The kernel names what a sleeping thread waits in: a parked thread
+    // waits on a futex, a ticking one in its sleep between ticks.
+    let epoch_thread_waits_on_a_futex = || -> Option<()> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", comet.pid())).ok()?;
+        tasks.flatten().find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            let wchan = std::fs::read_to_string(task.path().join("wchan")).ok()?;
+            (comm.trim() == "comet-epoch" && wchan.contains("futex")).then_some(())
+        })
+    };
+    wait_for(
+        "the epoch ticker to sleep",
+        Duration::from_secs(30),
+        epoch_thread_waits_on_a_futex,
+    )?;
+    let started = Instant::now();
+    let r = get(&comet.url("/spin"))?;
+    let elapsed = started.elapsed();
+    assert_failed(&comet, &r, "deadline")?;
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "deadline not enforced: {elapsed:?}"
+    );
+    // Idle again, it sleeps again.
+    wait_for(
+        "the epoch ticker to sleep again",
+        Duration::from_secs(30),
+        epoch_thread_waits_on_a_futex,
+    )?;
+    assert_eq!(get(&comet.url("/ok"))?.status, 200);
+    Ok(())
+}
+
 /// A guest that hoards memory is stopped at the memory limit.
 #[test]
 fn memory_bomb_is_stopped_at_the_limit() -> anyhow::Result<()> {
