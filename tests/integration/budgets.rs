@@ -1,6 +1,6 @@
-use anyhow::Context as _;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use comet_testkit::{
     Comet, Lines, get, get_with, guests, publish, status, wait_for, ws_connect, ws_json, ws_send,
 };
