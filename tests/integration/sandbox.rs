@@ -18,10 +18,10 @@ fn assert_failed(comet: &Comet, r: &comet_testkit::Reply, needle: &str) -> anyho
         "expected {needle:?} in {message:?}"
     );
     // The log line is written just before the response.
-    wait_for(
+    comet.wait_log_until(
         &format!("request id {id} in the log"),
         Duration::from_secs(5),
-        || comet.stderr().contains(id).then_some(()),
+        |log| log.contains(id),
     )
 }
 
@@ -271,14 +271,12 @@ fn hook_failures_are_logged_with_their_id() -> anyhow::Result<()> {
     assert_eq!(v["error"], "hook-failed", "{v}");
     let id = v["request_id"].as_str().unwrap_or_default().to_string();
     assert!(!id.is_empty(), "{v}");
-    wait_for(
+    comet.wait_log_until(
         "the on-connect failure in the log",
         Duration::from_secs(10),
-        || {
-            let log = comet.stderr();
+        |log| {
             log.lines()
                 .any(|l| l.contains(&id) && l.contains("on-connect") && l.contains("misbehave"))
-                .then_some(())
         },
     )?;
     let mut ws = comet_testkit::ws_connect(&format!("ws://{}/comet/ws", comet.addr))?;
@@ -292,15 +290,12 @@ fn hook_failures_are_logged_with_their_id() -> anyhow::Result<()> {
         (Some("hook-failed"), Some(5))
     );
     let id = frame["request_id"].as_str().unwrap_or_default().to_string();
-    wait_for(
+    comet.wait_log_until(
         "the on-subscribe failure in the log",
         Duration::from_secs(10),
-        || {
-            comet
-                .stderr()
-                .lines()
+        |log| {
+            log.lines()
                 .any(|l| l.contains(&id) && l.contains("on-subscribe"))
-                .then_some(())
         },
     )?;
     Ok(())
@@ -379,11 +374,8 @@ fn guest_logging_is_limited_per_event() -> anyhow::Result<()> {
     let comet = patient_misbehave()?;
     let r = get(&comet.url("/log-flood?n=20000"))?;
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_for("the suppression summary", Duration::from_secs(10), || {
-        comet
-            .stderr()
-            .contains("suppressed 19900 log lines")
-            .then_some(())
+    comet.wait_log_until("the suppression summary", Duration::from_secs(10), |log| {
+        log.contains("suppressed 19900 log lines")
     })?;
     let lines = comet.stderr().matches("line ").count();
     assert!(lines <= 100, "{lines} guest lines logged");

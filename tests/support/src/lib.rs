@@ -217,6 +217,22 @@ impl Comet {
         self.stderr.wait_until(timeout, |log| log.contains(needle))
     }
 
+    /// Wait up to `timeout` for `done(log)` to hold, checked after each
+    /// write to the log (like [`Comet::wait_log`]); an error naming `what`
+    /// if it does not.
+    pub fn wait_log_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        if self.stderr.wait_until(timeout, done) {
+            Ok(())
+        } else {
+            bail!("timed out after {timeout:?} waiting for {what}")
+        }
+    }
+
     /// Everything the process wrote to stderr so far (its log).
     pub fn stderr(&self) -> String {
         self.stderr
