@@ -6,11 +6,11 @@
 //! in a fresh instance and in a reused one (for a module that opts in).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use comet_host::channels::{MemoryBroker, Node, NodeConfig};
+use comet_host::http::Peer;
 use comet_host::module::standalone;
 use comet_host::transports::EndpointConfig;
 use comet_host::{
@@ -60,7 +60,7 @@ fn events(c: &mut Criterion) {
         ..Limits::default()
     };
     let hello = load_with(&runtime, "hello", guests::HELLO, one_event.clone());
-    let remote: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let remote = Peer::new("127.0.0.1:9".parse().expect("addr"));
     let endpoints = EndpointConfig::new("bench".into());
 
     let mut group = c.benchmark_group("event");
@@ -76,7 +76,7 @@ fn events(c: &mut Criterion) {
     });
     // One whole event through the HTTP dispatch path; it must answer 200.
     let serve = |module: &Arc<HandlerModule>, uri: &str| {
-        let response = rt.block_on(dispatch::handle(module, &endpoints, request(uri), remote));
+        let response = rt.block_on(dispatch::handle(module, &endpoints, request(uri), &remote));
         assert_eq!(response.status(), 200);
     };
     group.bench_function("on_request_trivial", |b| b.iter(|| serve(&trivial, "/ok")));

@@ -3,7 +3,6 @@
 //! outcome (a response, a hold on channels, a WebSocket upgrade, or a
 //! failure) into an HTTP response.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +11,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::bindings::{self, RequestOutcome};
-use crate::http::{ApiError, Body, REQUEST_ID_HEADER, full, next_request_id};
+use crate::http::{ApiError, Body, Peer, REQUEST_ID_HEADER, full, next_request_id};
 use crate::module::HandlerModule;
 use crate::sandbox::EventError;
 use crate::transports::{self, EndpointConfig, Hangup};
@@ -22,14 +21,14 @@ pub async fn handle<B>(
     module: &Arc<HandlerModule>,
     endpoints: &EndpointConfig,
     request: http::Request<B>,
-    remote: SocketAddr,
+    peer: &Peer,
 ) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let id = next_request_id();
-    let mut response = match run(module, endpoints, &id, request, remote).await {
+    let mut response = match run(module, endpoints, &id, request, peer).await {
         Ok(response) => response,
         Err(error) => {
             if error.status.is_server_error() {
@@ -55,7 +54,7 @@ async fn run<B>(
     endpoints: &EndpointConfig,
     id: &Arc<str>,
     mut request: http::Request<B>,
-    remote: SocketAddr,
+    peer: &Peer,
 ) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
@@ -96,7 +95,7 @@ where
         query: request.uri().query().unwrap_or_default().to_string(),
         headers: bindings::guest_headers(request.headers()),
         body: body.to_vec(),
-        remote_addr: remote.to_string(),
+        remote_addr: peer.text.to_string(),
     };
     match module.on_request(id.clone(), guest_request).await? {
         RequestOutcome::Respond(response) => Ok(to_http(response)?),

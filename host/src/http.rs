@@ -6,6 +6,7 @@
 //! importing each other.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -23,6 +24,28 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
+}
+
+/// The client at the other end of a connection: its address, and the same
+/// as text for the guest's `remote-addr`, formatted once per connection
+/// rather than for every request on it (formatting was 1.3 % of a kept-alive
+/// request's CPU).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The address.
+    pub addr: SocketAddr,
+    /// `addr` as text.
+    pub text: Arc<str>,
+}
+
+impl Peer {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            text: addr.to_string().into(),
+        }
+    }
 }
 
 /// A new request id: a random per-process prefix and a counter, so ids are

@@ -21,7 +21,7 @@ use http::header::HOST;
 
 use crate::addresses::{AddressTicket, DEFAULT_MAX_PER_ADDRESS, PerAddress};
 use crate::dispatch;
-use crate::http::{ApiError, Body};
+use crate::http::{ApiError, Body, Peer};
 use crate::registry::Registry;
 use crate::routes::Routes;
 use crate::transports::{self, EndpointConfig, Hangup, direct};
@@ -182,13 +182,15 @@ async fn serve_hyper(
 ) {
     let hangup = Arc::new(Hangup::default());
     let grace = app.endpoints.write_timeout;
+    let peer = Peer::new(remote);
     let service = service_fn({
         let hangup = hangup.clone();
         move |mut request: hyper::Request<Incoming>| {
             let app = app.clone();
             request.extensions_mut().insert(hangup.clone());
             request.extensions_mut().insert(ticket.clone());
-            async move { Ok::<_, Infallible>(route(&app, request, remote).await) }
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(route(&app, request, &peer).await) }
         }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -229,11 +231,7 @@ pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, So
     }
 }
 
-async fn route(
-    app: &App,
-    request: hyper::Request<Incoming>,
-    remote: SocketAddr,
-) -> hyper::Response<Body> {
+async fn route(app: &App, request: hyper::Request<Incoming>, peer: &Peer) -> hyper::Response<Body> {
     let path = request.uri().path();
     let name = if path.starts_with(transports::PREFIX) {
         Some(app.channel_module.as_str())
@@ -271,7 +269,7 @@ async fn route(
         .into_response();
     };
     if path.starts_with(transports::PREFIX) {
-        return transports::handle(&module, &app.endpoints, request, remote).await;
+        return transports::handle(&module, &app.endpoints, request, peer.addr).await;
     }
-    dispatch::handle(&module, &app.endpoints, request, remote).await
+    dispatch::handle(&module, &app.endpoints, request, peer).await
 }
