@@ -26,6 +26,7 @@ use crate::http::ClientError;
 use crate::implemented::{Hook, Implemented};
 use crate::imports::{self, HostState, ModuleServices, Purpose};
 use crate::limits::Limits;
+use crate::metrics::EventMeter;
 use crate::sandbox::{Event, EventError, EventLabel, StoreState};
 use crate::scheduler::{Scheduler, Turn};
 
@@ -314,6 +315,7 @@ impl Runtime {
                 "its `{HANDLER_INTERFACE}` export does not match this host's: {e:#}"
             ))
         })?;
+        let meter = crate::metrics::metrics().meter(&services.name);
         Ok(HandlerModule {
             pre,
             exports,
@@ -328,6 +330,7 @@ impl Runtime {
             idle_budget: self.idle.clone(),
             retired: AtomicBool::new(false),
             ticker: self.engine.ticker.clone(),
+            meter,
         })
     }
 }
@@ -388,6 +391,8 @@ pub struct HandlerModule {
     retired: AtomicBool,
     /// The epoch ticker, kept awake while an event of this module runs.
     ticker: Arc<Ticker>,
+    /// Its event metrics.
+    meter: EventMeter,
 }
 
 impl Drop for HandlerModule {
@@ -518,7 +523,7 @@ impl HandlerModule {
         let event =
             Event::start(&self.pre, &self.limits, host, label, turn.clone(), ticking).await?;
         if purpose != Purpose::StartCheck {
-            crate::metrics::metrics().instance_started(&self.services.name);
+            self.meter.instance_started();
         }
         Ok(event)
     }
@@ -703,7 +708,7 @@ impl HandlerModule {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        crate::metrics::metrics().event(&self.services.name, event, outcome, started.elapsed());
+        self.meter.event(event, outcome, started.elapsed());
         result
     }
 
