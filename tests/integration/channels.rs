@@ -175,6 +175,72 @@ fn websocket_subscribe_publish_receive() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The query string subscribes a WebSocket as it opens, as on the SSE
+/// endpoint: on-subscribe is asked, the backlog after `since` comes first,
+/// and a refused subscription refuses the upgrade with the SSE status.
+#[test]
+fn websocket_subscribes_from_its_query_string() -> anyhow::Result<()> {
+    let comet = start(&[])?;
+    let first = published(&comet, "q", "0")?;
+    for i in 1..3 {
+        published(&comet, "q", &i.to_string())?;
+    }
+    let since = first["cursor"].as_str().unwrap_or_default();
+    let url = ws_url(
+        &comet,
+        &format!("/comet/ws?channel=q&channel=r&since={since}"),
+    );
+    let mut ws = ws_connect(&url)?;
+    let mut frames = Vec::new();
+    for _ in 0..4 {
+        frames.push(ws_json(&mut ws)?);
+    }
+    let seen: Vec<(&str, &str)> = frames
+        .iter()
+        .map(|v| {
+            let kind = v["type"].as_str().unwrap_or_default();
+            let what = v["data"].as_str().or(v["channel"].as_str());
+            (kind, what.unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("subscribed", "q"),
+            ("message", "1"),
+            ("message", "2"),
+            ("subscribed", "r"),
+        ],
+        "{frames:?}"
+    );
+    assert!(frames[0]["id"].is_null() && frames[0]["cursor"].is_string());
+    // Live messages follow, on both channels.
+    published(&comet, "r", "live")?;
+    let v = ws_json(&mut ws)?;
+    assert_eq!(
+        (v["channel"].as_str(), v["data"].as_str()),
+        (Some("r"), Some("live"))
+    );
+
+    // Refusals come before the upgrade, as HTTP answers.
+    let refused = |path: &str| match ws_connect(&ws_url(&comet, path)) {
+        Ok(_) => panic!("{path} was upgraded"),
+        Err(e) => format!("{e:#}"),
+    };
+    let denied = refused("/comet/ws?channel=private:x");
+    assert!(denied.contains("403"), "{denied}");
+    let bad_cursor = refused("/comet/ws?channel=q&since=not-a-cursor");
+    assert!(bad_cursor.contains("400"), "{bad_cursor}");
+    // With the token, on-subscribe allows it.
+    let mut ws = ws_connect(&ws_url(&comet, "/comet/ws?channel=private:x&token=secret"))?;
+    let v = ws_json(&mut ws)?;
+    assert_eq!(
+        (v["type"].as_str(), v["channel"].as_str()),
+        (Some("subscribed"), Some("private:x"))
+    );
+    Ok(())
+}
+
 /// Resume: 1,000 messages published while clients of each transport keep
 /// dropping and reconnecting with their cursor; each ends with all of them,
 /// none twice, in order.

@@ -81,5 +81,10 @@ pub(crate) fn accept_websocket<B>(
         EventError::InvalidOutput(format!("a WebSocket accept that cannot be served: {e}"))
     })?;
     let client = Client::accepted(module, Transport::Websocket, accept.session)?;
-    ws::upgrade(client, request, channels, config.write_timeout)
+    ws::upgrade(
+        client,
+        request,
+        ws::Opening::Accepted(channels),
+        config.write_timeout,
+    )
 }

@@ -44,10 +44,28 @@ pub(crate) fn channel_list<'a>(
     Ok(channels)
 }
 
-/// Parse `channel=` (repeatable), `since=` (repeatable; merged), `token=`,
-/// `timeout=` (ms) and the `Last-Event-ID` header. `max_channels` bounds
-/// the distinct channels.
+/// Parse `channel=` (repeatable, at least one), `since=` (repeatable;
+/// merged), `token=`, `timeout=` (ms) and the `Last-Event-ID` header.
+/// `max_channels` bounds the distinct channels.
 pub(crate) fn parse(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    max_channels: usize,
+) -> Result<Ask, ApiError> {
+    let ask = parse_any(query, headers, max_channels)?;
+    if ask.channels.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "no-channel",
+            "give at least one channel=NAME",
+        ));
+    }
+    Ok(ask)
+}
+
+/// [`parse`], where no channel at all is fine (a WebSocket may subscribe
+/// later, with operations).
+pub(crate) fn parse_any(
     query: Option<&str>,
     headers: &HeaderMap,
     max_channels: usize,
@@ -83,13 +101,6 @@ pub(crate) fn parse(
         merge(id, &mut ask)?;
     }
     ask.channels = channel_list(names.iter().map(String::as_str), max_channels)?;
-    if ask.channels.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "no-channel",
-            "give at least one channel=NAME",
-        ));
-    }
     Ok(ask)
 }
 
@@ -114,5 +125,10 @@ mod tests {
         assert_eq!(code("channel=a%20b"), "invalid-channel");
         assert_eq!(code("channel=a&since=!!"), "invalid-cursor");
         assert_eq!(code("channel=a&timeout=soon"), "invalid-timeout");
+        // A WebSocket may open without a channel, not with a bad one.
+        let none = parse_any(None, &HeaderMap::new(), 100).unwrap();
+        assert!(none.channels.is_empty());
+        let bad = parse_any(Some("since=!!"), &HeaderMap::new(), 100).unwrap_err();
+        assert_eq!(bad.code, "invalid-cursor");
     }
 }

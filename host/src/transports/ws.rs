@@ -31,10 +31,10 @@ use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::DEFAULT_HEARTBEAT;
 use super::client::{Client, RequestInfo};
-use super::query::channel_list;
+use super::query::{self, channel_list};
 use crate::bindings::{self, Action, PublishSource, Transport};
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
-use crate::channels::{ChannelError, ChannelName, Cursor, Event, Message, Payload, Reset};
+use crate::channels::{Backlog, ChannelError, ChannelName, Cursor, Event, Message, Payload, Reset};
 use crate::http::{ApiError, Body, full, next_request_id};
 use crate::module::{HandlerModule, HookError};
 use crate::publish;
@@ -64,7 +64,10 @@ const CLOSE_SLOW: u16 = 4008;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// `GET /comet/ws`: on-connect, then the upgrade.
+/// `GET /comet/ws`: on-connect, the subscriptions its query string asks
+/// for (`channel`, `since`, `token`, as on the SSE endpoint), then the
+/// upgrade. A refused subscription refuses the upgrade, with the status an
+/// SSE request would get.
 pub(super) async fn serve(
     module: &Arc<HandlerModule>,
     mut request: hyper::Request<Incoming>,
@@ -74,9 +77,28 @@ pub(super) async fn serve(
     if let Err(e) = check_upgrade(&request) {
         return Ok(refusal(e));
     }
+    let max = module.services().channels.max_channels_per_connection();
+    let ask = query::parse_any(request.uri().query(), request.headers(), max)?;
     let info = RequestInfo::of(&request, remote);
-    let client = Client::connect(module, Transport::Websocket, info).await?;
-    upgrade(client, &mut request, Vec::new(), write_timeout)
+    let mut client = Client::connect(module, Transport::Websocket, info).await?;
+    let backlogs = client
+        .subscribe_all(&ask.channels, &ask.since, ask.token.as_deref(), true)
+        .await?;
+    upgrade(
+        client,
+        &mut request,
+        Opening::Subscribed(backlogs),
+        write_timeout,
+    )
+}
+
+/// The subscriptions a WebSocket connection opens with.
+pub(super) enum Opening {
+    /// The channels a handler's accept named: subscribed once upgraded,
+    /// without asking on-subscribe (the handler chose them).
+    Accepted(Vec<ChannelName>),
+    /// The channels of the query string, subscribed before the upgrade.
+    Subscribed(Vec<Backlog>),
 }
 
 /// Refuse a request that is not a WebSocket opening handshake as RFC 6455
@@ -139,13 +161,12 @@ pub(super) fn refusal(error: ApiError) -> Response<Body> {
     response
 }
 
-/// Answer the upgrade and run the connection in its own task, subscribed to
-/// `channels` from the start (on-subscribe is not asked for these: the
-/// handler that accepted the upgrade chose them).
+/// Answer the upgrade and run the connection in its own task, subscribed as
+/// `opening` says from the start.
 pub(super) fn upgrade<B>(
     client: Client,
     request: &mut http::Request<B>,
-    channels: Vec<ChannelName>,
+    opening: Opening,
     write_timeout: Duration,
 ) -> Result<Response<Body>, ApiError> {
     // The callers checked the handshake (check_upgrade).
@@ -177,7 +198,7 @@ pub(super) fn upgrade<B>(
                     Some(config),
                 )
                 .await;
-                Session::new(client, ws, write_timeout).run(channels).await;
+                Session::new(client, ws, write_timeout).run(opening).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -232,19 +253,16 @@ impl Session {
         }
     }
 
-    async fn run(mut self, channels: Vec<ChannelName>) {
-        let mut end = None;
-        for channel in channels {
-            let subscribed =
-                Box::pin(self.subscribe(channel, None, None, false, serde_json::Value::Null));
-            if let Err(e) = subscribed.await {
-                end = Some(e);
-                break;
-            }
-        }
-        let end = match end {
-            Some(end) => end,
-            None => self.serve().await,
+    async fn run(mut self, opening: Opening) {
+        // Boxed: these futures are large and done with once the
+        // connection is open; an idle connection keeps only `serve`'s.
+        let opened = match opening {
+            Opening::Accepted(channels) => Box::pin(self.subscribe_accepted(channels)).await,
+            Opening::Subscribed(backlogs) => Box::pin(self.open_subscribed(backlogs)).await,
+        };
+        let end = match opened {
+            Err(end) => end,
+            Ok(()) => self.serve().await,
         };
         let (code, reason) = match end {
             End::Client(code) => (code, "client closed".to_string()),
@@ -275,6 +293,23 @@ impl Session {
             }
         };
         self.client.closed(code, &reason);
+    }
+
+    /// Subscribe to the channels a handler's accept named.
+    async fn subscribe_accepted(&mut self, channels: Vec<ChannelName>) -> Result<(), End> {
+        for channel in channels {
+            self.subscribe(channel, None, None, false, serde_json::Value::Null)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Answer the subscriptions made before the upgrade.
+    async fn open_subscribed(&mut self, backlogs: Vec<Backlog>) -> Result<(), End> {
+        for backlog in &backlogs {
+            self.opened(backlog, serde_json::Value::Null).await?;
+        }
+        Ok(())
     }
 
     async fn serve(&mut self) -> End {
@@ -508,26 +543,30 @@ impl Session {
             .subscribe(&channel, since, token, ask_guest)
             .await
         {
-            Ok(backlog) => {
-                // Where the channel starts, so a client that sees no message
-                // before it drops still resumes without a gap.
-                let mut cursor = crate::channels::Cursor::new();
-                cursor.set(channel.as_str(), backlog.start);
-                self.send_json(&serde_json::json!({
-                    "type": "subscribed", "id": id, "channel": channel.as_str(),
-                    "cursor": cursor.encode(),
-                }))
-                .await?;
-                if let Some(reset) = &backlog.reset {
-                    self.send_reset(reset).await?;
-                }
-                for message in &backlog.messages {
-                    self.deliver(message).await?;
-                }
-                Ok(())
-            }
+            Ok(backlog) => self.opened(&backlog, id).await,
             Err(e) => self.send_api_error(id, e.into()).await,
         }
+    }
+
+    /// A subscription made: the `subscribed` answer, then the reset if
+    /// any, then the backlog.
+    async fn opened(&mut self, backlog: &Backlog, id: serde_json::Value) -> Result<(), End> {
+        // Where the channel starts, so a client that sees no message
+        // before it drops still resumes without a gap.
+        let mut cursor = crate::channels::Cursor::new();
+        cursor.set(backlog.channel.as_str(), backlog.start);
+        self.send_json(&serde_json::json!({
+            "type": "subscribed", "id": id, "channel": backlog.channel.as_str(),
+            "cursor": cursor.encode(),
+        }))
+        .await?;
+        if let Some(reset) = &backlog.reset {
+            self.send_reset(reset).await?;
+        }
+        for message in &backlog.messages {
+            self.deliver(message).await?;
+        }
+        Ok(())
     }
 
     async fn publish(
