@@ -142,7 +142,8 @@ pub struct EventMeter {
     /// Per kind of [`EVENT_KINDS`]: its `ok` counter and its latency.
     ok: [OnceLock<(Counter, Histogram)>; EVENT_KINDS.len()],
     instances: OnceLock<Counter>,
-    counts: Arc<LiveCounts>,
+    /// Its line of the status page's counts, added on its first event.
+    counts: OnceLock<Arc<LiveCounts>>,
 }
 
 impl EventMeter {
@@ -169,7 +170,9 @@ impl EventMeter {
         });
         ok.inc();
         seconds.observe(took.as_secs_f64());
-        self.counts.add(outcome);
+        self.counts
+            .get_or_init(|| metrics().counts_of(&self.module).unwrap_or_default())
+            .add(outcome);
     }
 
     /// An event started a fresh instance (it did not take an idle one:
@@ -255,7 +258,7 @@ impl Metrics {
             module: module.clone(),
             ok: Default::default(),
             instances: OnceLock::new(),
-            counts: self.counts_of(module).unwrap_or_default(),
+            counts: OnceLock::new(),
         }
     }
 
@@ -640,6 +643,8 @@ mod tests {
     fn a_modules_meter_counts_into_the_shared_series() {
         let module: Arc<str> = "meter-test".into();
         let meter = metrics().meter(&module);
+        // A module shows in the status page's counts from its first event.
+        assert!(!metrics().by_module().contains_key("meter-test"));
         meter.event("on-request", "ok", Duration::from_micros(30));
         meter.event("on-request", "ok", Duration::from_micros(30));
         meter.event("on-request", "timeout", Duration::from_secs(1));
