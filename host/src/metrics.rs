@@ -153,21 +153,8 @@ impl EventMeter {
         let (Some(kind), "ok") = (kind, outcome) else {
             return metrics().event(&self.module, event, outcome, took);
         };
-        let (ok, seconds) = self.ok[kind].get_or_init(|| {
-            let m = metrics();
-            let labels = EventLabels {
-                module: self.module.clone(),
-                event,
-                outcome,
-            };
-            let kind = EventKind {
-                module: self.module.clone(),
-                event,
-            };
-            let ok = m.events.get_or_create(&labels).clone();
-            let seconds = m.event_seconds.get_or_create(&kind).clone();
-            (ok, seconds)
-        });
+        let (ok, seconds) =
+            self.ok[kind].get_or_init(|| metrics().event_series(&self.module, event, outcome));
         ok.inc();
         seconds.observe(took.as_secs_f64());
         self.counts
@@ -223,22 +210,32 @@ impl Metrics {
         outcome: &'static str,
         took: Duration,
     ) {
-        self.events
-            .get_or_create(&EventLabels {
-                module: module.clone(),
-                event,
-                outcome,
-            })
-            .inc();
-        self.event_seconds
-            .get_or_create(&EventKind {
-                module: module.clone(),
-                event,
-            })
-            .observe(took.as_secs_f64());
+        let (count, seconds) = self.event_series(module, event, outcome);
+        count.inc();
+        seconds.observe(took.as_secs_f64());
         if let Some(counts) = self.counts_of(module) {
             counts.add(outcome);
         }
+    }
+
+    /// The series a `module` event of kind `event` ending with `outcome`
+    /// adds to: its count, and the kind's latency.
+    fn event_series(
+        &self,
+        module: &Arc<str>,
+        event: &'static str,
+        outcome: &'static str,
+    ) -> (Counter, Histogram) {
+        let count = self.events.get_or_create(&EventLabels {
+            module: module.clone(),
+            event,
+            outcome,
+        });
+        let seconds = self.event_seconds.get_or_create(&EventKind {
+            module: module.clone(),
+            event,
+        });
+        (count.clone(), seconds.clone())
     }
 
     /// The live counts of `module`, added on first use.
