@@ -75,6 +75,8 @@ impl Drop for AddressTicket {
                 open.remove(&self.address);
             }
         }
+        drop(open);
+        tracing::debug!(address = %self.address, "address slot released");
     }
 }
 

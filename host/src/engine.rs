@@ -114,6 +114,7 @@ impl Ticker {
                 // An unpark between these two lines makes park return.
                 if self.in_flight.load(Ordering::SeqCst) == 0 && !self.stop.load(Ordering::Relaxed)
                 {
+                    tracing::debug!("epoch ticker idle: parked until the next event");
                     std::thread::park();
                 }
                 self.asleep.store(false, Ordering::SeqCst);

@@ -89,7 +89,10 @@ pub async fn publish(
     let verdict = match &result {
         Ok(_) => "published",
         Err(PublishError::Rejected(_)) => "rejected",
-        Err(_) => "failed",
+        Err(e) => {
+            tracing::debug!(%channel, source = from, error = %e, "publish failed");
+            "failed"
+        }
     };
     crate::metrics::metrics().publish(from, verdict);
     result

@@ -92,6 +92,7 @@ impl Admission {
         }
         self.by_transport[kind as usize].fetch_add(1, Ordering::AcqRel);
         crate::metrics::metrics().opened(kind.name());
+        tracing::debug!(transport = kind.name(), "connection admitted");
         Ok(Ticket {
             admission: self.clone(),
             kind,
@@ -147,6 +148,7 @@ impl Drop for Ticket {
         if self.admission.total.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.admission.empty.notify_waiters();
         }
+        tracing::debug!(transport = self.kind.name(), "connection released");
     }
 }
 

@@ -252,6 +252,7 @@ impl Connection {
         self.node.hub.observe(channel, history.head);
         self.set_position(channel, end);
         self.caught_up(channel);
+        tracing::debug!(%channel, "subscribed");
         Ok(Backlog {
             channel: channel.clone(),
             start,

@@ -268,8 +268,17 @@ impl MemoryBroker {
     /// Drop expired messages and forget idle channels (see the module docs).
     /// Runs every [`MemoryBrokerConfig::sweep_interval`] once started.
     pub fn sweep(&self) {
-        let now = now_ms();
+        self.sweep_at(now_ms());
+    }
+
+    /// [`MemoryBroker::sweep`] as if the clock read `now` (ms since the Unix
+    /// epoch).
+    fn sweep_at(&self, now: u64) {
         let ttl = millis(self.config.idle_channel_ttl);
+        let (bytes, channels) = (
+            self.bytes.load(Ordering::Acquire),
+            self.channels.load(Ordering::Acquire),
+        );
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             shard.retain(|channel, log| {
@@ -284,6 +293,13 @@ impl MemoryBroker {
                 }
                 !idle
             });
+        }
+        let after = (
+            self.bytes.load(Ordering::Acquire),
+            self.channels.load(Ordering::Acquire),
+        );
+        if after != (bytes, channels) {
+            tracing::debug!(history_bytes = after.0, channels = after.1, "history swept");
         }
     }
 }
@@ -546,15 +562,14 @@ mod tests {
             now(b.publish(&name("c"), text("x"), limits)).unwrap_err(),
             BrokerError::ChannelLimit(2)
         );
-        std::thread::sleep(Duration::from_millis(2));
-        b.sweep();
+        // A second later, "a" is past its age of 0.
+        b.sweep_at(now_ms() + 1000);
         // "a" expired and was forgotten; "b" has a subscriber and stays.
         assert_eq!(b.stats().channels, 1);
         assert_eq!(b.stats().history_bytes, 0);
         assert!(now(b.publish(&name("c"), text("x"), limits)).is_ok());
         now(b.unsubscribe(&name("b"))).unwrap();
-        std::thread::sleep(Duration::from_millis(2));
-        b.sweep();
+        b.sweep_at(now_ms() + 1000);
         assert_eq!(b.stats().channels, 0);
     }
 }

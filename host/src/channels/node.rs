@@ -156,8 +156,9 @@ impl Node {
         if let Some(interval) = node.broker.presence_interval() {
             node.every(interval, |node| async move {
                 let local = node.hub.presence_all(MAX_SHARED_SESSIONS);
-                if let Err(e) = node.broker.share_presence(local).await {
-                    tracing::warn!(error = %e, "sharing presence failed");
+                match node.broker.share_presence(local).await {
+                    Ok(()) => tracing::debug!("presence shared"),
+                    Err(e) => tracing::warn!(error = %e, "sharing presence failed"),
                 }
             });
         }

@@ -246,8 +246,11 @@ impl Client {
         runtime.spawn(async move {
             let _slot = slot;
             let id = next_request_id();
-            if let Err(e) = module.on_close(id.clone(), connection, info).await {
-                HookError::logged("on-close", module.name(), id, e);
+            match module.on_close(id.clone(), connection, info).await {
+                Ok(()) => tracing::debug!(module = module.name(), %id, "on-close ran"),
+                Err(e) => {
+                    HookError::logged("on-close", module.name(), id, e);
+                }
             }
         });
     }
