@@ -1,11 +1,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use comet_testkit::redis::RedisServer;
-use comet_testkit::{
-    Comet, WsClient, get, guests, publish, wait_for, ws_connect, ws_json, ws_send,
-};
+use comet_testkit::{Comet, Log, WsClient, guests, publish, send, ws_connect, ws_json, ws_send};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::stream::MaybeTlsStream;
 
 use crate::COMET;
 
@@ -14,7 +14,7 @@ const TOKEN: &str = "test-token";
 /// Headless Chromium, killed on drop.
 pub(crate) struct Browser {
     child: Child,
-    profile: tempfile::TempDir,
+    _profile: tempfile::TempDir,
 }
 
 impl Drop for Browser {
@@ -37,11 +37,14 @@ fn chromium() -> Option<&'static str> {
         })
 }
 
+/// How long one wait in the page may take (a DOM change, a promise).
+const PAGE_WAIT_MS: u64 = 30_000;
+
 /// Open `url` in headless Chromium; returns the browser and the DevTools
-/// WebSocket of its page.
+/// WebSocket of its page, with the page loaded.
 pub(crate) fn open_page(binary: &str, url: &str) -> anyhow::Result<(Browser, WsClient)> {
     let profile = tempfile::tempdir()?;
-    let child = Command::new(binary)
+    let mut child = Command::new(binary)
         .args([
             "--headless=new",
             "--no-sandbox",
@@ -50,33 +53,61 @@ pub(crate) fn open_page(binary: &str, url: &str) -> anyhow::Result<(Browser, WsC
             "--remote-debugging-port=0",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()?;
-    let browser = Browser { child, profile };
-    let port_file = browser.profile.path().join("DevToolsActivePort");
-    let port = wait_for("chromium's DevTools port", Duration::from_secs(60), || {
-        std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|s| s.lines().next().map(str::to_string))
-    })?;
-    let page = wait_for(
-        &format!("a page for {url}"),
-        Duration::from_secs(30),
-        || {
-            let list = get(&format!("http://127.0.0.1:{port}/json/list")).ok()?;
-            let pages: Value = serde_json::from_str(&list.body).ok()?;
-            pages
-                .as_array()?
-                .iter()
-                .find(|p| {
-                    p["type"] == "page" && p["url"].as_str().is_some_and(|u| u.starts_with(url))
-                })
-                .and_then(|p| p["webSocketDebuggerUrl"].as_str().map(str::to_string))
-        },
+    let log = Log::read(child.stderr.take().context("stderr")?);
+    let browser = Browser {
+        child,
+        _profile: profile,
+    };
+    // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
+    let listening = "DevTools listening on ws://";
+    anyhow::ensure!(
+        log.wait_until(Duration::from_secs(60), |text| text
+            .split(listening)
+            .nth(1)
+            .is_some_and(|rest| rest.contains('\n'))),
+        "chromium did not open DevTools:\n{}",
+        log.text()
+    );
+    let text = log.text();
+    let endpoint = text
+        .split(listening)
+        .nth(1)
+        .and_then(|rest| rest.lines().next());
+    let port = endpoint
+        .and_then(|e| e.split('/').next())
+        .and_then(|hostport| hostport.rsplit(':').next())
+        .context("DevTools port")?;
+    // A new tab of our own, loaded below: its DevTools socket is known at
+    // once, and its load is the one navigate waits for.
+    let tab = send(
+        "PUT",
+        &format!("http://127.0.0.1:{port}/json/new"),
+        &[],
+        None,
     )?;
-    Ok((browser, ws_connect(&page)?))
+    anyhow::ensure!(tab.status == 200, "new tab: {} {}", tab.status, tab.body);
+    let tab: Value = serde_json::from_str(&tab.body)?;
+    let socket = tab["webSocketDebuggerUrl"]
+        .as_str()
+        .context("the tab's DevTools socket")?;
+    let mut devtools = ws_connect(socket)?;
+    if let MaybeTlsStream::Plain(tcp) = devtools.get_ref() {
+        // Past the page's own deadline, which answers first.
+        tcp.set_read_timeout(Some(Duration::from_millis(2 * PAGE_WAIT_MS)))?;
+    }
+    let mut id = 0;
+    command(&mut devtools, &mut id, "Page.enable", &json!({}))?;
+    command(
+        &mut devtools,
+        &mut id,
+        "Page.setLifecycleEventsEnabled",
+        &json!({ "enabled": true }),
+    )?;
+    navigate(&mut devtools, &mut id, url)?;
+    Ok((browser, devtools))
 }
 
 /// Evaluate `expression` in the page (DevTools `Runtime.evaluate`).
@@ -85,21 +116,39 @@ pub(crate) fn eval(
     id: &mut u64,
     expression: &str,
 ) -> anyhow::Result<Value> {
-    *id += 1;
-    ws_send(
+    evaluate(devtools, id, expression, false)
+}
+
+/// Evaluate `expression`, a promise, and wait for its value: the page
+/// resolves it when what the test waits for happens.
+pub(crate) fn settled(
+    devtools: &mut WsClient,
+    id: &mut u64,
+    expression: &str,
+) -> anyhow::Result<Value> {
+    let bounded = format!(
+        "Promise.race([{expression}, new Promise((_, fail) => \
+         setTimeout(() => fail(new Error('not settled in {PAGE_WAIT_MS} ms')), {PAGE_WAIT_MS}))])"
+    );
+    evaluate(devtools, id, &bounded, true)
+}
+
+fn evaluate(
+    devtools: &mut WsClient,
+    id: &mut u64,
+    expression: &str,
+    await_promise: bool,
+) -> anyhow::Result<Value> {
+    let reply = command(
         devtools,
-        &json!({
-            "id": *id,
-            "method": "Runtime.evaluate",
-            "params": { "expression": expression, "returnByValue": true },
-        }),
+        id,
+        "Runtime.evaluate",
+        &json!({ "expression": expression, "returnByValue": true, "awaitPromise": await_promise }),
     )?;
-    loop {
-        let reply = ws_json(devtools)?;
-        if reply["id"] == *id {
-            return Ok(reply["result"]["result"]["value"].clone());
-        }
+    if let Some(exception) = reply.get("exceptionDetails") {
+        anyhow::bail!("{expression}: {exception}");
     }
+    Ok(reply["result"]["value"].clone())
 }
 
 /// Send a DevTools command and wait for its answer.
@@ -108,6 +157,17 @@ fn command(
     id: &mut u64,
     method: &str,
     params: &Value,
+) -> anyhow::Result<Value> {
+    command_seeing(devtools, id, method, params, |_| {})
+}
+
+/// [`command`], handing each event that comes before the answer to `event`.
+fn command_seeing(
+    devtools: &mut WsClient,
+    id: &mut u64,
+    method: &str,
+    params: &Value,
+    mut event: impl FnMut(&Value),
 ) -> anyhow::Result<Value> {
     *id += 1;
     ws_send(
@@ -120,6 +180,7 @@ fn command(
             anyhow::ensure!(reply.get("error").is_none(), "{method}: {reply}");
             return Ok(reply["result"].clone());
         }
+        event(&reply);
     }
 }
 
@@ -136,28 +197,62 @@ pub(crate) fn screenshot(devtools: &mut WsClient, id: &mut u64) -> anyhow::Resul
     Ok(base64::engine::general_purpose::STANDARD.decode(data)?)
 }
 
-/// Load `url` in the page and wait until its document is there.
+/// Load `url` in the page and wait for its load event (the lifecycle event
+/// of this navigation's loader, which may come before the answer).
 fn navigate(devtools: &mut WsClient, id: &mut u64, url: &str) -> anyhow::Result<()> {
-    command(devtools, id, "Page.navigate", &json!({ "url": url }))?;
-    wait_for(&format!("{url} to load"), Duration::from_secs(30), || {
-        let state = eval(devtools, id, "location.href + ' ' + document.readyState").ok()?;
-        (state.as_str()? == format!("{url} complete")).then_some(())
-    })
+    // The loader of each load event seen.
+    let load_of = |event: &Value| {
+        (event["method"] == "Page.lifecycleEvent" && event["params"]["name"] == "load")
+            .then(|| event["params"]["loaderId"].clone())
+    };
+    let mut loaded = Vec::new();
+    let started = command_seeing(
+        devtools,
+        id,
+        "Page.navigate",
+        &json!({ "url": url }),
+        |event| loaded.extend(load_of(event)),
+    )?;
+    anyhow::ensure!(
+        started.get("errorText").is_none(),
+        "navigate to {url}: {started}"
+    );
+    let loader = started["loaderId"].clone();
+    while !loaded.contains(&loader) {
+        let event = ws_json(devtools).with_context(|| format!("waiting for {url} to load"))?;
+        loaded.extend(load_of(&event));
+    }
+    Ok(())
 }
 
+/// Wait until the text `expression` gives (of the document) contains
+/// `want`: checked in the page at each change of the document. Returns
+/// the text.
 pub(crate) fn wait_text(
     devtools: &mut WsClient,
     id: &mut u64,
     expression: &str,
     want: &str,
 ) -> String {
-    let mut last = String::new();
-    let found = wait_for(expression, Duration::from_secs(30), || {
-        last = eval(devtools, id, expression).ok()?.as_str()?.to_string();
-        last.contains(want).then_some(())
-    });
+    let want_js = Value::from(want);
+    let script = format!(
+        "new Promise(resolve => {{
+           const read = () => String({expression});
+           let observer, timer;
+           const done = text => {{ observer.disconnect(); clearTimeout(timer); resolve(text); }};
+           const check = () => {{ const text = read(); if (text.includes({want_js})) done(text); }};
+           observer = new MutationObserver(check);
+           observer.observe(document, {{ subtree: true, childList: true, characterData: true, attributes: true }});
+           timer = setTimeout(() => done(read()), {PAGE_WAIT_MS});
+           check();
+         }})"
+    );
+    let last = match evaluate(devtools, id, &script, true) {
+        Ok(text) => text.as_str().unwrap_or_default().to_string(),
+        Err(e) => format!("(no answer: {e:#})"),
+    };
     assert!(
-        found.is_ok(),
+        last.contains(want),
         "{expression} never contained {want:?}; last: {last:?}"
     );
     last
@@ -167,12 +262,7 @@ pub(crate) fn wait_text(
 /// subscription is confirmed (the `ready` promise resolved).
 fn joined(devtools: &mut WsClient, id: &mut u64, transport: &str) -> anyhow::Result<()> {
     wait_text(devtools, id, STATUS, &format!("connected ({transport})"));
-    eval(
-        devtools,
-        id,
-        "room.ready.then(() => window.ready = true); 0",
-    )?;
-    wait_text(devtools, id, "String(window.ready)", "true");
+    settled(devtools, id, "room.ready")?;
     Ok(())
 }
 
@@ -375,10 +465,11 @@ fn client_loses_nothing_across_a_restart_on_redis() -> anyhow::Result<()> {
     eval(
         &mut devtools,
         &mut id,
-        "window.whys = []; comet.on('disconnected', s => window.whys.push(s.reason)); 0",
+        "window.firstWhy = new Promise(done => comet.on('disconnected', s => done(s.reason))); 0",
     )?;
     a.kill();
-    wait_text(&mut devtools, &mut id, "String(window.whys[0])", "closed");
+    let why = settled(&mut devtools, &mut id, "window.firstWhy")?;
+    assert!(why.as_str().is_some_and(|w| w.contains("closed")), "{why}");
     say(&b, "z", "two")?;
     say(&b, "z", "three")?;
     let _a = chat(&["--broker", &url, "--listen", &addr])?;
@@ -408,7 +499,8 @@ fn client_reconnects_when_back_online() -> anyhow::Result<()> {
     eval(
         &mut devtools,
         &mut id,
-        "comet.on('disconnected', s => window.why = s.reason); 0",
+        "window.offline = new Promise(done => comet.on('disconnected', \
+         s => String(s.reason).includes('offline') && done(s.reason))); 0",
     )?;
     command(&mut devtools, &mut id, "Network.enable", &json!({}))?;
     command(
@@ -417,7 +509,7 @@ fn client_reconnects_when_back_online() -> anyhow::Result<()> {
         "Network.emulateNetworkConditions",
         &offline(true),
     )?;
-    wait_text(&mut devtools, &mut id, "String(window.why)", "offline");
+    settled(&mut devtools, &mut id, "window.offline")?;
     say(&comet, "o", "while offline")?;
     command(
         &mut devtools,

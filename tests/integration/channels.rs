@@ -2,8 +2,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use comet_testkit::{
-    Comet, Lines, get, guests, publish, wait_connections, wait_for, ws_connect, ws_frame, ws_json,
-    ws_send,
+    Comet, Lines, get, guests, publish, wait_connections, ws_connect, ws_frame, ws_json, ws_send,
 };
 use serde_json::{Value, json};
 
@@ -483,7 +482,7 @@ fn on_message_actions_run_in_order() -> anyhow::Result<()> {
     let err = ws_frame(&mut ws).expect_err("closed");
     assert!(err.to_string().contains("4001"), "{err}");
     // on-close ran (asynchronously) and counted the connection.
-    let closed = wait_for("on-close", Duration::from_secs(10), || {
+    let closed = comet.wait_for("on-close", Duration::from_secs(10), || {
         let body = get(&comet.url("/closed")).ok()?.body;
         (body != "0").then_some(body)
     })?;
@@ -502,7 +501,7 @@ fn guest_holds_serve_channels() -> anyhow::Result<()> {
     let mut ws = ws_connect(&ws_url(&comet, "/rooms/42/ws?user=cy"))?;
     // The accept subscribes it in the connection's task: wait for both
     // subscribers of the room.
-    wait_for(
+    comet.wait_for(
         "two subscribers of room:42",
         Duration::from_secs(10),
         || {

@@ -1,10 +1,7 @@
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use comet_testkit::{
-    Comet, Lines, admin, get, guests, publish, wait_for, ws_connect, ws_json, ws_send,
-};
+use comet_testkit::{Comet, Lines, admin, get, guests, publish, ws_connect, ws_json, ws_send};
 use serde_json::{Value, json};
 
 use crate::COMET;
@@ -212,10 +209,9 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
     }
     // The module is swapped for a new version while all this goes on: after
     // each sixth of the messages is published, up to five times.
-    let done = Arc::new(AtomicBool::new(false));
-    let published = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let swapper = {
-        let (done, published) = (done.clone(), published.clone());
+        let progress = progress.clone();
         let total = per_channel() * CHANNELS as u64;
         let bytes = std::fs::read(guests::CHANNELS_APP)?;
         let comet_admin = comet.admin_url("");
@@ -223,15 +219,8 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
             let mut swaps = 0;
             while swaps < 5 {
                 let next = total * (u64::from(swaps) + 1) / 6;
-                let due = wait_for(
-                    "the next sixth of the messages",
-                    Duration::from_secs(600),
-                    || {
-                        let finished = done.load(Ordering::Acquire);
-                        (finished || published.load(Ordering::Acquire) >= next).then_some(finished)
-                    },
-                )?;
-                if due {
+                let finished = progress.wait(next, Duration::from_secs(600))?;
+                if finished {
                     break;
                 }
                 let auth = format!("Bearer {}", comet_testkit::ADMIN_TOKEN);
@@ -250,7 +239,7 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
     let publishers: Vec<_> = (0..CHANNELS)
         .map(|c| {
             let url = format!("{base}/comet/publish/c{c}");
-            let published = published.clone();
+            let progress = progress.clone();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
@@ -267,7 +256,7 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
                         let body = r.into_body().read_to_string().unwrap_or_default();
                         anyhow::bail!("publish {n}: {status} {body}");
                     }
-                    published.fetch_add(1, Ordering::Release);
+                    progress.update(|(published, _)| *published += 1);
                 }
                 Ok(())
             })
@@ -279,10 +268,42 @@ fn clients_that_keep_dropping_lose_and_repeat_nothing() -> anyhow::Result<()> {
     for c in clients {
         c.join().expect("client")?;
     }
-    done.store(true, Ordering::Release);
+    progress.update(|(_, finished)| *finished = true);
     let swaps = swapper.join().expect("swapper")?;
     assert!(swaps >= 1, "the module was never swapped");
     let r = admin(&comet, "GET", "/admin/modules/app", None)?;
     assert_eq!(r.status, 200, "{}", r.body);
     Ok(())
+}
+
+/// Messages published so far and whether the run is over, with a signal for
+/// each change: what the swapper waits on.
+#[derive(Default)]
+struct Progress {
+    state: Mutex<(u64, bool)>,
+    changed: Condvar,
+}
+
+impl Progress {
+    fn update(&self, change: impl FnOnce(&mut (u64, bool))) {
+        change(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_all();
+    }
+
+    /// Wait until `published` messages are out (`false`) or the run is over
+    /// (`true`).
+    fn wait(&self, published: u64, timeout: Duration) -> anyhow::Result<bool> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, wait) = self
+            .changed
+            .wait_timeout_while(state, timeout, |&mut (n, finished)| {
+                n < published && !finished
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        anyhow::ensure!(
+            !wait.timed_out(),
+            "timed out after {timeout:?} waiting for {published} messages"
+        );
+        Ok(state.1)
+    }
 }

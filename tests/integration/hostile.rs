@@ -2,7 +2,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use comet_testkit::{Comet, admin, get, guests, wait_for, ws_connect, ws_send};
+use comet_testkit::{Comet, admin, get, guests, ws_connect, ws_send};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -73,7 +73,7 @@ fn connections_per_address_are_bounded() -> anyhow::Result<()> {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("too-many-connections"), "{answer}");
     drop(held);
-    wait_for("a slot to come back", Duration::from_secs(10), || {
+    comet.wait_for("a slot to come back", Duration::from_secs(10), || {
         get(&comet.url("/comet/poll?channel=a&timeout=0"))
             .ok()
             .filter(|r| r.status == 200)

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use comet_testkit::{ADMIN_TOKEN, Comet, Lines, get, get_with, guests, publish, wait_for};
+use comet_testkit::{ADMIN_TOKEN, Comet, Lines, get, get_with, guests, publish};
 
 use crate::COMET;
 use crate::browser::{chromium_or_skip, eval, open_page, screenshot, wait_text};
@@ -73,7 +73,7 @@ fn metrics_count_what_happened_and_pass_promtool() -> anyhow::Result<()> {
     );
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let scrape = || get_with(&admin, &[("authorization", &auth)]);
-    let metrics = wait_for(
+    let metrics = comet.wait_for(
         "an SSE connection in the metrics",
         Duration::from_secs(30),
         || {

@@ -2,8 +2,7 @@ use std::time::Duration;
 
 use comet_testkit::redis::RedisServer;
 use comet_testkit::{
-    Comet, Lines, get, guests, publish, status, wait_connections, wait_for, ws_connect, ws_json,
-    ws_send,
+    Comet, Lines, get, guests, publish, status, wait_connections, ws_connect, ws_json, ws_send,
 };
 use serde_json::{Value, json};
 
@@ -253,10 +252,10 @@ fn redis_restarts_reset_or_resume_but_never_skip() -> anyhow::Result<()> {
         assert_eq!(status(&comet)?["connections"]["by_transport"]["sse"], 1);
 
         redis.restart()?;
-        wait_for("the node to resubscribe", Duration::from_secs(30), || {
+        comet.wait_for("the node to resubscribe", Duration::from_secs(30), || {
             (status(&comet).ok()?["broker"]["subscribed"] == true).then_some(())
         })?;
-        wait_for("publishing to work again", Duration::from_secs(30), || {
+        comet.wait_for("publishing to work again", Duration::from_secs(30), || {
             publish(&comet, TOKEN, "r", "3")
                 .ok()
                 .filter(|r| r.status == 200)
@@ -297,11 +296,13 @@ fn kv_and_presence_span_nodes() -> anyhow::Result<()> {
             serde_json::from_str(&get(&comet.url("/presence?channel=who")).ok()?.body).ok()?;
         v["connections"].as_u64()
     };
-    wait_for("both nodes' subscribers", Duration::from_secs(30), || {
+    // Node a shares its presence every few seconds and logs each round:
+    // b's entry arrives, or expires, between two of them.
+    a.wait_for("both nodes' subscribers", Duration::from_secs(30), || {
         (presence(&a) == Some(2)).then_some(())
     })?;
     b.kill();
-    wait_for(
+    a.wait_for(
         "the killed node's subscribers to go",
         Duration::from_secs(60),
         || (presence(&a) == Some(1)).then_some(()),

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use comet_testkit::{Comet, admin, get, guests, post, wait_for};
+use comet_testkit::{Comet, admin, get, guests, post};
 
 use crate::COMET;
 
@@ -61,8 +61,8 @@ fn infinite_loop_hits_the_deadline_and_others_are_served() -> anyhow::Result<()>
         })
         .collect();
     // While the loops run (all four, as the metrics say), a healthy route
-    // still answers.
-    wait_for("four events running", Duration::from_secs(30), || {
+    // still answers. Each loop logs a line as it begins.
+    comet.wait_for("four events running", Duration::from_secs(30), || {
         let running = metric_sum(&comet, "comet_events_running").ok()?;
         // On a machine so loaded that the loops ended first, the check below
         // still runs (after them).
@@ -100,6 +100,7 @@ fn infinite_loop_hits_the_deadline_and_others_are_served() -> anyhow::Result<()>
 /// starts while it sleeps is still cut at its deadline.
 #[test]
 fn an_idle_server_stops_ticking_and_a_loop_still_meets_its_deadline() -> anyhow::Result<()> {
+    const PARKED: &str = "epoch ticker idle";
     let comet = Comet::start(
         COMET,
         &[
@@ -112,19 +113,34 @@ fn an_idle_server_stops_ticking_and_a_loop_still_meets_its_deadline() -> anyhow:
     )?;
     // The kernel names what a sleeping thread waits in: a parked thread
     // waits on a futex, a ticking one in its sleep between ticks.
-    let epoch_thread_waits_on_a_futex = || -> Option<()> {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", comet.pid())).ok()?;
-        tasks.flatten().find_map(|task| {
-            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            let wchan = std::fs::read_to_string(task.path().join("wchan")).ok()?;
-            (comm.trim() == "comet-epoch" && wchan.contains("futex")).then_some(())
+    let epoch_thread_waits_on_a_futex = || -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", comet.pid())) else {
+            return false;
+        };
+        tasks.flatten().any(|task| {
+            let read = |name| std::fs::read_to_string(task.path().join(name)).unwrap_or_default();
+            read("comm").trim() == "comet-epoch" && read("wchan").contains("futex")
         })
     };
-    wait_for(
-        "the epoch ticker to sleep",
-        Duration::from_secs(30),
-        epoch_thread_waits_on_a_futex,
-    )?;
+    // The ticker logs a line as it parks; then it waits on a futex.
+    let parked = |times: usize| -> anyhow::Result<()> {
+        comet.wait_log_until("the epoch ticker to park", Duration::from_secs(30), |log| {
+            log.matches(PARKED).count() >= times
+        })?;
+        // The line is written a few instructions before the futex wait:
+        // give the ticker's core those instructions.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !epoch_thread_waits_on_a_futex() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the epoch ticker said it parked but does not wait on a futex"
+            );
+            std::thread::yield_now();
+        }
+        Ok(())
+    };
+    parked(1)?;
+    let before = comet.stderr().matches(PARKED).count();
     let started = Instant::now();
     let r = get(&comet.url("/spin"))?;
     let elapsed = started.elapsed();
@@ -133,12 +149,8 @@ fn an_idle_server_stops_ticking_and_a_loop_still_meets_its_deadline() -> anyhow:
         elapsed < Duration::from_secs(10),
         "deadline not enforced: {elapsed:?}"
     );
-    // Idle again, it sleeps again.
-    wait_for(
-        "the epoch ticker to sleep again",
-        Duration::from_secs(30),
-        epoch_thread_waits_on_a_futex,
-    )?;
+    // Idle again, it parks again.
+    parked(before + 1)?;
     assert_eq!(get(&comet.url("/ok"))?.status, 200);
     Ok(())
 }

@@ -3,7 +3,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
-use comet_testkit::{Comet, guests, publish, status, wait_connections, wait_for};
+use comet_testkit::{Comet, guests, publish, status, wait_connections};
 
 use crate::COMET;
 
@@ -231,7 +231,7 @@ fn clients_that_never_read_are_closed() -> anyhow::Result<()> {
     wait_connections(&comet, "sse", 1)?;
     overflow(&comet, "s3", 2)?;
     let bound = Duration::from_secs(WRITE_TIMEOUT_S.parse::<u64>()? + 10);
-    wait_for("both streams to be closed", bound, || {
+    comet.wait_for("both streams to be closed", bound, || {
         let s = status(&comet).ok()?;
         let by = &s["connections"]["by_transport"];
         (by["sse"] == 0 && by["stream"] == 0).then_some(())

@@ -139,9 +139,9 @@ mod tests {
             }
         });
         stall.fired();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
         stall.release();
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::advance(Duration::from_secs(10)).await;
         end_tx.send(()).unwrap();
         assert_eq!(served.await.unwrap(), Some(true));
     }

@@ -5,8 +5,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -34,29 +34,105 @@ pub struct Comet {
     _data_dir: Option<tempfile::TempDir>,
 }
 
-/// A process's log as it is read, and a signal for each piece of it.
+/// A process's output (its log) as it is read on its own thread, and a
+/// signal for each piece of it and for its end: what tests wait on. A
+/// process tells its log about each change a test may wait for (comet at
+/// debug level: connections admitted and released, subscriptions, sweeps,
+/// presence rounds), so a wait wakes when something happened, not on a timer.
 #[derive(Debug, Default)]
-struct Log {
-    text: Mutex<String>,
-    grew: Condvar,
+pub struct Log {
+    state: Mutex<LogState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    text: String,
+    ended: bool,
 }
 
 impl Log {
-    fn append(&self, piece: &str) {
-        if let Ok(mut text) = self.text.lock() {
-            text.push_str(piece);
-        }
-        self.grew.notify_all();
+    /// Read `pipe` into a new log until it ends.
+    pub fn read(mut pipe: impl Read + Send + 'static) -> Arc<Log> {
+        let log = Arc::new(Log::default());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.update(|state| state.text.push_str(&String::from_utf8_lossy(&buf[..n])));
+            }
+            sink.update(|state| state.ended = true);
+        });
+        log
+    }
+
+    fn update(&self, change: impl FnOnce(&mut LogState)) {
+        change(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Everything read so far.
+    pub fn text(&self) -> String {
+        self.lock().text.clone()
     }
 
     /// Whether `done(log)` holds within `timeout`, checked after each write.
-    fn wait_until(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
-        let Ok(text) = self.text.lock() else {
-            return false;
-        };
-        self.grew
-            .wait_timeout_while(text, timeout, |text| !done(text))
-            .is_ok_and(|(text, _)| done(&text))
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+        let state = self.lock();
+        self.changed
+            .wait_timeout_while(state, timeout, |s| !done(&s.text) && !s.ended)
+            .is_ok_and(|(s, _)| done(&s.text))
+    }
+
+    /// Whether the output ends (the process closed it, by exiting) within
+    /// `timeout`.
+    pub fn wait_end(&self, timeout: Duration) -> bool {
+        let state = self.lock();
+        self.changed
+            .wait_timeout_while(state, timeout, |s| !s.ended)
+            .is_ok_and(|(s, _)| s.ended)
+    }
+
+    /// Wait up to `timeout` for `probe` to give a value, probing again after
+    /// each write to this log; an error naming `what` if it does not come
+    /// (or the output ends first).
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Read before probing: a write during the probe wakes the wait.
+            let (seen, ended) = {
+                let state = self.lock();
+                (state.text.len(), state.ended)
+            };
+            if let Some(value) = probe() {
+                return Ok(value);
+            }
+            if ended {
+                bail!("the process ended before {what}:\n{}", self.text());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timed_out = self
+                .changed
+                .wait_timeout_while(self.lock(), left, |s| s.text.len() == seen && !s.ended)
+                .map_or(true, |(_state, wait)| wait.timed_out());
+            if timed_out {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+        }
     }
 }
 
@@ -120,7 +196,8 @@ impl Comet {
             .arg("run")
             .args(args)
             .args(&extra)
-            .env("RUST_LOG", "info")
+            // Debug for comet's own modules: the lines tests wait on.
+            .env("RUST_LOG", "info,comet_host=debug")
             .env("NO_COLOR", "1")
             // Last, so a test may override the defaults above.
             .envs(env.iter().copied())
@@ -129,18 +206,7 @@ impl Comet {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("spawn {bin}"))?;
-        let stderr = Arc::new(Log::default());
-        let mut err_pipe = child.stderr.take().context("stderr")?;
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.append(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let stderr = Log::read(child.stderr.take().context("stderr")?);
         let stdout = child.stdout.take().context("stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -202,12 +268,25 @@ impl Comet {
         let _ = self.child.wait();
     }
 
-    /// Wait up to `timeout` for the process to exit by itself.
+    /// Wait up to `timeout` for the process to exit by itself (its log
+    /// ends as it exits).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        wait_for("the process to exit", timeout, || {
-            self.child.try_wait().ok().flatten()
-        })
-        .ok()
+        if !self.stderr.wait_end(timeout) {
+            return None;
+        }
+        self.child.wait().ok()
+    }
+
+    /// Wait up to `timeout` for `probe` (of this server's state: its status,
+    /// its metrics, an answer) to give a value, probing again after each line
+    /// it logs; an error naming `what` if it does not come.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        probe: impl FnMut() -> Option<T>,
+    ) -> anyhow::Result<T> {
+        self.stderr.wait_for(what, timeout, probe)
     }
 
     /// Wait up to `timeout` for `needle` to appear in the log (stderr is
@@ -235,11 +314,7 @@ impl Comet {
 
     /// Everything the process wrote to stderr so far (its log).
     pub fn stderr(&self) -> String {
-        self.stderr
-            .text
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.stderr.text()
     }
 }
 
@@ -585,28 +660,6 @@ pub fn publish(comet: &Comet, token: &str, channel: &str, body: &str) -> anyhow:
     )
 }
 
-/// Wait up to `timeout` for `probe` to give a value, checking every 20 ms
-/// (a condition, never a fixed sleep); an error naming `what` if it does
-/// not come.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return Ok(value);
-        }
-        if std::time::Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        // The one polling interval of the suite: a probe (an HTTP answer, a
-        // file, a process's state) has nothing to wake us with.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The admin API's `GET /admin/status` of `comet`.
 pub fn status(comet: &Comet) -> anyhow::Result<serde_json::Value> {
     let r = admin(comet, "GET", "/admin/status", None)?;
@@ -617,7 +670,7 @@ pub fn status(comet: &Comet) -> anyhow::Result<serde_json::Value> {
 /// Wait until `comet` holds `n` client connections of `transport` (`sse`,
 /// `stream`, `poll`, `websocket`).
 pub fn wait_connections(comet: &Comet, transport: &str, n: u64) -> anyhow::Result<()> {
-    wait_for(
+    comet.wait_for(
         &format!("{n} {transport} connection(s)"),
         Duration::from_secs(30),
         || {

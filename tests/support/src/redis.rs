@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::wait_for;
+use crate::Log;
 
 /// A `redis-server` process; killed when dropped.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ impl RedisServer {
     /// Start it again on the same port and directory; wait until it answers.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--daemonize", "no", "--protected-mode", "no"])
             .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
@@ -71,14 +71,21 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context("start redis-server")?;
+        // Its log goes to stdout; it says when it takes connections.
+        let log = Log::read(child.stdout.take().context("stdout")?);
         self.child = Some(child);
-        wait_for("redis-server to answer", Duration::from_secs(20), || {
-            self.command("PING").ok().filter(|r| r.starts_with("+PONG"))
-        })?;
+        let ready = "Ready to accept connections";
+        anyhow::ensure!(
+            log.wait_until(Duration::from_secs(20), |text| text.contains(ready)),
+            "redis-server did not say {ready:?}:\n{}",
+            log.text()
+        );
+        let pong = self.command("PING")?;
+        anyhow::ensure!(pong.starts_with("+PONG"), "PING: {pong}");
         Ok(())
     }
 

@@ -99,8 +99,10 @@ impl Handler for Misbehave {
     }
 }
 
-/// Loop forever without calling the host.
+/// Loop forever without calling the host (after one log line, which tells a
+/// test that the loop began).
 fn spin() -> Response {
+    log::info("spinning", &[]);
     let mut x: u64 = 0;
     loop {
         x = std::hint::black_box(x.wrapping_add(1));
