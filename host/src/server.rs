@@ -138,18 +138,18 @@ pub async fn serve(
         // outlives this task: the address's slot is held until both end.
         let ticket = Arc::new(ticket);
         tokio::spawn(async move {
-            // A first request that opens an SSE stream is served without
-            // hyper's per-connection buffers (see transports::direct).
-            let first = tokio::time::timeout(app.limits.header_timeout, direct::peek_sse(&stream));
+            // A first request that opens an SSE stream or a WebSocket is
+            // served without hyper (see transports::direct).
+            let first = tokio::time::timeout(app.limits.header_timeout, direct::peek(&stream));
             let Ok(first) = first.await else {
                 // Nothing (or not a whole head) within the timeout.
                 return;
             };
-            if let Some((head, len)) = first
-                && app.endpoints.transports.sse
+            if let Some(head) = first
+                && app.endpoints.transports.serves(head.endpoint())
                 && let Some(module) = app.registry.current(&app.channel_module)
             {
-                direct::serve(&module, &app.endpoints, stream, head, len, remote).await;
+                direct::serve(&module, &app.endpoints, stream, head, remote).await;
                 return;
             }
             // Boxed, so a task serving a direct stream is not sized for

@@ -2,6 +2,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use comet_testkit::{Comet, admin, get, guests, ws_connect, ws_send};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -98,24 +99,52 @@ fn the_open_file_limit_is_raised() -> anyhow::Result<()> {
 }
 
 /// What a raw HTTP/1.x request to `/comet/ws` is answered with: the status
-/// line and the headers.
-fn handshake(comet: &Comet, request: &str) -> anyhow::Result<String> {
+/// line and the headers. As a connection's first request it is served
+/// straight on the socket; as the `second` (after a `404` on the same
+/// connection), by hyper.
+fn handshake(comet: &Comet, request: &str, second: bool) -> anyhow::Result<String> {
     let mut tcp = TcpStream::connect(comet.addr)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    if second {
+        tcp.write_all(b"GET /comet/nothing HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let (head, mut body) = read_head(&mut tcp)?;
+        anyhow::ensure!(head.starts_with("http/1.1 404"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .context("content-length")?
+            .trim()
+            .parse()?;
+        while body.len() < length {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf)?;
+            anyhow::ensure!(n > 0, "closed in the body");
+            body.extend_from_slice(&buf[..n]);
+        }
+    }
     tcp.write_all(request.as_bytes())?;
+    Ok(read_head(&mut tcp)?.0)
+}
+
+/// A response head (lower-cased) and the bytes read after it.
+fn read_head(tcp: &mut TcpStream) -> anyhow::Result<(String, Vec<u8>)> {
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+    loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = answer.split_off(end + 4);
+            return Ok((String::from_utf8_lossy(&answer).to_lowercase(), rest));
+        }
         let n = tcp.read(&mut buf)?;
         anyhow::ensure!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
         answer.extend_from_slice(&buf[..n]);
     }
-    Ok(String::from_utf8_lossy(&answer).to_lowercase())
 }
 
 /// The WebSocket handshake follows RFC 6455: a wrong version gets 426 and
 /// the version to use; a bad key, another method, no `Connection: Upgrade`
-/// or HTTP/1.0 get 400.
+/// or HTTP/1.0 get 400. The same on both paths: a connection's first
+/// request (served on the socket) and a later one (served by hyper).
 #[test]
 fn websocket_handshakes_are_checked() -> anyhow::Result<()> {
     let comet = start(&[])?;
@@ -131,11 +160,18 @@ fn websocket_handshakes_are_checked() -> anyhow::Result<()> {
         )
     };
     let good_key = "dGhlIHNhbXBsZSBub25jZQ==";
-    let ok = handshake(&comet, &request("GET", "1.1", good_key, "13", true))?;
-    assert!(ok.starts_with("http/1.1 101"), "{ok}");
-    let version = handshake(&comet, &request("GET", "1.1", good_key, "99", true))?;
-    assert!(version.starts_with("http/1.1 426"), "{version}");
-    assert!(version.contains("sec-websocket-version: 13"), "{version}");
+    for second in [false, true] {
+        let ok = handshake(&comet, &request("GET", "1.1", good_key, "13", true), second)?;
+        assert!(ok.starts_with("http/1.1 101"), "{ok}");
+        // RFC 6455's example key and its answer.
+        assert!(
+            ok.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{ok}"
+        );
+        let version = handshake(&comet, &request("GET", "1.1", good_key, "99", true), second)?;
+        assert!(version.starts_with("http/1.1 426"), "{version}");
+        assert!(version.contains("sec-websocket-version: 13"), "{version}");
+    }
     for (what, r) in [
         ("1-byte key", request("GET", "1.1", "QQ==", "13", true)),
         ("POST", request("POST", "1.1", good_key, "13", true)),
@@ -145,11 +181,13 @@ fn websocket_handshakes_are_checked() -> anyhow::Result<()> {
         ),
         ("HTTP/1.0", request("GET", "1.0", good_key, "13", true)),
     ] {
-        let answer = handshake(&comet, &r)?;
-        assert!(
-            answer.starts_with("http/1.") && answer[9..].starts_with("400"),
-            "{what}: {answer}"
-        );
+        for second in [false, true] {
+            let answer = handshake(&comet, &r, second)?;
+            assert!(
+                answer.starts_with("http/1.") && answer[9..].starts_with("400"),
+                "{what} (second request: {second}): {answer}"
+            );
+        }
     }
     Ok(())
 }

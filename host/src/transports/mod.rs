@@ -132,7 +132,7 @@ impl Enabled {
     }
 
     /// Whether the endpoint at `/comet/{path}` is served (other paths are).
-    fn serves(&self, path: &str) -> bool {
+    pub(crate) fn serves(&self, path: &str) -> bool {
         match path {
             "ws" => self.websocket,
             "sse" => self.sse,

@@ -22,6 +22,8 @@ use http::header::{
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -29,9 +31,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
-use super::DEFAULT_HEARTBEAT;
 use super::client::{Client, RequestInfo};
 use super::query::{self, channel_list};
+use super::{DEFAULT_HEARTBEAT, EndpointConfig, direct};
 use crate::bindings::{self, Action, PublishSource, Transport};
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
 use crate::channels::{Backlog, ChannelError, ChannelName, Cursor, Event, Message, Payload, Reset};
@@ -62,34 +64,101 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 /// Close code for a client dropped for falling behind.
 const CLOSE_SLOW: u16 = 4008;
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-/// `GET /comet/ws`: on-connect, the subscriptions its query string asks
-/// for (`channel`, `since`, `token`, as on the SSE endpoint), then the
-/// upgrade. A refused subscription refuses the upgrade, with the status an
-/// SSE request would get.
+/// `GET /comet/ws` through hyper (see [`open`]), answered by hyper's
+/// upgrade; the session runs in a task of its own.
 pub(super) async fn serve(
     module: &Arc<HandlerModule>,
     mut request: hyper::Request<Incoming>,
     remote: SocketAddr,
     write_timeout: Duration,
 ) -> Result<Response<Body>, ApiError> {
-    if let Err(e) = check_upgrade(&request) {
-        return Ok(refusal(e));
+    match open(module, &request, remote).await {
+        Ok((client, backlogs)) => upgrade(
+            client,
+            &mut request,
+            Opening::Subscribed(backlogs),
+            write_timeout,
+        ),
+        Err(e) => Ok(refusal(e)),
     }
+}
+
+/// `GET /comet/ws` as a connection's first request, on the socket itself
+/// (see `transports::direct`; its head is read already): the same checks
+/// and hooks as through hyper, the `101` written here, and the session run
+/// in this connection's task.
+pub(super) async fn serve_direct(
+    module: &Arc<HandlerModule>,
+    config: &EndpointConfig,
+    mut tcp: TcpStream,
+    request: http::Request<()>,
+    remote: SocketAddr,
+) {
+    let write_timeout = config.write_timeout;
+    // Boxed: the hooks' futures are large and done with once the session
+    // opens; the task keeps only the session's state.
+    let opened = Box::pin(open(module, &request, remote)).await;
+    let (client, backlogs) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let version = e.status == StatusCode::UPGRADE_REQUIRED;
+            let headers: &[(&str, &str)] = if version {
+                &[("sec-websocket-version", "13")]
+            } else {
+                &[]
+            };
+            direct::refuse(&mut tcp, &e, headers, write_timeout).await;
+            return;
+        }
+    };
+    // `open` checked the handshake: the key is there.
+    let key = request
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes());
+    let accept = derive_accept_key(key.unwrap_or_default());
+    drop(request);
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+         connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+    );
+    let sent = tokio::time::timeout(write_timeout, tcp.write_all(head.as_bytes())).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        client.closed(None, "client closed");
+        return;
+    }
+    let ws = WebSocketStream::from_raw_socket(tcp, Role::Server, Some(session_config())).await;
+    Session::new(client, ws, write_timeout)
+        .run(Opening::Subscribed(backlogs))
+        .await;
+}
+
+/// The handshake checked, on-connect, then the subscriptions the query
+/// string asks for (`channel`, `since`, `token`, as on the SSE endpoint).
+/// A refused subscription refuses the upgrade, with the status an SSE
+/// request would get.
+async fn open<B>(
+    module: &Arc<HandlerModule>,
+    request: &http::Request<B>,
+    remote: SocketAddr,
+) -> Result<(Client, Vec<Backlog>), ApiError> {
+    check_upgrade(request)?;
     let max = module.services().channels.max_channels_per_connection();
     let ask = query::parse_any(request.uri().query(), request.headers(), max)?;
-    let info = RequestInfo::of(&request, remote);
+    let info = RequestInfo::of(request, remote);
     let mut client = Client::connect(module, Transport::Websocket, info).await?;
     let backlogs = client
         .subscribe_all(&ask.channels, &ask.since, ask.token.as_deref(), true)
         .await?;
-    upgrade(
-        client,
-        &mut request,
-        Opening::Subscribed(backlogs),
-        write_timeout,
-    )
+    Ok((client, backlogs))
+}
+
+/// A session's WebSocket limits: a small read buffer, bounded frames.
+fn session_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME))
 }
 
 /// The subscriptions a WebSocket connection opens with.
@@ -188,14 +257,10 @@ pub(super) fn upgrade<B>(
         let _ticket = ticket;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let config = WebSocketConfig::default()
-                    .read_buffer_size(READ_BUFFER)
-                    .max_message_size(Some(MAX_FRAME))
-                    .max_frame_size(Some(MAX_FRAME));
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(config),
+                    Some(session_config()),
                 )
                 .await;
                 Session::new(client, ws, write_timeout).run(opening).await;
@@ -230,9 +295,11 @@ enum End {
     Server(u16, String),
 }
 
-struct Session {
+/// One WebSocket connection's session, over hyper's upgraded socket or
+/// the TCP socket itself (`S`).
+struct Session<S> {
     client: Client,
-    ws: Ws,
+    ws: WebSocketStream<S>,
     /// Frames the client may still send now (a token bucket).
     frame_budget: f64,
     budget_at: Instant,
@@ -241,8 +308,8 @@ struct Session {
     last_seen: Instant,
 }
 
-impl Session {
-    fn new(client: Client, ws: Ws, write_timeout: Duration) -> Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    fn new(client: Client, ws: WebSocketStream<S>, write_timeout: Duration) -> Session<S> {
         Session {
             client,
             frame_budget: FRAME_BURST,
