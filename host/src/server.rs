@@ -149,7 +149,7 @@ pub async fn serve(
                 && app.endpoints.transports.serves(head.endpoint())
                 && let Some(module) = app.registry.current(&app.channel_module)
             {
-                direct::serve(&module, &app.endpoints, stream, head, remote).await;
+                direct::serve(&module, &app.endpoints, stream, head, remote, ticket).await;
                 return;
             }
             // Boxed, so a task serving a direct stream is not sized for

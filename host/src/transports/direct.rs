@@ -10,7 +10,7 @@
 //! is parsed with httparse from a peek (`comet_wire::head`), the same
 //! hooks and checks run as on hyper's path, and an SSE stream's frames are
 //! written as chunks of one chunked response (the connection closing after
-//! it), a WebSocket session runs in this connection's own task. Anything
+//! it), a WebSocket session gets a task of its own after the `101`. Anything
 //! else (HTTP/2, a partial head, a second request on a kept-alive
 //! connection, any other path) goes to hyper as before.
 
@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{EndpointConfig, Format, RequestInfo, Stream, query, start_stream, ws};
+use crate::addresses::AddressTicket;
 use crate::http::ApiError;
 use crate::module::HandlerModule;
 
@@ -71,40 +72,51 @@ pub(crate) async fn serve(
     mut tcp: TcpStream,
     head: Head,
     remote: SocketAddr,
+    ticket: Arc<AddressTicket>,
 ) {
     let mut bytes = vec![0u8; head.len];
     if tcp.read_exact(&mut bytes).await.is_err() {
         return;
     }
     drop(bytes);
+    let write_timeout = config.write_timeout;
     match head.endpoint {
-        Endpoint::Sse => serve_sse(module, config, tcp, head.request, remote).await,
-        Endpoint::WebSocket => ws::serve_direct(module, config, tcp, head.request, remote).await,
+        Endpoint::Sse => {
+            // Boxed: the hooks' futures are large and only live until the
+            // stream opens; the task keeps only what streaming needs.
+            let opened = Box::pin(open_sse(module, config, head.request, remote)).await;
+            match opened {
+                Ok(stream) => run(tcp, stream, write_timeout).await,
+                Err(refusal) => refuse(&mut tcp, &refusal, &[], write_timeout).await,
+            }
+        }
+        // Boxed too: the handshake's state is large and short-lived.
+        Endpoint::WebSocket => {
+            Box::pin(ws::serve_direct(
+                module,
+                config,
+                tcp,
+                head.request,
+                remote,
+                ticket,
+            ))
+            .await
+        }
     }
 }
 
-async fn serve_sse(
+/// On-connect and the subscriptions of an SSE request: its stream, or why not.
+async fn open_sse(
     module: &Arc<HandlerModule>,
     config: &EndpointConfig,
-    mut tcp: TcpStream,
     request: http::Request<()>,
     remote: SocketAddr,
-) {
+) -> Result<Stream, ApiError> {
     let max = module.services().channels.max_channels_per_connection();
-    let opened = match query::parse(request.uri().query(), request.headers(), max) {
-        Ok(ask) => {
-            let info = RequestInfo::of(&request, remote);
-            drop(request);
-            // Boxed: the hooks' futures are large and only live until the
-            // stream opens; the task keeps only what streaming needs.
-            Box::pin(start_stream(module, config, ask, info, Format::Sse)).await
-        }
-        Err(refusal) => Err(refusal),
-    };
-    match opened {
-        Ok(stream) => run(tcp, stream, config.write_timeout).await,
-        Err(refusal) => refuse(&mut tcp, &refusal, &[], config.write_timeout).await,
-    }
+    let ask = query::parse(request.uri().query(), request.headers(), max)?;
+    let info = RequestInfo::of(&request, remote);
+    drop(request);
+    start_stream(module, config, ask, info, Format::Sse).await
 }
 
 /// Answer with `error` as a whole HTTP/1.1 response (plus `headers`) within

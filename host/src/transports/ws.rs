@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 use super::client::{Client, RequestInfo};
 use super::query::{self, channel_list};
 use super::{DEFAULT_HEARTBEAT, EndpointConfig, direct};
+use crate::addresses::AddressTicket;
 use crate::bindings::{self, Action, PublishSource, Transport};
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
 use crate::channels::{Backlog, ChannelError, ChannelName, Cursor, Event, Message, Payload, Reset};
@@ -85,14 +86,15 @@ pub(super) async fn serve(
 
 /// `GET /comet/ws` as a connection's first request, on the socket itself
 /// (see `transports::direct`; its head is read already): the same checks
-/// and hooks as through hyper, the `101` written here, and the session run
-/// in this connection's task.
+/// and hooks as through hyper, the `101` written here, then the session in
+/// a task of its own (holding the address's connection slot, `ticket`).
 pub(super) async fn serve_direct(
     module: &Arc<HandlerModule>,
     config: &EndpointConfig,
     mut tcp: TcpStream,
     request: http::Request<()>,
     remote: SocketAddr,
+    ticket: Arc<AddressTicket>,
 ) {
     let write_timeout = config.write_timeout;
     // Boxed: the hooks' futures are large and done with once the session
@@ -127,10 +129,15 @@ pub(super) async fn serve_direct(
         client.closed(None, "client closed");
         return;
     }
-    let ws = WebSocketStream::from_raw_socket(tcp, Role::Server, Some(session_config())).await;
-    Session::new(client, ws, write_timeout)
-        .run(Opening::Subscribed(backlogs))
-        .await;
+    // A task of its own, sized for the session alone (the connection's
+    // task is done): an idle session keeps only its own state.
+    tokio::spawn(async move {
+        let _ticket = ticket;
+        let ws = WebSocketStream::from_raw_socket(tcp, Role::Server, Some(session_config())).await;
+        Session::new(client, ws, write_timeout)
+            .run(Opening::Subscribed(backlogs))
+            .await;
+    });
 }
 
 /// The handshake checked, on-connect, then the subscriptions the query
