@@ -103,13 +103,7 @@ pub(super) async fn serve_direct(
     let (client, backlogs) = match opened {
         Ok(opened) => opened,
         Err(e) => {
-            let version = e.status == StatusCode::UPGRADE_REQUIRED;
-            let headers: &[(&str, &str)] = if version {
-                &[("sec-websocket-version", "13")]
-            } else {
-                &[]
-            };
-            direct::refuse(&mut tcp, &e, headers, write_timeout).await;
+            direct::refuse(&mut tcp, &e, refusal_headers(&e), write_timeout).await;
             return;
         }
     };
@@ -227,14 +221,24 @@ pub(super) fn check_upgrade<B>(request: &http::Request<B>) -> Result<(), ApiErro
 
 /// A handshake refusal; a wrong version says which one to use.
 pub(super) fn refusal(error: ApiError) -> Response<Body> {
-    let version = error.status == StatusCode::UPGRADE_REQUIRED;
+    let headers = refusal_headers(&error);
     let mut response = error.into_response();
-    if version {
+    for (name, value) in headers {
         response
             .headers_mut()
-            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            .insert(*name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// The headers a handshake refusal carries besides the error's own: the
+/// version to use, after a wrong one (RFC 6455, section 4.4).
+fn refusal_headers(error: &ApiError) -> &'static [(&'static str, &'static str)] {
+    if error.status == StatusCode::UPGRADE_REQUIRED {
+        &[("sec-websocket-version", "13")]
+    } else {
+        &[]
+    }
 }
 
 /// Answer the upgrade and run the connection in its own task, subscribed as
