@@ -23,7 +23,7 @@ use comet_wire::head::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{EndpointConfig, Format, RequestInfo, Stream, query, start_stream, ws};
+use super::{EndpointConfig, Format, Stream, request_stream, ws};
 use crate::addresses::AddressTicket;
 use crate::http::ApiError;
 use crate::module::HandlerModule;
@@ -84,7 +84,8 @@ pub(crate) async fn serve(
         Endpoint::Sse => {
             // Boxed: the hooks' futures are large and only live until the
             // stream opens; the task keeps only what streaming needs.
-            let opened = Box::pin(open_sse(module, config, head.request, remote)).await;
+            let opened = request_stream(module, config, head.request, remote, Format::Sse);
+            let opened = Box::pin(opened).await;
             match opened {
                 Ok(stream) => run(tcp, stream, write_timeout).await,
                 Err(refusal) => refuse(&mut tcp, &refusal, &[], write_timeout).await,
@@ -103,20 +104,6 @@ pub(crate) async fn serve(
             .await
         }
     }
-}
-
-/// On-connect and the subscriptions of an SSE request: its stream, or why not.
-async fn open_sse(
-    module: &Arc<HandlerModule>,
-    config: &EndpointConfig,
-    request: http::Request<()>,
-    remote: SocketAddr,
-) -> Result<Stream, ApiError> {
-    let max = module.services().channels.max_channels_per_connection();
-    let ask = query::parse(request.uri().query(), request.headers(), max)?;
-    let info = RequestInfo::of(&request, remote);
-    drop(request);
-    start_stream(module, config, ask, info, Format::Sse).await
 }
 
 /// Answer with `error` as a whole HTTP/1.1 response (plus `headers`) within

@@ -219,21 +219,34 @@ async fn open_stream(
     remote: SocketAddr,
     format: Format,
 ) -> Result<Response<Body>, ApiError> {
-    let max = module.services().channels.max_channels_per_connection();
-    let ask = query::parse(request.uri().query(), request.headers(), max)?;
     let hangup = request.extensions().get::<Arc<Hangup>>().cloned();
-    let info = RequestInfo::of(&request, remote);
-    drop(request);
-    let mut stream = start_stream(module, config, ask, info, format).await?;
+    let mut stream = request_stream(module, config, request, remote, format).await?;
     if let Some(hangup) = hangup {
         stream.hang_up_with(&hangup);
     }
     Ok(stream::into_response(stream, Vec::new()))
 }
 
+/// The stream a subscribing `request` asks for (its query string, then
+/// [`start_stream`]), through hyper or straight on the socket. The request
+/// is dropped before the hooks run.
+pub(crate) async fn request_stream<B>(
+    module: &Arc<HandlerModule>,
+    config: &EndpointConfig,
+    request: http::Request<B>,
+    remote: SocketAddr,
+    format: Format,
+) -> Result<Stream, ApiError> {
+    let max = module.services().channels.max_channels_per_connection();
+    let ask = query::parse(request.uri().query(), request.headers(), max)?;
+    let info = RequestInfo::of(&request, remote);
+    drop(request);
+    start_stream(module, config, ask, info, format).await
+}
+
 /// Ask on-connect, subscribe to every channel asked for (on-subscribe for
 /// each), and open the stream with its backlog; or the refusal.
-pub(crate) async fn start_stream(
+async fn start_stream(
     module: &Arc<HandlerModule>,
     config: &EndpointConfig,
     ask: query::Ask,
