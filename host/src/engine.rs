@@ -30,8 +30,13 @@ pub const DEFAULT_MAX_STACK_BYTES: usize = 512 << 10;
 /// Guests built by comet get a 64 KiB stack (see
 /// `guest_build::GUEST_STACK_BYTES`), so this covers the top of the stack,
 /// the static data and the first heap pages: the pages every event touches.
-/// Measured in BENCHMARKS.md: 33 µs -> 20 µs per trivial event.
-pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 128 << 10;
+/// Measured in BENCHMARKS.md: 33 µs -> 20 µs per trivial event. A guest
+/// built without WASI starts with a larger memory
+/// (`guest_build::NO_WASI_INITIAL_MEMORY_BYTES`), whose allocator writes
+/// the last page of its first heap; the window covers that too. Only the
+/// pages an event wrote are reset, so a larger window costs guests that do
+/// not touch it nothing.
+pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = crate::guest_build::NO_WASI_INITIAL_MEMORY_BYTES;
 
 /// Engine-wide settings, fixed for the life of the process.
 #[derive(Debug, Clone)]

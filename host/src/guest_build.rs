@@ -1,6 +1,8 @@
 //! Building a guest crate into a component: runs cargo for `wasm32-wasip2`
 //! (adding the target with rustup if it is missing), shows cargo's own output,
-//! and finds the `.wasm` it produced.
+//! and finds the `.wasm` it produced. A crate that opts out of WASI
+//! (`[package.metadata.comet] wasi = false`) is built for
+//! `wasm32-unknown-unknown` instead, and its core module made a component.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,17 @@ use std::process::{Command, Stdio};
 /// The Rust target guests are built for; it emits a component directly.
 pub const GUEST_TARGET: &str = "wasm32-wasip2";
 
+/// The Rust target of a guest built without WASI. It emits a core module,
+/// which [`build_crate`] turns into a component that imports only comet's
+/// own interfaces: fewer imports to wire per instance, so a fresh event
+/// costs less (BENCHMARKS.md, "Guests built without WASI").
+pub const NO_WASI_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Initial linear memory of a guest built without WASI: the stack, static
+/// data and a first heap, which the SDK's allocator uses before it grows
+/// memory (a grown page costs the host a protection change per event).
+pub const NO_WASI_INITIAL_MEMORY_BYTES: usize = 192 << 10;
+
 /// Shadow-stack size guests are linked with (Rust's default is 1 MiB). The
 /// stack sits at the bottom of linear memory, so a small one puts the stack
 /// top, the static data and the first heap pages together in the low pages
@@ -16,12 +29,17 @@ pub const GUEST_TARGET: &str = "wasm32-wasip2";
 /// stack overflow, contained to that one event.
 pub const GUEST_STACK_BYTES: usize = 64 << 10;
 
-/// The `--config` argument that links a guest with [`GUEST_STACK_BYTES`] of
-/// stack. Cargo appends it to any rustflags the crate already has.
-pub fn stack_size_config() -> String {
-    format!(
-        "target.{GUEST_TARGET}.rustflags=[\"-C\", \"link-arg=-zstack-size={GUEST_STACK_BYTES}\"]"
-    )
+/// The `--config` argument that links a guest for `target` with
+/// [`GUEST_STACK_BYTES`] of stack (and, without WASI, its initial memory).
+/// Cargo appends it to any rustflags the crate already has.
+pub fn link_config(target: &str) -> String {
+    let mut flags = format!("\"-C\", \"link-arg=-zstack-size={GUEST_STACK_BYTES}\"");
+    if target == NO_WASI_TARGET {
+        flags.push_str(&format!(
+            ", \"-C\", \"link-arg=--initial-memory={NO_WASI_INITIAL_MEMORY_BYTES}\""
+        ));
+    }
+    format!("target.{target}.rustflags=[{flags}]")
 }
 
 /// Why a guest crate could not be built.
@@ -39,8 +57,29 @@ pub enum BuildError {
         source: std::io::Error,
     },
     /// Adding the target with rustup failed.
-    #[error("`rustup target add {GUEST_TARGET}` failed ({0})")]
-    TargetInstall(std::process::ExitStatus),
+    #[error("`rustup target add {target}` failed ({status})")]
+    TargetInstall {
+        /// The target.
+        target: &'static str,
+        /// How rustup exited.
+        status: std::process::ExitStatus,
+    },
+    /// The crate's `[package.metadata.comet]` could not be read.
+    #[error("{path}: {message}")]
+    Metadata {
+        /// The crate's `Cargo.toml`.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The core module built without WASI could not be made a component.
+    #[error("could not make a component of {path}: {message}")]
+    Componentize {
+        /// The core module cargo built.
+        path: PathBuf,
+        /// wit-component's error.
+        message: String,
+    },
     /// cargo reported a failure (its messages were shown above).
     #[error("cargo build failed ({0}); see cargo's messages above")]
     CargoFailed(std::process::ExitStatus),
@@ -52,9 +91,9 @@ pub enum BuildError {
     NoArtifact(PathBuf),
 }
 
-/// Make sure the guest target is installed, adding it with rustup if not.
-/// Without rustup (a distribution's Rust), cargo's own error will say more.
-pub fn ensure_target() -> Result<(), BuildError> {
+/// Make sure `target` is installed, adding it with rustup if not. Without
+/// rustup (a distribution's Rust), cargo's own error will say more.
+pub fn ensure_target(target: &'static str) -> Result<(), BuildError> {
     let listed = match Command::new("rustup")
         .args(["target", "list", "--installed"])
         .stderr(Stdio::null())
@@ -65,22 +104,42 @@ pub fn ensure_target() -> Result<(), BuildError> {
     };
     if String::from_utf8_lossy(&listed.stdout)
         .lines()
-        .any(|l| l.trim() == GUEST_TARGET)
+        .any(|l| l.trim() == target)
     {
         return Ok(());
     }
-    eprintln!("comet: adding the {GUEST_TARGET} target with rustup");
+    eprintln!("comet: adding the {target} target with rustup");
     let status = Command::new("rustup")
-        .args(["target", "add", GUEST_TARGET])
+        .args(["target", "add", target])
         .status()
         .map_err(|source| BuildError::Spawn {
             program: "rustup",
             source,
         })?;
     if !status.success() {
-        return Err(BuildError::TargetInstall(status));
+        return Err(BuildError::TargetInstall { target, status });
     }
     Ok(())
+}
+
+/// The Rust target the crate whose `Cargo.toml` reads `manifest` is built
+/// for: [`NO_WASI_TARGET`] if its `[package.metadata.comet]` says `wasi =
+/// false`, else [`GUEST_TARGET`].
+pub fn target_of(manifest: &str) -> Result<&'static str, String> {
+    let doc: toml::Table = toml::from_str(manifest).map_err(|e| e.to_string())?;
+    let wasi = doc
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("comet"))
+        .and_then(|c| c.get("wasi"));
+    match wasi {
+        None | Some(toml::Value::Boolean(true)) => Ok(GUEST_TARGET),
+        Some(toml::Value::Boolean(false)) => Ok(NO_WASI_TARGET),
+        Some(other) => Err(format!(
+            "[package.metadata.comet] wasi must be true or false, not a {}",
+            other.type_str()
+        )),
+    }
 }
 
 /// Build the guest crate in `dir` and return the path of its component.
@@ -89,16 +148,23 @@ pub fn build_crate(dir: &Path, release: bool) -> Result<PathBuf, BuildError> {
     if !manifest.is_file() {
         return Err(BuildError::NotACrate(dir.to_path_buf()));
     }
-    ensure_target()?;
+    let metadata = |message: String| BuildError::Metadata {
+        path: manifest.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&manifest).map_err(|e| metadata(e.to_string()))?;
+    let target = target_of(&text).map_err(metadata)?;
+    eprintln!("comet: building {} for {target}", dir.display());
+    ensure_target(target)?;
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .arg("build")
-        .args(["--target", GUEST_TARGET])
+        .args(["--target", target])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--message-format=json-render-diagnostics")
         .arg("--config")
-        .arg(stack_size_config())
+        .arg(link_config(target))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if release {
@@ -125,7 +191,29 @@ pub fn build_crate(dir: &Path, release: bool) -> Result<PathBuf, BuildError> {
     if !status.success() {
         return Err(BuildError::CargoFailed(status));
     }
-    artifact.ok_or_else(|| BuildError::NoArtifact(dir.to_path_buf()))
+    let artifact = artifact.ok_or_else(|| BuildError::NoArtifact(dir.to_path_buf()))?;
+    if target == NO_WASI_TARGET {
+        return componentize(&artifact);
+    }
+    Ok(artifact)
+}
+
+/// Turn the core module at `path` (built by wit-bindgen's SDK, which embeds
+/// the component's type) into a component, written next to it as
+/// `NAME.component.wasm`.
+pub fn componentize(path: &Path) -> Result<PathBuf, BuildError> {
+    let failed = |message: String| BuildError::Componentize {
+        path: path.to_path_buf(),
+        message,
+    };
+    let module = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| failed(format!("{e:#}")))?;
+    let out = path.with_extension("component.wasm");
+    std::fs::write(&out, component).map_err(|e| failed(e.to_string()))?;
+    Ok(out)
 }
 
 /// The `.wasm` file of a `compiler-artifact` message for the crate at `manifest`.
@@ -160,5 +248,26 @@ mod tests {
         );
         assert_eq!(wasm_artifact(dep, manifest), None);
         assert_eq!(wasm_artifact("not json", manifest), None);
+    }
+
+    #[test]
+    fn the_crate_chooses_its_target() {
+        let plain = "[package]\nname = \"a\"\n";
+        assert_eq!(target_of(plain), Ok(GUEST_TARGET));
+        let with = |v: &str| format!("{plain}[package.metadata.comet]\nwasi = {v}\n");
+        assert_eq!(target_of(&with("true")), Ok(GUEST_TARGET));
+        assert_eq!(target_of(&with("false")), Ok(NO_WASI_TARGET));
+        let err = target_of(&with("\"no\"")).unwrap_err();
+        assert!(err.contains("wasi must be true or false"), "{err}");
+        assert!(target_of("[package").is_err());
+    }
+
+    #[test]
+    fn links_with_a_small_stack_and_without_wasi_a_first_heap() {
+        assert_eq!(
+            link_config(GUEST_TARGET),
+            r#"target.wasm32-wasip2.rustflags=["-C", "link-arg=-zstack-size=65536"]"#
+        );
+        assert!(link_config(NO_WASI_TARGET).ends_with(r#""link-arg=--initial-memory=196608"]"#));
     }
 }

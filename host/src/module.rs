@@ -121,7 +121,9 @@ pub enum LoadError {
     /// A core module, not a component.
     #[error(
         "this is a core WebAssembly module, not a component: build the handler for the \
-         wasm32-wasip2 target (`cargo build --target wasm32-wasip2`), which emits a component"
+         wasm32-wasip2 target (`cargo build --target wasm32-wasip2`), which emits a component, \
+         or let `comet run DIR` build the crate (with `wasi = false` under \
+         [package.metadata.comet], it makes the component of a wasm32-unknown-unknown build)"
     )]
     CoreModule,
     /// Looks like a component but does not validate or compile.

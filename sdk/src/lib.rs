@@ -33,6 +33,14 @@
 //! Build it with `cargo build --release --target wasm32-wasip2` (or let
 //! `comet run path/to/crate` do it) and serve it with `comet run`.
 //!
+//! A handler that needs no WASI (no stdio, clock, environment or OS
+//! randomness of Rust's std) may set `wasi = false` under
+//! `[package.metadata.comet]` in its `Cargo.toml`: `comet run` then builds it
+//! for `wasm32-unknown-unknown` and makes a component that imports only
+//! comet's interfaces, which is cheaper to instantiate. For that target the
+//! SDK supplies the global allocator (dlmalloc, using the heap in the
+//! module's initial memory first) and sends panic messages to the log.
+//!
 //! Each event runs in a fresh instance, so statics do not survive between
 //! events: keep state in [`kv`], in channels ([`channels`]) or in a
 //! connection's session attributes.
@@ -50,6 +58,8 @@
 //! anything ends its instance; the next event gets a fresh one.
 
 mod http;
+#[cfg(all(target_family = "wasm", target_os = "unknown"))]
+mod lean;
 mod realtime;
 
 pub mod channels;
@@ -172,23 +182,37 @@ pub struct Export<H>(core::marker::PhantomData<H>);
 
 impl<H: Handler> Guest for Export<H> {
     fn on_request(request: Request) -> Reply {
+        prepare();
         H::on_request(request)
     }
     fn on_connect(request: ConnectRequest) -> ConnectOutcome {
+        prepare();
         H::on_connect(request)
     }
     fn on_subscribe(connection: Connection, request: SubscribeRequest) -> SubscribeOutcome {
+        prepare();
         H::on_subscribe(connection, request)
     }
     fn on_publish(publication: Publication) -> PublishVerdict {
+        prepare();
         H::on_publish(publication)
     }
     fn on_message(connection: Connection, frame: Payload) -> Vec<Action> {
+        prepare();
         H::on_message(connection, frame)
     }
     fn on_close(connection: Connection, info: CloseInfo) {
+        prepare();
         H::on_close(connection, info)
     }
+}
+
+/// Sets up what an event needs before the handler runs: nothing on
+/// `wasm32-wasip2`, the panic report on a build without WASI.
+#[inline(always)]
+fn prepare() {
+    #[cfg(all(target_family = "wasm", target_os = "unknown"))]
+    lean::prepare();
 }
 
 /// Export a [`Handler`] implementation as the component's `comet:edge/handler`,

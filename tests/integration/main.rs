@@ -7,6 +7,8 @@ mod hello;
 mod sandbox;
 // The command line: bad module files, crate directories, help.
 mod cli;
+// Guests built without WASI: imports, building, serving, panics.
+mod no_wasi;
 // Channels on every transport: order, resume, hooks, holds, backpressure.
 mod channels;
 // The chat example: page, moderation, nicknames, private rooms.

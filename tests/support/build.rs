@@ -1,6 +1,8 @@
 //! Builds every guest the tests use (the examples and the misbehaving test
 //! guests) for wasm32-wasip2, once per change, and writes their paths as
-//! constants into `$OUT_DIR/guests.rs`.
+//! constants into `$OUT_DIR/guests.rs`. The guests that opt out of WASI are
+//! also built for wasm32-unknown-unknown and made components, as `comet run
+//! DIR` does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +13,22 @@ const TARGET: &str = "wasm32-wasip2";
 /// (`comet_host::guest_build::GUEST_STACK_BYTES`).
 const STACK_CONFIG: &str =
     r#"target.wasm32-wasip2.rustflags=["-C", "link-arg=-zstack-size=65536"]"#;
+
+/// The target of guests built without WASI.
+const NO_WASI_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Link those as `comet run DIR` does (`comet_host::guest_build::link_config`):
+/// the same stack, and an initial memory with a first heap in it.
+const NO_WASI_CONFIG: &str = r#"target.wasm32-unknown-unknown.rustflags=["-C", "link-arg=-zstack-size=65536", "-C", "link-arg=--initial-memory=196608"]"#;
+
+/// Guests built without WASI: the constant, the workspace, the package,
+/// its core module.
+const NO_WASI: &[(&str, &str, &str, &str)] = &[(
+    "NO_WASI_APP",
+    "tests/guests",
+    "no-wasi-app",
+    "no_wasi_app.wasm",
+)];
 
 /// A guest: the constant naming it, its crate directory, its artifact.
 type Guest = (&'static str, &'static str, &'static str);
@@ -32,6 +50,8 @@ const WORKSPACES: &[(&str, &[Guest])] = &[
             ("CHANNELS_APP", "channels-app", "channels_app.wasm"),
             ("BAD_START", "bad-start", "bad_start.wasm"),
             ("REUSE_APP", "reuse-app", "reuse_app.wasm"),
+            // The same crate as NO_WASI_APP, built with WASI, for the benchmark.
+            ("NO_WASI_APP_WASIP2", "no-wasi-app", "no_wasi_app.wasm"),
         ],
     ),
 ];
@@ -53,7 +73,7 @@ fn main() {
     // Whatever builds guests must add the target (rustup does not install the
     // targets a toolchain file lists by itself).
     let _ = Command::new("rustup")
-        .args(["target", "add", TARGET])
+        .args(["target", "add", TARGET, NO_WASI_TARGET])
         .status();
 
     let mut constants = String::new();
@@ -70,7 +90,7 @@ fn main() {
                 ws.join(dir).join("Cargo.toml").display()
             );
         }
-        build(&ws, &target_dir);
+        build(&ws, &target_dir, TARGET, STACK_CONFIG, None);
         for (name, dir, artifact) in *guests {
             let path = target_dir.join(TARGET).join("release").join(artifact);
             assert!(
@@ -84,19 +104,57 @@ fn main() {
             ));
         }
     }
+    for (name, workspace, package, artifact) in NO_WASI {
+        let ws = root.join(workspace);
+        build(
+            &ws,
+            &target_dir,
+            NO_WASI_TARGET,
+            NO_WASI_CONFIG,
+            Some(package),
+        );
+        let module = target_dir
+            .join(NO_WASI_TARGET)
+            .join("release")
+            .join(artifact);
+        let path = componentize(&module);
+        constants.push_str(&format!(
+            "/// `{workspace}/{package}`, built without WASI and made a component.\npub const {name}: &str = {:?};\n",
+            path.display().to_string()
+        ));
+    }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out.join("guests.rs"), constants).expect("write guests.rs");
 }
 
-fn build(workspace: &Path, target_dir: &Path) {
+/// Make a component of the core module at `module`, next to it as
+/// `NAME.component.wasm` (`comet_host::guest_build::componentize`).
+fn componentize(module: &Path) -> PathBuf {
+    let bytes = std::fs::read(module).expect("read the core module");
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .unwrap_or_else(|e| panic!("make a component of {}: {e:#}", module.display()));
+    let out = module.with_extension("component.wasm");
+    std::fs::write(&out, component).expect("write the component");
+    out
+}
+
+/// Build `package` (or the whole workspace) for `target`.
+fn build(workspace: &Path, target_dir: &Path, target: &str, config: &str, package: Option<&str>) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--workspace", "--target", TARGET])
+    let mut command = Command::new(cargo);
+    command.args(["build", "--release", "--target", target]);
+    match package {
+        Some(package) => command.args(["--package", package]),
+        None => command.arg("--workspace"),
+    };
+    let status = command
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir)
-        .args(["--config", STACK_CONFIG])
+        .args(["--config", config])
         // This script runs inside another cargo: keep its flags and wrappers
         // (clippy's, for one) away from the guest build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

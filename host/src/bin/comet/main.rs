@@ -20,7 +20,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Comet: a WebAssembly edge runtime for real-time web handlers.
 ///
 /// Handlers are WebAssembly components built with the comet-sdk crate for
-/// wasm32-wasip2. Each event runs in a fresh sandbox with a deadline and a
+/// wasm32-wasip2 (or, for a crate that says `wasi = false` under
+/// `[package.metadata.comet]`, for wasm32-unknown-unknown and made a
+/// component by `comet run DIR`). Each event runs in a fresh sandbox with a deadline and a
 /// memory limit; the server holds the connections and channels.
 #[derive(Debug, Parser)]
 #[command(name = "comet", version, propagate_version = true)]

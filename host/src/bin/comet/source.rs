@@ -1,5 +1,6 @@
 //! Where a module's component comes from: a `.wasm` file as it is, or a
-//! guest crate directory built for `wasm32-wasip2` first.
+//! guest crate directory built first (for `wasm32-wasip2`, or without WASI
+//! if the crate says so).
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +10,6 @@ use comet_host::guest_build;
 /// The component file for `path`, building it if `path` is a crate.
 pub(crate) fn resolve_component(path: &Path, release: bool) -> anyhow::Result<PathBuf> {
     if path.is_dir() {
-        eprintln!(
-            "comet: building {} for {}",
-            path.display(),
-            guest_build::GUEST_TARGET
-        );
         return Ok(guest_build::build_crate(path, release)?);
     }
     if !path.exists() {
