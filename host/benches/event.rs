@@ -3,7 +3,8 @@
 //! Run with `cargo bench -p comet-host --bench event`. The groups separate
 //! wasmtime's own floor (an empty component), instantiating our guests without
 //! calling them, and whole on-request events through the HTTP dispatch path,
-//! in a fresh instance and in a reused one (for a module that opts in).
+//! in a fresh instance and in a reused one (for a module that opts in), and
+//! one guest built with WASI and without.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -83,7 +84,12 @@ fn events(c: &mut Criterion) {
     // A guest that opts in to instance reuse, served both ways: the same
     // component, its events in a fresh instance each (events_per_instance
     // 1) and in a reused one.
-    let fresh = load_with(&runtime, "reuse-fresh", guests::REUSE_APP, one_event);
+    let fresh = load_with(
+        &runtime,
+        "reuse-fresh",
+        guests::REUSE_APP,
+        one_event.clone(),
+    );
     let reused = load(&runtime, "reuse", guests::REUSE_APP);
     assert!(reused.reuses_instances() && !fresh.reuses_instances());
     group.bench_function("on_request_opted_in_fresh", |b| {
@@ -92,6 +98,23 @@ fn events(c: &mut Criterion) {
     group.bench_function("on_request_reused_instance", |b| {
         b.iter(|| serve(&reused, "/ok"))
     });
+    // One crate built both ways: for wasm32-wasip2, and without WASI (its
+    // component imports only comet's interfaces).
+    for (name, path) in [
+        ("wasip2", guests::NO_WASI_APP_WASIP2),
+        ("no_wasi", guests::NO_WASI_APP),
+    ] {
+        let module = load_with(&runtime, name, path, one_event.clone());
+        group.bench_function(format!("instantiate_only_{name}"), |b| {
+            b.iter(|| {
+                rt.block_on(module.check_instantiate())
+                    .expect("instantiate")
+            })
+        });
+        group.bench_function(format!("on_request_hello_{name}"), |b| {
+            b.iter(|| serve(&module, "/hello?name=bench"))
+        });
+    }
     let mut junk = vec![0u8; 4 << 20];
     group.bench_function("on_request_hello_cold_cache", |b| {
         b.iter_batched(
