@@ -12,9 +12,9 @@
 # in one session).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/scripts/wrk-common.sh
 secs=${1:-10}
 rounds=${2:-3}
-command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo build --release -q -p comet-host -p comet-bench
@@ -34,38 +34,21 @@ if [ -n "${COMET_BASE:-}" ]; then
   base_pid=$!
 fi
 trap 'kill $comet_pid $fresh_pid $bare_pid $base_pid 2>/dev/null || true' EXIT
-for out in /tmp/wrk-comet.out /tmp/wrk-comet-fresh.out ${base_pid:+/tmp/wrk-comet-base.out}; do
-  for _ in $(seq 100); do
-    grep -q serving "$out" 2>/dev/null && break
-    sleep 0.2
-  done
-done
+wait_serving /tmp/wrk-comet.out /tmp/wrk-comet-fresh.out ${base_pid:+/tmp/wrk-comet-base.out}
 
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-run() { # name pid port
-  local before after rps
-  before=$(cpu "$2")
-  rps=$(wrk -t2 -c64 -d"${secs}s" "http://127.0.0.1:$3/hello?name=world" | awk '/Requests\/sec/ {print $2}')
-  after=$(cpu "$2")
-  local ticks=$((after - before))
-  # server CPU per request in microseconds (clock ticks are 1/100 s)
-  awk -v n="$1" -v r="$rps" -v t="$ticks" -v s="$secs" \
-    'BEGIN { printf "%-11s %10.0f req/s  %6.1f us server CPU/request\n", n, r, t * 10000 / (r * s) }'
-  echo "$rps" >>"/tmp/wrk-$1.rps"
-}
-rm -f /tmp/wrk-comet.rps /tmp/wrk-comet-fresh.rps /tmp/wrk-bare-hyper.rps /tmp/wrk-comet-base.rps
+rm -f /tmp/wrk-comet.runs /tmp/wrk-comet-fresh.runs /tmp/wrk-bare-hyper.runs /tmp/wrk-comet-base.runs
+hello_run() { wrk_run "$1" "$2" "http://127.0.0.1:$3/hello?name=world" "$secs"; }
 for _ in $(seq "$rounds"); do
-  run bare-hyper "$bare_pid" 18081
-  [ -n "$base_pid" ] && run comet-base "$base_pid" 18082
-  run comet-fresh "$fresh_pid" 18083
-  run comet "$comet_pid" 18080
+  hello_run bare-hyper "$bare_pid" 18081
+  [ -n "$base_pid" ] && hello_run comet-base "$base_pid" 18082
+  hello_run comet-fresh "$fresh_pid" 18083
+  hello_run comet "$comet_pid" 18080
 done
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-c=$(median /tmp/wrk-comet.rps)
-b=$(median /tmp/wrk-bare-hyper.rps)
-f=$(median /tmp/wrk-comet-fresh.rps)
+c=$(median /tmp/wrk-comet.runs 2)
+b=$(median /tmp/wrk-bare-hyper.runs 2)
+f=$(median /tmp/wrk-comet-fresh.runs 2)
 awk -v c="$c" -v b="$b" 'BEGIN { printf "median: comet %.0f req/s, bare hyper %.0f req/s, ratio %.2f\n", c, b, c / b }'
 awk -v c="$f" -v b="$b" 'BEGIN { printf "median: comet-fresh %.0f req/s, bare hyper %.0f req/s, ratio %.2f\n", c, b, c / b }'
 if [ -n "$base_pid" ]; then
-  awk -v c="$c" -v b="$(median /tmp/wrk-comet-base.rps)" 'BEGIN { printf "median: comet %.0f req/s, COMET_BASE %.0f req/s, ratio %.2f\n", c, b, c / b }'
+  awk -v c="$c" -v b="$(median /tmp/wrk-comet-base.runs 2)" 'BEGIN { printf "median: comet %.0f req/s, COMET_BASE %.0f req/s, ratio %.2f\n", c, b, c / b }'
 fi

@@ -52,15 +52,7 @@ fn bad_module_files_are_refused_with_the_reason() -> anyhow::Result<()> {
 /// `comet run DIR` builds a guest crate with cargo and serves it.
 #[test]
 fn run_builds_a_guest_crate() -> anyhow::Result<()> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let crate_dir = format!("{root}/guest-examples/hello");
-    // Share the target directory the test guests were built in, so this is
-    // a quick no-op build rather than a second full one.
-    let comet = Comet::start_with_env(
-        COMET,
-        &[&crate_dir],
-        &[("CARGO_TARGET_DIR", &format!("{root}/target/guests"))],
-    )?;
+    let comet = Comet::start_crate(COMET, "guest-examples/hello")?;
     let r = get(&comet.url("/hello?name=crate"))?;
     assert_eq!(r.body, "hello, crate!\n");
     Ok(())

@@ -42,15 +42,7 @@ fn a_guest_built_without_wasi_imports_only_comets_interfaces() -> anyhow::Result
 /// event, with the message in the log (sent by the SDK: there is no stderr).
 #[test]
 fn run_builds_and_serves_a_guest_without_wasi() -> anyhow::Result<()> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let crate_dir = format!("{root}/tests/guests/no-wasi-app");
-    // The target directory the test guests were built in, with the same
-    // flags: a quick no-op build.
-    let comet = Comet::start_with_env(
-        COMET,
-        &[&crate_dir],
-        &[("CARGO_TARGET_DIR", &format!("{root}/target/guests"))],
-    )?;
+    let comet = Comet::start_crate(COMET, "tests/guests/no-wasi-app")?;
     comet.wait_log_until("the build's target", Duration::from_secs(10), |log| {
         log.contains("no-wasi-app for wasm32-unknown-unknown")
     })?;

@@ -153,6 +153,19 @@ impl Comet {
         Self::start_under(&[], bin, args, env)
     }
 
+    /// `comet run CRATE` for the guest crate at `crate_dir` (relative to the
+    /// repository's root), built in the target directory the test guests
+    /// were built in, with the same flags: a quick no-op build rather than a
+    /// second full one.
+    pub fn start_crate(bin: &str, crate_dir: &str) -> anyhow::Result<Comet> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        Self::start_with_env(
+            bin,
+            &[&format!("{root}/{crate_dir}")],
+            &[("CARGO_TARGET_DIR", &format!("{root}/target/guests"))],
+        )
+    }
+
     /// [`Comet::start_with_env`] through a shell that first runs `setup`
     /// (`ulimit -Sn 256`, `umask 000`...).
     pub fn start_after(setup: &str, bin: &str, args: &[&str]) -> anyhow::Result<Comet> {
