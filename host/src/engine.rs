@@ -31,12 +31,18 @@ pub const DEFAULT_MAX_STACK_BYTES: usize = 512 << 10;
 /// `guest_build::GUEST_STACK_BYTES`), so this covers the top of the stack,
 /// the static data and the first heap pages: the pages every event touches.
 /// Measured in BENCHMARKS.md: 33 µs -> 20 µs per trivial event. A guest
-/// built without WASI starts with a larger memory
-/// (`guest_build::NO_WASI_INITIAL_MEMORY_BYTES`), whose allocator writes
-/// the last page of its first heap; the window covers that too. Only the
-/// pages an event wrote are reset, so a larger window costs guests that do
-/// not touch it nothing.
-pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = crate::guest_build::NO_WASI_INITIAL_MEMORY_BYTES;
+/// built without WASI starts with 192 KiB
+/// (`guest_build::NO_WASI_INITIAL_MEMORY_BYTES`), and its allocator writes
+/// the last page of that first heap in every event; the window covers it.
+/// A wasip2 guest starts with 128 KiB: the pages its heap grows into up to
+/// 192 KiB are now reset in place too (with `PAGEMAP_SCAN`, only those
+/// written) and stay resident in the pool, up to 64 KiB more per slot.
+pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 192 << 10;
+
+const _: () = assert!(
+    DEFAULT_KEEP_RESIDENT_BYTES >= crate::guest_build::NO_WASI_INITIAL_MEMORY_BYTES,
+    "the resident window must cover the initial memory of guests built without WASI"
+);
 
 /// Engine-wide settings, fixed for the life of the process.
 #[derive(Debug, Clone)]

@@ -31,7 +31,8 @@ pub const GUEST_STACK_BYTES: usize = 64 << 10;
 
 /// The `--config` argument that links a guest for `target` with
 /// [`GUEST_STACK_BYTES`] of stack (and, without WASI, its initial memory).
-/// Cargo appends it to any rustflags the crate already has.
+/// Cargo merges it with the `rustflags` of the crate's own
+/// `.cargo/config.toml`; a `RUSTFLAGS` environment variable replaces both.
 pub fn link_config(target: &str) -> String {
     let mut flags = format!("\"-C\", \"link-arg=-zstack-size={GUEST_STACK_BYTES}\"");
     if target == NO_WASI_TARGET {
@@ -64,21 +65,37 @@ pub enum BuildError {
         /// How rustup exited.
         status: std::process::ExitStatus,
     },
-    /// The crate's `[package.metadata.comet]` could not be read.
-    #[error("{path}: {message}")]
-    Metadata {
+    /// The crate's `Cargo.toml` could not be read.
+    #[error("could not read {path}: {source}")]
+    ReadManifest {
         /// The crate's `Cargo.toml`.
         path: PathBuf,
-        /// What is wrong with it.
-        message: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The crate's `Cargo.toml` is not valid TOML.
+    #[error("{path} is not valid TOML: {source}")]
+    ParseManifest {
+        /// The crate's `Cargo.toml`.
+        path: PathBuf,
+        /// The parser's error.
+        source: Box<toml::de::Error>,
+    },
+    /// `[package.metadata.comet] wasi` is not a boolean.
+    #[error("{path}: [package.metadata.comet] wasi must be true or false, not a {found}")]
+    WasiSetting {
+        /// The crate's `Cargo.toml`.
+        path: PathBuf,
+        /// The TOML type it has instead.
+        found: &'static str,
     },
     /// The core module built without WASI could not be made a component.
-    #[error("could not make a component of {path}: {message}")]
+    #[error("could not make a component of {path}: {source}")]
     Componentize {
         /// The core module cargo built.
         path: PathBuf,
-        /// wit-component's error.
-        message: String,
+        /// wit-component's error, or the OS error reading or writing.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// cargo reported a failure (its messages were shown above).
     #[error("cargo build failed ({0}); see cargo's messages above")]
@@ -122,11 +139,15 @@ pub fn ensure_target(target: &'static str) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// The Rust target the crate whose `Cargo.toml` reads `manifest` is built
-/// for: [`NO_WASI_TARGET`] if its `[package.metadata.comet]` says `wasi =
-/// false`, else [`GUEST_TARGET`].
-pub fn target_of(manifest: &str) -> Result<&'static str, String> {
-    let doc: toml::Table = toml::from_str(manifest).map_err(|e| e.to_string())?;
+/// The Rust target of the crate whose `Cargo.toml` is at `path` and reads
+/// `manifest`: [`NO_WASI_TARGET`] if its `[package.metadata.comet]` says
+/// `wasi = false`, else [`GUEST_TARGET`]. Only the package's own metadata
+/// counts, not `[workspace.metadata]`.
+pub fn target_of(path: &Path, manifest: &str) -> Result<&'static str, BuildError> {
+    let doc: toml::Table = toml::from_str(manifest).map_err(|e| BuildError::ParseManifest {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
     let wasi = doc
         .get("package")
         .and_then(|p| p.get("metadata"))
@@ -135,10 +156,10 @@ pub fn target_of(manifest: &str) -> Result<&'static str, String> {
     match wasi {
         None | Some(toml::Value::Boolean(true)) => Ok(GUEST_TARGET),
         Some(toml::Value::Boolean(false)) => Ok(NO_WASI_TARGET),
-        Some(other) => Err(format!(
-            "[package.metadata.comet] wasi must be true or false, not a {}",
-            other.type_str()
-        )),
+        Some(other) => Err(BuildError::WasiSetting {
+            path: path.to_path_buf(),
+            found: other.type_str(),
+        }),
     }
 }
 
@@ -148,12 +169,11 @@ pub fn build_crate(dir: &Path, release: bool) -> Result<PathBuf, BuildError> {
     if !manifest.is_file() {
         return Err(BuildError::NotACrate(dir.to_path_buf()));
     }
-    let metadata = |message: String| BuildError::Metadata {
+    let text = std::fs::read_to_string(&manifest).map_err(|source| BuildError::ReadManifest {
         path: manifest.clone(),
-        message,
-    };
-    let text = std::fs::read_to_string(&manifest).map_err(|e| metadata(e.to_string()))?;
-    let target = target_of(&text).map_err(metadata)?;
+        source,
+    })?;
+    let target = target_of(&manifest, &text)?;
     eprintln!("comet: building {} for {target}", dir.display());
     ensure_target(target)?;
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -200,19 +220,23 @@ pub fn build_crate(dir: &Path, release: bool) -> Result<PathBuf, BuildError> {
 
 /// Turn the core module at `path` (built by wit-bindgen's SDK, which embeds
 /// the component's type) into a component, written next to it as
-/// `NAME.component.wasm`.
+/// `NAME.component.wasm`. The file is replaced whole (written aside, then
+/// renamed), so a server or test reading it never sees half of it.
 pub fn componentize(path: &Path) -> Result<PathBuf, BuildError> {
-    let failed = |message: String| BuildError::Componentize {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| BuildError::Componentize {
         path: path.to_path_buf(),
-        message,
+        source,
     };
-    let module = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+    let module = std::fs::read(path).map_err(|e| failed(e.into()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&module)
         .and_then(|encoder| encoder.validate(true).encode())
-        .map_err(|e| failed(format!("{e:#}")))?;
+        .map_err(|e| failed(e.into()))?;
     let out = path.with_extension("component.wasm");
-    std::fs::write(&out, component).map_err(|e| failed(e.to_string()))?;
+    let aside = path.with_extension(format!("component.wasm.{}", std::process::id()));
+    std::fs::write(&aside, component)
+        .and_then(|()| std::fs::rename(&aside, &out))
+        .map_err(|e| failed(e.into()))?;
     Ok(out)
 }
 
@@ -252,14 +276,26 @@ mod tests {
 
     #[test]
     fn the_crate_chooses_its_target() {
+        let path = Path::new("/src/a/Cargo.toml");
+        let target = |text: &str| target_of(path, text).map_err(|e| e.to_string());
         let plain = "[package]\nname = \"a\"\n";
-        assert_eq!(target_of(plain), Ok(GUEST_TARGET));
+        assert_eq!(target(plain), Ok(GUEST_TARGET));
         let with = |v: &str| format!("{plain}[package.metadata.comet]\nwasi = {v}\n");
-        assert_eq!(target_of(&with("true")), Ok(GUEST_TARGET));
-        assert_eq!(target_of(&with("false")), Ok(NO_WASI_TARGET));
-        let err = target_of(&with("\"no\"")).unwrap_err();
-        assert!(err.contains("wasi must be true or false"), "{err}");
-        assert!(target_of("[package").is_err());
+        assert_eq!(target(&with("true")), Ok(GUEST_TARGET));
+        assert_eq!(target(&with("false")), Ok(NO_WASI_TARGET));
+        assert_eq!(
+            target(&with("\"no\"")),
+            Err(
+                "/src/a/Cargo.toml: [package.metadata.comet] wasi must be true or false, \
+                 not a string"
+                    .into()
+            )
+        );
+        let err = target("[package").unwrap_err();
+        assert!(
+            err.starts_with("/src/a/Cargo.toml is not valid TOML"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -268,6 +304,11 @@ mod tests {
             link_config(GUEST_TARGET),
             r#"target.wasm32-wasip2.rustflags=["-C", "link-arg=-zstack-size=65536"]"#
         );
-        assert!(link_config(NO_WASI_TARGET).ends_with(r#""link-arg=--initial-memory=196608"]"#));
+        // tests/support/build.rs links the test guests with these same
+        // strings, so `comet run DIR` in the tests finds them built.
+        assert_eq!(
+            link_config(NO_WASI_TARGET),
+            r#"target.wasm32-unknown-unknown.rustflags=["-C", "link-arg=-zstack-size=65536", "-C", "link-arg=--initial-memory=196608"]"#
+        );
     }
 }

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use anyhow::Context;
+
 use comet_testkit::{Comet, get, guests};
 
 use crate::COMET;
@@ -55,7 +57,10 @@ fn run_builds_and_serves_a_guest_without_wasi() -> anyhow::Result<()> {
     let r = get(&comet.url("/panic"))?;
     assert_eq!(r.status, 500, "{}", r.body);
     assert!(!r.body.contains("on purpose"), "{}", r.body);
-    let id = r.header("x-request-id").unwrap_or_default().to_string();
+    let id = r
+        .header("x-request-id")
+        .context("the 500 has no x-request-id")?
+        .to_string();
     comet.wait_log_until("the panic message", Duration::from_secs(10), |log| {
         log.lines().any(|l| {
             l.contains(&id) && l.contains("guest panicked") && l.contains("panics on purpose")

@@ -22,7 +22,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Handlers are WebAssembly components built with the comet-sdk crate for
 /// wasm32-wasip2 (or, for a crate that says `wasi = false` under
 /// `[package.metadata.comet]`, for wasm32-unknown-unknown and made a
-/// component by `comet run DIR`). Each event runs in a fresh sandbox with a deadline and a
+/// component when comet builds the crate: `comet run DIR`, `comet deploy
+/// DIR`). Each event runs in a fresh sandbox with a deadline and a
 /// memory limit; the server holds the connections and channels.
 #[derive(Debug, Parser)]
 #[command(name = "comet", version, propagate_version = true)]
