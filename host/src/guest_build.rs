@@ -213,9 +213,82 @@ pub fn build_crate(dir: &Path, release: bool) -> Result<PathBuf, BuildError> {
     }
     let artifact = artifact.ok_or_else(|| BuildError::NoArtifact(dir.to_path_buf()))?;
     if target == NO_WASI_TARGET {
+        warn_if_first_heap_is_short(&artifact);
         return componentize(&artifact);
     }
     Ok(artifact)
+}
+
+/// The SDK's allocator asks for its first 64 KiB segment from the heap in
+/// the initial memory; if that heap is smaller, it grows memory instead,
+/// in every event, which costs more than building without WASI saves.
+const ALLOCATOR_SEGMENT_BYTES: u64 = 64 << 10;
+
+/// Say so if the core module at `path` leaves less than one allocator
+/// segment of heap in its initial memory (its static data is too large).
+/// A warning, not an error: the guest works, it is only slower.
+fn warn_if_first_heap_is_short(path: &Path) {
+    let Some(heap) = std::fs::read(path).ok().and_then(|m| first_heap_bytes(&m)) else {
+        return;
+    };
+    if heap < ALLOCATOR_SEGMENT_BYTES {
+        eprintln!(
+            "comet: warning: {} leaves {} KiB of heap in its initial memory, less than the \
+             allocator's first {} KiB segment, so memory grows in every event (its static \
+             data is too large for a build without WASI to pay; see the README)",
+            path.display(),
+            heap >> 10,
+            ALLOCATOR_SEGMENT_BYTES >> 10
+        );
+    }
+}
+
+/// The bytes of heap a core module has in its initial memory: from its
+/// exported `__heap_base` (which wasm-ld writes) to the end of its first
+/// memory's initial pages. `None` if the module does not say.
+pub fn first_heap_bytes(module: &[u8]) -> Option<u64> {
+    use wasmparser::{ExternalKind, Operator, Payload, TypeRef};
+    let mut imported_globals = 0u32;
+    let mut globals = Vec::new();
+    let mut initial_bytes = None;
+    let mut heap_base = None;
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        match payload.ok()? {
+            Payload::ImportSection(imports) => {
+                for import in imports.into_imports() {
+                    if matches!(import.ok()?.ty, TypeRef::Global(_)) {
+                        imported_globals += 1;
+                    }
+                }
+            }
+            Payload::MemorySection(memories) => {
+                if let Some(memory) = memories.into_iter().next() {
+                    initial_bytes = Some(memory.ok()?.initial * 65536);
+                }
+            }
+            Payload::GlobalSection(section) => {
+                for global in section {
+                    let op = global.ok()?.init_expr.get_operators_reader().read().ok()?;
+                    globals.push(match op {
+                        Operator::I32Const { value } => Some(u64::from(value as u32)),
+                        _ => None,
+                    });
+                }
+            }
+            Payload::ExportSection(exports) => {
+                for export in exports {
+                    let export = export.ok()?;
+                    if export.name == "__heap_base" && export.kind == ExternalKind::Global {
+                        heap_base = Some(export.index);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let index = heap_base?.checked_sub(imported_globals)?;
+    let base = (*globals.get(index as usize)?)?;
+    initial_bytes?.checked_sub(base)
 }
 
 /// Turn the core module at `path` (built by wit-bindgen's SDK, which embeds
@@ -296,6 +369,27 @@ mod tests {
             err.starts_with("/src/a/Cargo.toml is not valid TOML"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reads_the_heap_left_in_the_initial_memory() {
+        let module = |base: u32| {
+            wat::parse_str(format!(
+                r#"(module
+                    (import "comet:edge/log@0.1.0" "log" (func))
+                    (memory 3)
+                    (global (mut i32) (i32.const 65536))
+                    (global i32 (i32.const {base}))
+                    (export "__heap_base" (global 1)))"#
+            ))
+            .unwrap()
+        };
+        // 192 KiB of initial memory: 112 KiB past a heap base of 80 KiB.
+        assert_eq!(first_heap_bytes(&module(80 << 10)), Some(112 << 10));
+        assert_eq!(first_heap_bytes(&module(150 << 10)), Some(42 << 10));
+        assert_eq!(first_heap_bytes(b"not wasm"), None);
+        let no_export = wat::parse_str("(module (memory 3))").unwrap();
+        assert_eq!(first_heap_bytes(&no_export), None);
     }
 
     #[test]

@@ -48,6 +48,12 @@ fn run_builds_and_serves_a_guest_without_wasi() -> anyhow::Result<()> {
     comet.wait_log_until("the build's target", Duration::from_secs(10), |log| {
         log.contains("no-wasi-app for wasm32-unknown-unknown")
     })?;
+    // Its static data leaves the allocator's first segment room.
+    assert!(
+        !comet.stderr().contains("less than the allocator's first"),
+        "{}",
+        comet.stderr()
+    );
     assert_eq!(get(&comet.url("/hello?name=lean"))?.body, "hello, lean!\n");
     comet.wait_log_until("the guest's log line", Duration::from_secs(10), |log| {
         log.contains("greeted") && log.contains("lean")
