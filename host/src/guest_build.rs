@@ -213,8 +213,12 @@ pub fn build_crate(dir: &Path, release: bool) -> Result<PathBuf, BuildError> {
     }
     let artifact = artifact.ok_or_else(|| BuildError::NoArtifact(dir.to_path_buf()))?;
     if target == NO_WASI_TARGET {
-        warn_if_first_heap_is_short(&artifact);
-        return componentize(&artifact);
+        let module = std::fs::read(&artifact).map_err(|e| BuildError::Componentize {
+            path: artifact.clone(),
+            source: e.into(),
+        })?;
+        warn_if_first_heap_is_short(&artifact, &module);
+        return componentize(&artifact, &module);
     }
     Ok(artifact)
 }
@@ -224,11 +228,11 @@ pub fn build_crate(dir: &Path, release: bool) -> Result<PathBuf, BuildError> {
 /// in every event, which costs more than building without WASI saves.
 const ALLOCATOR_SEGMENT_BYTES: u64 = 64 << 10;
 
-/// Say so if the core module at `path` leaves less than one allocator
+/// Say so if `module` (the core module at `path`) leaves less than one allocator
 /// segment of heap in its initial memory (its static data is too large).
 /// A warning, not an error: the guest works, it is only slower.
-fn warn_if_first_heap_is_short(path: &Path) {
-    let Some(heap) = std::fs::read(path).ok().and_then(|m| first_heap_bytes(&m)) else {
+fn warn_if_first_heap_is_short(path: &Path, module: &[u8]) {
+    let Some(heap) = first_heap_bytes(module) else {
         return;
     };
     if heap < ALLOCATOR_SEGMENT_BYTES {
@@ -291,18 +295,17 @@ pub fn first_heap_bytes(module: &[u8]) -> Option<u64> {
     initial_bytes?.checked_sub(base)
 }
 
-/// Turn the core module at `path` (built by wit-bindgen's SDK, which embeds
-/// the component's type) into a component, written next to it as
-/// `NAME.component.wasm`. The file is replaced whole (written aside, then
-/// renamed), so a server or test reading it never sees half of it.
-pub fn componentize(path: &Path) -> Result<PathBuf, BuildError> {
+/// Turn `module`, the core module cargo wrote at `path` (built by
+/// wit-bindgen's SDK, which embeds the component's type), into a component,
+/// written next to it as `NAME.component.wasm`. The file is replaced whole
+/// (written aside, then renamed), so a server or test never reads half of it.
+pub fn componentize(path: &Path, module: &[u8]) -> Result<PathBuf, BuildError> {
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| BuildError::Componentize {
         path: path.to_path_buf(),
         source,
     };
-    let module = std::fs::read(path).map_err(|e| failed(e.into()))?;
     let component = wit_component::ComponentEncoder::default()
-        .module(&module)
+        .module(module)
         .and_then(|encoder| encoder.validate(true).encode())
         .map_err(|e| failed(e.into()))?;
     let out = path.with_extension("component.wasm");
