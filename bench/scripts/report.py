@@ -6,6 +6,7 @@ Run by suite.py at the end; `suite.py --report-only` reruns only this.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -48,6 +49,26 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def fanout_keys(b):
+    """Scenario (b)'s entries in table order: each server over WebSocket,
+    then the same servers over SSE ("SERVER/sse")."""
+    return [k for k in SERVERS + ["%s/sse" % s for s in SERVERS] if k in b]
+
+
+def event_medians(root):
+    """Criterion's median per benchmark from bench/results/event-bench.txt
+    (the per-event cost run-all measures after the suite), in µs."""
+    path = Path(root) / "bench" / "results" / "event-bench.txt"
+    if not path.exists():
+        return {}
+    scale = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3}
+    out = {}
+    pattern = r"event/(\w+)\s+time:\s+\[\S+ \S+ ([\d.]+) (ns|µs|us|ms)"
+    for m in re.finditer(pattern, path.read_text()):
+        out[m.group(1)] = float(m.group(2)) * scale[m.group(3)]
+    return out
+
+
 def step_at(steps, rate):
     for s in steps or []:
         if s["target_rate"] == rate:
@@ -65,9 +86,9 @@ def plot(summary, path):
         return False
     b = summary["scenarios"].get("b", {})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for server in SERVERS:
-        entry = b.get(server)
-        if not entry or "steps" not in entry:
+    for key in fanout_keys(b):
+        server, entry = key.split("/")[0], b[key]
+        if "steps" not in entry:
             continue
         xs = [s["delivery_rate"] for s in entry["steps"]]
         label = "%s (%s)" % (LABEL[server], entry["transport"])
@@ -174,10 +195,8 @@ def render(summary, root):
             if s["target_rate"] not in rates:
                 rates.append(s["target_rate"])
     rows = []
-    for server in SERVERS:
-        e = b.get(server)
-        if not e:
-            continue
+    for key in fanout_keys(b):
+        server, e = key.split("/")[0], b[key]
         if "error" in e:
             rows.append([LABEL[server], "failed: " + e["error"][:60]] + [""] * 5)
             continue
@@ -191,7 +210,8 @@ def render(summary, root):
     subs = max([e.get("connected", 0) for e in b.values()] or [0])
     parts += ["### (b) Fan-out to {:,} subscribers of one channel".format(subs), "",
               "Publishes/s asked; deliveries/s received; server CPU per delivery; latency; "
-              "gaps / duplicates seen by subscribers in the window.", "",
+              "gaps / duplicates seen by subscribers in the window. Every server over WebSocket; "
+              "comet, the bare baseline and Nchan over SSE as well.", "",
               table(["server", "publishes/s", "deliveries/s", "server CPU µs/delivery", "p50", "p99",
                      "gaps / dups"], rows), "",
               "![p99 latency and server CPU per delivery against load](bench/results/latency.png)", ""]
@@ -268,6 +288,8 @@ def render(summary, root):
     # ratios and goals
     parts += ["### Ratios and goals (same run)", ""]
     parts += goals(sc)
+    parts += ["", "Issue 13's goals (per-request and per-connection cost):", ""]
+    parts += cost_goals(sc, event_medians(root))
     parts += ["", "Commands: `bench/run-all.sh` (everything above; about 20 minutes after the build), "
               "`bench/run-all.sh --quick` (small numbers, every server), `bench/run-all.sh --smoke` "
               "(10 s, comet only, fails on loss: what CI may run). Single runs: "
@@ -339,6 +361,45 @@ def goals(sc):
                      "met" if float(r) >= 0.8 else "**not met**"])
     out.append(table(["figure", "ratio / value", "goal", ""], rows))
     return out
+
+
+def cost_goals(sc, event):
+    """Issue 13's four goals, read from this run."""
+    rows = []
+
+    def row(figure, value, goal, met):
+        rows.append([figure, value, goal, "n/a" if met is None else ("met" if met else "**not met**")])
+
+    for key, name in [("on_request_trivial", "trivial guest"), ("on_request_hello", "hello example"),
+                      ("on_request_hello_no_wasi", "a hello route built without WASI")]:
+        us = event.get(key)
+        row("per-event cost of a fresh instance, %s (`event/%s`, median)" % (name, key),
+            "n/a" if us is None else "%.1f µs" % us, "≤ 10 µs", None if us is None else us <= 10)
+    e = sc.get("e", {})
+    comet, bare = e.get("comet-hello") or {}, e.get("bare-hyper") or {}
+    r = ratio(comet.get("requests_per_second"), bare.get("requests_per_second"))
+    row("HTTP requests/s (e): comet hello, reusing instances / bare hyper", r, "≥ 0.5",
+        None if r == "n/a" else float(r) >= 0.5)
+    r = ratio(comet.get("server_cpu_us_per_request"), bare.get("server_cpu_us_per_request"))
+    row("HTTP server CPU per request (e): comet / bare hyper", r, "≤ 2", None if r == "n/a" else float(r) <= 2)
+    a = sc.get("a", {})
+    for t in ["ws", "sse"]:
+        cm = (a.get("comet/%s/10000" % t) or {}).get("cpu_us_per_connection")
+        nc = (a.get("nchan/%s/10000" % t) or {}).get("cpu_us_per_connection")
+        r = ratio(cm, nc)
+        row("set-up CPU per %s connection at 10000 (a): comet / Nchan" % t.upper(), r, "≤ 1.5",
+            None if r == "n/a" else float(r) <= 1.5)
+    b = sc.get("b", {})
+    for t, suffix in [("ws", ""), ("sse", "/sse")]:
+        at = {s: step_at((b.get(s + suffix) or {}).get("steps"), 5) or {} for s in ["comet", "nchan", "bare"]}
+        r = ratio(at["comet"].get("server_cpu_us_per_delivery"), at["nchan"].get("server_cpu_us_per_delivery"))
+        row("fan-out CPU per delivery at 5 publishes/s (b, %s): comet / Nchan" % t.upper(), r, "≤ 1",
+            None if r == "n/a" else float(r) <= 1)
+        p99 = [(at[s].get("latency_us") or {}).get("p99") for s in ["comet", "bare"]]
+        r = ratio(*p99)
+        row("fan-out p99 at 5 publishes/s (b, %s): comet / bare" % t.upper(), r, "≤ 1",
+            None if r == "n/a" else float(r) <= 1)
+    return [table(["figure", "value", "goal", ""], rows)]
 
 
 def print_table(text):
