@@ -297,6 +297,13 @@ def render(summary, root):
     return "\n".join(parts)
 
 
+def setup_ratio(a, transport, size):
+    """Set-up CPU per connection (a): comet's over Nchan's."""
+    cm = (a.get("comet/%s/%d" % (transport, size)) or {}).get("cpu_us_per_connection")
+    nc = (a.get("nchan/%s/%d" % (transport, size)) or {}).get("cpu_us_per_connection")
+    return ratio(cm, nc)
+
+
 def goals(sc):
     out = []
     b = sc.get("b", {})
@@ -337,9 +344,7 @@ def goals(sc):
         rows.append(["idle KiB per %s connection at %d: comet / bare" % (t.upper(), size), r, "≤ 1.25",
                      "n/a" if r == "n/a" else ("met" if float(r) <= 1.25 else "**not met**")])
     for t in ["sse", "ws"]:
-        cm = (a.get("comet/%s/%d" % (t, size)) or {}).get("cpu_us_per_connection")
-        nc = (a.get("nchan/%s/%d" % (t, size)) or {}).get("cpu_us_per_connection")
-        r = ratio(cm, nc)
+        r = setup_ratio(a, t, size)
         rows.append(["set-up CPU per %s connection at %d: comet / Nchan" % (t.upper(), size), r, "≤ 1.5",
                      "n/a" if r == "n/a" else ("met" if float(r) <= 1.5 else "**not met**")])
     c = sc.get("c", {})
@@ -384,9 +389,7 @@ def cost_goals(sc, event):
     row("HTTP server CPU per request (e): comet / bare hyper", r, "≤ 2", None if r == "n/a" else float(r) <= 2)
     a = sc.get("a", {})
     for t in ["ws", "sse"]:
-        cm = (a.get("comet/%s/10000" % t) or {}).get("cpu_us_per_connection")
-        nc = (a.get("nchan/%s/10000" % t) or {}).get("cpu_us_per_connection")
-        r = ratio(cm, nc)
+        r = setup_ratio(a, t, 10000)
         row("set-up CPU per %s connection at 10000 (a): comet / Nchan" % t.upper(), r, "≤ 1.5",
             None if r == "n/a" else float(r) <= 1.5)
     b = sc.get("b", {})

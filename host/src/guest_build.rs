@@ -250,7 +250,7 @@ fn warn_if_first_heap_is_short(path: &Path, module: &[u8]) {
 /// The bytes of heap a core module has in its initial memory: from its
 /// exported `__heap_base` (which wasm-ld writes) to the end of its first
 /// memory's initial pages. `None` if the module does not say.
-pub fn first_heap_bytes(module: &[u8]) -> Option<u64> {
+fn first_heap_bytes(module: &[u8]) -> Option<u64> {
     use wasmparser::{ExternalKind, Operator, Payload, TypeRef};
     let mut imported_globals = 0u32;
     let mut globals = Vec::new();
