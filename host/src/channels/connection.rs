@@ -15,19 +15,22 @@
 //!   messages, or an explicit reset when they are gone.
 //! - A catch-up changes nothing until its read completes, so `next` stays
 //!   cancel-safe (transports race it against sockets and timers).
+//! - The queue and the positions live in the connection's [`Inbox`], shared
+//!   with the hub, whose drains may write live messages straight to a
+//!   transport's [`Outlet`] while the task waits (see `inbox`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::admission::Ticket;
 use super::broker::Gap;
 use super::cursor::{Cursor, Position};
 use super::error::ChannelError;
 use super::hub::{Session, Subscriber};
+use super::inbox::{Inbox, Outlet, Popped};
 use super::lock;
 use super::message::Message;
 use super::name::ChannelName;
@@ -96,11 +99,6 @@ pub enum Event {
 pub struct Connection {
     node: Arc<Node>,
     me: Subscriber,
-    rx: mpsc::Receiver<Arc<Message>>,
-    /// Subscribed channels and the position of the last message delivered
-    /// (a list: most connections have one or two channels, and an idle
-    /// connection should stay small).
-    positions: Vec<(ChannelName, Position)>,
     /// Set while messages were lost on the way and are being read back.
     recovery: Option<Box<Recovery>>,
     /// This connection's standing registration for the shutdown signal.
@@ -119,17 +117,10 @@ struct Recovery {
 
 impl Connection {
     pub(crate) fn new(node: Arc<Node>, id: u64, ticket: Ticket) -> Connection {
-        let (tx, rx) = mpsc::channel(node.queue_len);
+        let inbox = Arc::new(Inbox::new(node.queue_len));
         Connection {
             node,
-            me: Subscriber {
-                id,
-                tx,
-                kick: Arc::default(),
-                session: Arc::default(),
-            },
-            rx,
-            positions: Vec::new(),
+            me: Subscriber { id, inbox },
             recovery: None,
             closing: Watch::default(),
             _ticket: ticket,
@@ -148,32 +139,33 @@ impl Connection {
 
     /// Store session attributes (seen by presence).
     pub fn set_session(&self, session: Session) {
-        *lock(&self.me.session) = session;
+        *lock(&self.me.inbox.session) = session;
+    }
+
+    /// Let the hub write live messages to `outlet` while this connection's
+    /// task waits in [`Connection::next`] with nothing in hand; `None`
+    /// stops it. Everything else still comes from `next`.
+    pub fn set_outlet(&self, outlet: Option<Arc<dyn Outlet>>) {
+        self.me.inbox.set_outlet(outlet);
     }
 
     /// The channels subscribed to.
-    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
-        self.positions.iter().map(|(c, _)| c)
+    pub fn channels(&self) -> Vec<ChannelName> {
+        self.me
+            .inbox
+            .positions()
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect()
     }
 
     fn position(&self, channel: &str) -> Option<Position> {
-        self.positions
-            .iter()
-            .find(|(c, _)| c.as_str() == channel)
-            .map(|(_, p)| *p)
+        self.me.inbox.position(channel)
     }
 
-    fn set_position(&mut self, channel: &ChannelName, position: Position) {
-        match self.positions.iter_mut().find(|(c, _)| c == channel) {
-            Some((_, p)) => *p = position,
-            None => self.positions.push((channel.clone(), position)),
-        }
-    }
-
-    fn is_behind(&self, channel: &str) -> bool {
-        self.recovery
-            .as_ref()
-            .is_some_and(|r| r.behind.iter().any(|c| c.as_str() == channel))
+    /// Channels being caught up from history.
+    fn behind(&self) -> &[ChannelName] {
+        self.recovery.as_ref().map_or(&[], |r| &r.behind)
     }
 
     /// Forget that `channel` must be caught up; drop the recovery state
@@ -189,14 +181,14 @@ impl Connection {
 
     /// How many channels it is subscribed to.
     pub fn channel_count(&self) -> usize {
-        self.positions.len()
+        self.me.inbox.channel_count()
     }
 
     /// Where it is in every channel: the cursor to resume from.
     pub fn cursor(&self) -> Cursor {
         let mut cursor = Cursor::new();
-        for (channel, position) in &self.positions {
-            cursor.set(channel, *position);
+        for (channel, position) in self.me.inbox.positions() {
+            cursor.set(&channel, position);
         }
         cursor
     }
@@ -209,10 +201,12 @@ impl Connection {
         channel: &ChannelName,
         since: Option<Position>,
     ) -> Result<Backlog, ChannelError> {
+        // What follows (the backlog) goes out before any live message.
+        self.me.inbox.busy();
         let new = self.position(channel).is_none();
         if new {
             let max = self.node.max_channels_per_connection;
-            if self.positions.len() >= max {
+            if self.channel_count() >= max {
                 return Err(ChannelError::TooManyChannels(max));
             }
             self.node.subscribe_node(channel).await?;
@@ -250,7 +244,7 @@ impl Connection {
         };
         let end = history.messages.last().map_or(start, |m| m.position);
         self.node.hub.observe(channel, history.head);
-        self.set_position(channel, end);
+        self.me.inbox.set_position(channel, end);
         self.caught_up(channel);
         tracing::debug!(%channel, "subscribed");
         Ok(Backlog {
@@ -263,14 +257,9 @@ impl Connection {
 
     /// Leave `channel`; true if it was subscribed.
     pub fn unsubscribe(&mut self, channel: &str) -> bool {
-        let Some(at) = self
-            .positions
-            .iter()
-            .position(|(c, _)| c.as_str() == channel)
-        else {
+        let Some(channel) = self.me.inbox.remove(channel) else {
             return false;
         };
-        let (channel, _) = self.positions.swap_remove(at);
         if let Some(r) = &mut self.recovery {
             r.ready.retain(|event| match event {
                 Event::Message(m) => m.channel != channel,
@@ -291,7 +280,7 @@ impl Connection {
     /// Wait for the next event. Cancel-safe.
     pub async fn next(&mut self) -> Event {
         loop {
-            if self.me.kick.is_set() {
+            if self.me.inbox.kick.is_set() {
                 return Event::SlowConsumer;
             }
             if let Some(r) = &mut self.recovery {
@@ -306,26 +295,24 @@ impl Connection {
                 }
                 self.recovery = None;
             }
-            // No wait on the slow-consumer signal: the hub fires it only
-            // when this queue is full, so a message is waiting and has woken
-            // this task already, and the check above runs before the next
-            // wait. Shutdown is watched with a standing registration: waiting
-            // here at every delivery joins no shared list.
+            // No wait on the slow-consumer signal: the hub fires it when
+            // this queue (or the outlet) is full, and wakes this task, whose
+            // wait on the queue then ends. Shutdown is
+            // watched with a standing registration: waiting here at every
+            // delivery joins no shared list.
             let (node, closing) = (&self.node, &mut self.closing);
-            let message = tokio::select! {
+            let inbox = &self.me.inbox;
+            let popped = tokio::select! {
                 biased;
                 () = std::future::poll_fn(|cx| node.admission.poll_closing(closing, cx)) => {
                     return Event::Closing;
                 }
-                message = self.rx.recv() => match message {
-                    Some(m) => m,
-                    // The hub holds a sender for as long as this connection
-                    // is subscribed anywhere; this one is never dropped.
-                    None => return Event::SlowConsumer,
-                },
+                popped = std::future::poll_fn(|cx| inbox.poll_pop(cx, &[])) => popped,
             };
-            if let Some(event) = self.accept(message) {
-                return event;
+            match popped {
+                Popped::Next(message) => return Event::Message(message),
+                Popped::Jump(channel) => self.fall_behind(channel),
+                Popped::Kicked => return Event::SlowConsumer,
             }
         }
     }
@@ -342,43 +329,21 @@ impl Connection {
                     return None;
                 }
             }
-            if self.me.kick.is_set() {
+            if self.me.inbox.kick.is_set() {
                 return None;
             }
-            let message = self.rx.try_recv().ok()?;
-            if let Some(event) = self.accept(message) {
-                return Some(event);
+            match self.me.inbox.try_pop(self.behind())? {
+                Popped::Next(message) => return Some(Event::Message(message)),
+                Popped::Jump(channel) => self.fall_behind(channel),
+                Popped::Kicked => return None,
             }
         }
     }
 
-    /// Check a live message against the channel's position.
-    fn accept(&mut self, message: Arc<Message>) -> Option<Event> {
-        if self.is_behind(&message.channel) {
-            // The catch-up read will include it.
-            return None;
-        }
-        let (_, position) = self
-            .positions
-            .iter_mut()
-            .find(|(c, _)| *c == message.channel)?;
-        let (have, got) = (*position, message.position);
-        if got.epoch == have.epoch {
-            if got.offset <= have.offset {
-                return None;
-            }
-            if got.offset == have.offset + 1 {
-                *position = got;
-                return Some(Event::Message(message));
-            }
-        }
-        // A jump or another epoch: messages were lost on the way here.
-        tracing::debug!(channel = %message.channel, ?have, ?got, "offset jump: catching up from history");
-        self.recovery
-            .get_or_insert_default()
-            .behind
-            .push(message.channel.clone());
-        None
+    /// Messages of `channel` were lost on the way here: read it from
+    /// history before any more of its messages.
+    fn fall_behind(&mut self, channel: ChannelName) {
+        self.recovery.get_or_insert_default().behind.push(channel);
     }
 
     /// Read `channel` from history after its position; queue what was
@@ -411,25 +376,25 @@ impl Connection {
             position = message.position;
             recovery.ready.push_back(Event::Message(message));
         }
-        self.set_position(channel, position);
+        self.me.inbox.set_position(channel, position);
         Ok(())
     }
 
     /// Resolves once the hub has dropped this connection as a slow consumer
     /// (for transports that must notice it while blocked writing).
     pub fn kicked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let kick = self.me.kick.clone();
-        async move { kick.wait().await }
+        let inbox = self.me.inbox.clone();
+        async move { inbox.kick.wait().await }
     }
 
     /// Tell `listener` when this connection is dropped as a slow consumer.
     pub fn on_kick(&self, listener: &Arc<dyn Listener>) {
-        self.me.kick.listen(listener);
+        self.me.inbox.kick.listen(listener);
     }
 
     /// Whether it was dropped as a slow consumer.
     pub fn is_kicked(&self) -> bool {
-        self.me.kick.is_set()
+        self.me.inbox.kick.is_set()
     }
 
     /// Resolves once the server begins shutting down.
@@ -441,7 +406,8 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        for (channel, _) in std::mem::take(&mut self.positions) {
+        self.me.inbox.set_outlet(None);
+        for (channel, _) in self.me.inbox.take_positions() {
             self.leave(&channel);
         }
     }

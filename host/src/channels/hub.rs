@@ -3,25 +3,33 @@
 //! knows nothing about brokers; the node hands it what the broker delivers.
 //!
 //! Strategy: channels are spread over shards by name; a shard's lock covers
-//! its channels' subscriber lists. Delivery `try_send`s the same
-//! `Arc<Message>` to every subscriber and never waits: a full queue fires
-//! that connection's slow-consumer signal, and the connection closes with
-//! that reason (its client resumes by cursor).
+//! its channels' subscriber lists. Delivery queues the same `Arc<Message>`
+//! in every subscriber's [`Inbox`] and never waits: a full queue fires that
+//! connection's slow-consumer signal, and the connection closes with that
+//! reason (its client resumes by cursor). A connection whose task waits
+//! idle with an [`Outlet`](super::inbox::Outlet) is not woken: after
+//! releasing the shard lock, the hub spawns drains, each of which writes the
+//! message to up to [`DRAIN_CHUNK`] such connections' sockets, so one
+//! message to many subscribers costs a few task wake-ups instead of one per
+//! subscriber.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-
 use super::broker::Presence;
 use super::cursor::{Position, channel_key};
+use super::inbox::{Inbox, Pushed};
 use super::lock;
 use super::message::Message;
 use super::name::ChannelName;
-use super::signal::Signal;
 
 const SHARDS: usize = 64;
+
+/// Most connections one drain writes to: a drain holds its worker for
+/// about this many socket writes, and a large fan-out is spread over the
+/// runtime's workers in drains of this size.
+pub const DRAIN_CHUNK: usize = 256;
 
 /// Session attributes of a connection.
 pub type Session = Vec<(String, String)>;
@@ -30,9 +38,7 @@ pub type Session = Vec<(String, String)>;
 #[derive(Debug, Clone)]
 pub(crate) struct Subscriber {
     pub(crate) id: u64,
-    pub(crate) tx: mpsc::Sender<Arc<Message>>,
-    pub(crate) kick: Arc<Signal>,
-    pub(crate) session: Arc<Mutex<Session>>,
+    pub(crate) inbox: Arc<Inbox>,
 }
 
 /// A channel's local subscribers, and the newest position seen of it.
@@ -61,7 +67,7 @@ type Shard = HashMap<ChannelName, Local>;
 #[derive(Debug)]
 pub struct Hub {
     shards: Box<[Mutex<Shard>]>,
-    slow_consumers: AtomicU64,
+    slow_consumers: Arc<AtomicU64>,
     deliveries: AtomicU64,
 }
 
@@ -69,7 +75,7 @@ impl Default for Hub {
     fn default() -> Self {
         Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            slow_consumers: AtomicU64::new(0),
+            slow_consumers: Arc::default(),
             deliveries: AtomicU64::new(0),
         }
     }
@@ -82,19 +88,43 @@ impl Hub {
 
     /// Deliver `message` to every local subscriber of its channel.
     pub fn deliver(&self, message: &Arc<Message>) {
-        let mut shard = self.shard(&message.channel);
-        if let Some(local) = shard.get_mut(&message.channel) {
+        let mut drains: Vec<Vec<Arc<Inbox>>> = Vec::new();
+        {
+            let mut shard = self.shard(&message.channel);
+            let Some(local) = shard.get_mut(&message.channel) else {
+                return;
+            };
             local.observe(message.position);
             self.deliveries
                 .fetch_add(local.subscribers.len() as u64, Ordering::Relaxed);
             for s in &local.subscribers {
-                // Fired only when the queue is full (or gone): the
-                // connection then has messages waiting and is awake, and
-                // `Connection::next` relies on that instead of waiting on
-                // the signal.
-                if s.tx.try_send(message.clone()).is_err() && s.kick.fire() {
-                    self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                match s.inbox.push(message) {
+                    Pushed::Queued => {}
+                    Pushed::Drain => match drains.last_mut() {
+                        Some(drain) if drain.len() < DRAIN_CHUNK => drain.push(s.inbox.clone()),
+                        _ => drains.push(vec![s.inbox.clone()]),
+                    },
+                    Pushed::Full => {
+                        if s.inbox.kick_out() {
+                            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
+            }
+        }
+        for inboxes in drains {
+            let slow = self.slow_consumers.clone();
+            let drain = move || {
+                for inbox in &inboxes {
+                    if !inbox.drain() && inbox.kick_out() {
+                        slow.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            };
+            // Outside any runtime (a test calling the hub directly), here.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(async move { drain() })),
+                Err(_) => drain(),
             }
         }
     }
@@ -168,7 +198,7 @@ impl Hub {
                                 .subscribers
                                 .iter()
                                 .take(max_sessions)
-                                .map(|s| lock(&s.session).clone())
+                                .map(|s| lock(&s.inbox.session).clone())
                                 .collect(),
                         };
                         (channel.clone(), presence)
@@ -201,7 +231,7 @@ impl Hub {
         let sessions = subscribers
             .iter()
             .take(max_sessions)
-            .map(|s| lock(&s.session).clone())
+            .map(|s| lock(&s.inbox.session).clone())
             .collect();
         Presence {
             connections: subscribers.len(),

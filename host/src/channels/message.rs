@@ -141,8 +141,7 @@ impl Message {
 
     /// The message as one JSON object (no trailing newline).
     pub fn json(&self) -> Bytes {
-        self.encoded
-            .slice(self.json_at..self.encoded.len().saturating_sub(2))
+        self.encoded.slice_ref(self.json_slice())
     }
 
     /// The JSON object and a newline: one NDJSON line.
@@ -173,6 +172,28 @@ impl Message {
         self.binary
             .as_ref()
             .map(|b| (b.ws_header.clone(), b.bytes.clone()))
+    }
+
+    /// The payloads of the WebSocket frames that carry this message,
+    /// borrowed: the JSON as a text frame or, for a binary payload, the
+    /// text frame announcing it and the binary frame.
+    pub fn ws_payloads(&self) -> (&[u8], Option<&[u8]>) {
+        match &self.binary {
+            None => (self.json_slice(), None),
+            Some(b) => (&b.ws_header, Some(&b.bytes)),
+        }
+    }
+
+    /// [`Message::ws_payloads`] as shared buffers (to keep past the write).
+    pub fn ws_payload_bytes(&self) -> (Bytes, Option<Bytes>) {
+        match &self.binary {
+            None => (self.json(), None),
+            Some(b) => (b.ws_header.clone(), Some(b.bytes.clone())),
+        }
+    }
+
+    fn json_slice(&self) -> &[u8] {
+        &self.encoded[self.json_at..self.encoded.len().saturating_sub(2)]
     }
 
     /// The payload (for guests reading history; transports use the

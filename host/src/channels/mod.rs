@@ -4,14 +4,17 @@
 //!
 //! The path of a published message: `Node::publish` → `Broker::publish`
 //! (position assigned, history stored) → the broker's delivery to every
-//! subscribed node's [`Sink`] (the hub) → each subscriber's bounded queue →
-//! [`Connection::next`], which checks the offset, and the transport.
+//! subscribed node's [`Sink`] (the hub) → each subscriber's bounded queue
+//! (its `inbox`) → [`Connection::next`], which checks the offset, and the
+//! transport; or, for a transport whose task waits idle with an [`Outlet`],
+//! a drain that checks the offset and writes to the outlet itself.
 
 pub mod admission;
 pub mod broker;
 pub mod connection;
 mod error;
 pub mod hub;
+pub mod inbox;
 pub mod memory;
 pub mod message;
 pub mod node;
@@ -34,6 +37,7 @@ pub use connection::{Backlog, Connection, Event, Reset};
 pub use cursor::{Cursor, CursorError, Position};
 pub use error::ChannelError;
 pub use hub::{Hub, Session};
+pub use inbox::{Outlet, OutletFull};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use message::{Message, Payload};
 pub use name::{ChannelName, NameError};

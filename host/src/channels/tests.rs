@@ -274,3 +274,132 @@ async fn top_channels_are_those_with_most_subscribers() {
     assert_eq!(node.top_channels(10).len(), 4);
     assert!(node.top_channels(0).is_empty());
 }
+
+/// An outlet that records what the hub's drains write to it.
+#[derive(Debug, Default)]
+struct Recorder {
+    written: std::sync::Mutex<Vec<String>>,
+    full: std::sync::atomic::AtomicBool,
+}
+
+impl Outlet for Recorder {
+    fn write(&self, message: &Message) -> Result<(), OutletFull> {
+        if self.full.load(Ordering::Acquire) {
+            return Err(OutletFull);
+        }
+        lock(&self.written).push(text(message));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn written(&self) -> Vec<String> {
+        lock(&self.written).clone()
+    }
+
+    /// Let the drains run (tests run on one thread) until `n` were written.
+    async fn wait_for(&self, n: usize) {
+        for _ in 0..1000 {
+            if lock(&self.written).len() >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("expected {n} writes, got {:?}", self.written());
+    }
+}
+
+/// Poll `c.next()` once: pending, so the connection waits idle from then
+/// on (until it takes something again).
+async fn go_idle(c: &mut Connection) {
+    let next = c.next();
+    tokio::pin!(next);
+    std::future::poll_fn(|cx| {
+        assert!(
+            next.as_mut().poll(cx).is_pending(),
+            "nothing should be ready"
+        );
+        std::task::Poll::Ready(())
+    })
+    .await;
+}
+
+fn with_recorder(c: &Connection) -> Arc<Recorder> {
+    let recorder = Arc::new(Recorder::default());
+    c.set_outlet(Some(recorder.clone() as Arc<dyn Outlet>));
+    recorder
+}
+
+#[tokio::test]
+async fn drains_write_to_an_idle_connections_outlet_and_never_past_its_task() {
+    let node = node();
+    let mut c = node.connect(TransportKind::WebSocket).unwrap();
+    let recorder = with_recorder(&c);
+    c.subscribe(&name("x"), None).await.unwrap();
+    // Busy since the subscription: its backlog goes out first, so live
+    // messages wait for the task.
+    publish(&node, "x", "1").await;
+    assert_eq!(next_texts(&mut c, 1).await, ["1"]);
+    go_idle(&mut c).await;
+    publish(&node, "x", "2").await;
+    publish(&node, "x", "3").await;
+    recorder.wait_for(2).await;
+    assert_eq!(recorder.written(), ["2", "3"]);
+    assert!(c.try_next().is_none(), "written once, by the drain only");
+
+    // Subscribing makes the task busy again: nothing of either channel is
+    // written to the outlet until it has taken what was queued meanwhile.
+    c.subscribe(&name("y"), None).await.unwrap();
+    publish(&node, "y", "y1").await;
+    publish(&node, "x", "4").await;
+    tokio::task::yield_now().await;
+    assert_eq!(next_texts(&mut c, 2).await, ["y1", "4"]);
+    assert_eq!(recorder.written(), ["2", "3"]);
+    go_idle(&mut c).await;
+    publish(&node, "x", "5").await;
+    recorder.wait_for(3).await;
+    assert_eq!(recorder.written(), ["2", "3", "5"]);
+    assert_eq!(c.cursor().get(&name("x")).map(|p| p.offset), Some(5));
+}
+
+#[tokio::test]
+async fn a_jump_seen_by_a_drain_goes_back_to_the_task() {
+    let broker = Arc::new(LossyBroker::new(Arc::new(MemoryBroker::default()), |m| {
+        m.position.offset == 3
+    }));
+    let node = node_over(broker);
+    let mut c = node.connect(TransportKind::WebSocket).unwrap();
+    let recorder = with_recorder(&c);
+    c.subscribe(&name("x"), None).await.unwrap();
+    go_idle(&mut c).await;
+    for i in 1..=6 {
+        publish(&node, "x", &i.to_string()).await;
+    }
+    recorder.wait_for(2).await;
+    // 3 never reached the hub: the drain stops at 4 and the task reads 3
+    // and what follows from history; nothing is written twice.
+    let mut all = recorder.written();
+    all.extend(next_texts(&mut c, 4).await);
+    assert_eq!(all, ["1", "2", "3", "4", "5", "6"]);
+    assert!(c.try_next().is_none());
+    assert_eq!(node.stats().catch_ups, 1);
+}
+
+#[tokio::test]
+async fn a_full_outlet_wakes_the_task_as_a_slow_consumer() {
+    let node = node();
+    let mut c = node.connect(TransportKind::WebSocket).unwrap();
+    let recorder = with_recorder(&c);
+    c.subscribe(&name("x"), None).await.unwrap();
+    // The task waits idle: only the drain's kick can wake it.
+    let waiting = tokio::spawn(async move {
+        let event = c.next().await;
+        (c, event)
+    });
+    tokio::task::yield_now().await;
+    recorder.full.store(true, Ordering::Release);
+    publish(&node, "x", "1").await;
+    let (_c, event) = waiting.await.unwrap();
+    assert!(matches!(event, Event::SlowConsumer), "got {event:?}");
+    assert_eq!(node.stats().slow_consumers, 1);
+}
