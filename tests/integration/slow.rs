@@ -238,3 +238,57 @@ fn clients_that_never_read_are_closed() -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+/// A WebSocket client that stops reading is closed once bytes have waited
+/// on its socket for the write timeout, though its queue never fills: the
+/// hub writes to the socket of a session that waits, and the session
+/// watches what is left waiting. What reached the client is in order.
+#[test]
+fn a_websocket_that_stops_reading_is_closed_after_the_write_timeout() -> anyhow::Result<()> {
+    use comet_testkit::{ws_connect, ws_json};
+    let comet = Comet::start(
+        COMET,
+        &[
+            guests::CHANNELS_APP,
+            "--publish-token",
+            TOKEN,
+            "--queue-len",
+            "4096",
+            "--write-timeout-s",
+            WRITE_TIMEOUT_S,
+        ],
+    )?;
+    let mut ws = ws_connect(&format!("ws://{}/comet/ws?channel=stuck", comet.addr))?;
+    assert_eq!(ws_json(&mut ws)?["type"], "subscribed");
+    wait_connections(&comet, "websocket", 1)?;
+    // About 18 MiB: more than loopback's socket buffers hold, far less than
+    // the queue or the socket's own bound.
+    let big = "x".repeat(60 << 10);
+    for i in 0..300 {
+        let r = publish(&comet, TOKEN, "stuck", &format!("{i}:{big}"))?;
+        anyhow::ensure!(r.status == 200, "{}", r.body);
+    }
+    let timeout = WRITE_TIMEOUT_S.parse::<u64>()?;
+    comet.wait_for(
+        "the client that stopped reading to be closed",
+        Duration::from_secs(2 * timeout + 10),
+        || {
+            let s = status(&comet).ok()?;
+            (s["connections"]["by_transport"]["websocket"] == 0).then_some(())
+        },
+    )?;
+    assert_eq!(
+        slow_consumers(&comet),
+        0,
+        "closed by its timeout, not a full queue"
+    );
+    // What the kernel held for it arrives, in order, then the socket ends.
+    let mut next = 0;
+    while let Ok(v) = ws_json(&mut ws) {
+        let data = v["data"].as_str().unwrap_or_default();
+        assert_eq!(data.split(':').next(), Some(next.to_string().as_str()));
+        next += 1;
+    }
+    assert!(next > 0 && next < 300, "{next} messages before the end");
+    Ok(())
+}

@@ -15,6 +15,7 @@ mod hold;
 mod poll;
 mod publish_api;
 mod query;
+mod socket;
 mod stream;
 mod ws;
 

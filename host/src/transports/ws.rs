@@ -2,13 +2,20 @@
 //! frames (built-in operations, or custom frames for on-message) and writes
 //! channel messages, acknowledgements and errors.
 //!
-//! Strategy: the task selects between the client's next frame, the hub queue
-//! and a heartbeat tick. Every write is raced against the hub's slow-consumer
-//! signal, so a client that stops reading is closed (4008) as soon as its
-//! queue overflows, even while a write is blocked on a full socket.
+//! Strategy: the task selects between the client's next frame, the hub queue,
+//! the socket's waiting bytes and a heartbeat tick. The socket is shared
+//! with the hub (`socket`): while the task waits with nothing in hand, the
+//! hub's drains write live messages to it without waking the task. Every
+//! write of the task's own is raced against the hub's slow-consumer signal,
+//! so a client that stops reading is closed (4008) as soon as its queue or
+//! socket overflows, or when bytes have waited on its socket for the write
+//! timeout.
 
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,9 +29,9 @@ use http::header::{
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -33,11 +40,14 @@ use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::client::{Client, RequestInfo};
 use super::query::{self, channel_list};
+use super::socket::{SharedSocket, SocketIo};
 use super::{DEFAULT_HEARTBEAT, EndpointConfig, direct};
 use crate::addresses::AddressTicket;
 use crate::bindings::{self, Action, PublishSource, Transport};
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
-use crate::channels::{Backlog, ChannelError, ChannelName, Cursor, Event, Message, Payload, Reset};
+use crate::channels::{
+    Backlog, ChannelError, ChannelName, Cursor, Event, Message, Outlet as _, Payload, Reset,
+};
 use crate::http::{ApiError, Body, full, next_request_id};
 use crate::module::{HandlerModule, HookError};
 use crate::publish;
@@ -127,8 +137,8 @@ pub(super) async fn serve_direct(
     // task is done): an idle session keeps only its own state.
     tokio::spawn(async move {
         let _ticket = ticket;
-        let ws = WebSocketStream::from_raw_socket(tcp, Role::Server, Some(session_config())).await;
-        Session::new(client, ws, write_timeout)
+        Session::new(client, tcp, Bytes::new(), write_timeout)
+            .await
             .run(Opening::Subscribed(backlogs))
             .await;
     });
@@ -266,17 +276,21 @@ pub(super) fn upgrade<B>(
     let on_upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
         let _ticket = ticket;
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(session_config()),
-                )
-                .await;
-                Session::new(client, ws, write_timeout).run(opening).await;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
+        };
+        // The server hands hyper-util the TCP socket itself: take it back,
+        // with what was read past the request, so the session owns its
+        // socket as on the direct path.
+        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+            Ok(parts) => {
+                Session::new(client, parts.io.into_inner(), parts.read_buf, write_timeout)
+                    .await
+                    .run(opening)
+                    .await;
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            Err(_) => tracing::warn!("websocket upgrade on a connection that is not TCP: closed"),
         }
     });
     let mut response = Response::new(full(Bytes::new()));
@@ -306,11 +320,15 @@ enum End {
     Server(u16, String),
 }
 
-/// One WebSocket connection's session, over hyper's upgraded socket or
-/// the TCP socket itself (`S`).
-struct Session<S> {
+/// One WebSocket connection's session.
+struct Session {
     client: Client,
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<SocketIo>,
+    /// The socket under `ws`, shared with the hub's drains.
+    socket: Arc<SharedSocket>,
+    /// Fires when bytes have waited on the socket for the write timeout
+    /// (made the first time any wait).
+    stall: Option<Pin<Box<Sleep>>>,
     /// Frames the client may still send now (a token bucket).
     frame_budget: f64,
     budget_at: Instant,
@@ -319,14 +337,34 @@ struct Session<S> {
     last_seen: Instant,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    fn new(client: Client, ws: WebSocketStream<S>, write_timeout: Duration) -> Session<S> {
+impl Session {
+    /// A session on `tcp`, after the `101`; `prefix` is what was read of
+    /// the client's frames already. The hub may write live messages to the
+    /// socket from here on, once the session waits with nothing in hand.
+    async fn new(
+        client: Client,
+        tcp: TcpStream,
+        prefix: Bytes,
+        write_timeout: Duration,
+    ) -> Session {
+        // As many messages may wait on the socket as in the queue, each in
+        // up to four buffers (two frames, each a header and a payload).
+        let limit = client.conn.node().queue_len.saturating_mul(4);
+        let socket = Arc::new(SharedSocket::new(tcp, limit));
+        let io = SocketIo {
+            socket: socket.clone(),
+            prefix,
+        };
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(session_config())).await;
+        client.conn.set_outlet(Some(socket.clone()));
         Session {
             client,
+            ws,
+            socket,
+            stall: None,
             frame_budget: FRAME_BURST,
             budget_at: Instant::now(),
             write_timeout,
-            ws,
             last_seen: Instant::now(),
         }
     }
@@ -342,6 +380,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(end) => end,
             Ok(()) => self.serve().await,
         };
+        // Nothing after the close frame, nor for a client that is gone.
+        self.socket.close_messages();
         let (code, reason) = match end {
             End::Client(code) => (code, "client closed".to_string()),
             End::Server(code, reason) => {
@@ -409,6 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Some(Err(e)) => Err(protocol_error(&e)),
                     None => Err(End::Client(None)),
                 },
+                end = poll_fn(|cx| pump(&self.socket, &mut self.stall, self.write_timeout, cx)) => Err(end),
                 event = self.client.conn.next() => match event {
                     Event::Message(m) => self.deliver(&m).await,
                     Event::Reset(reset) => self.send_reset(&reset).await,
@@ -504,16 +545,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.send_text(reset.json()).await
     }
 
+    /// A message the task hands out itself (a backlog, a catch-up, or one
+    /// the hub queued while the task was busy): framed as the hub's drains
+    /// frame it, once there is room on the socket.
     async fn deliver(&mut self, message: &Message) -> Result<(), End> {
-        match message.binary() {
-            None => self.send_text(message.json()).await,
-            // The header as a text frame, the payload as the binary frame
-            // after it.
-            Some((header, bytes)) => {
-                self.send_text(header).await?;
-                self.send(Frame::Binary(bytes)).await
-            }
+        let socket = &self.socket;
+        let kicked = self.client.conn.kicked();
+        tokio::select! {
+            biased;
+            room = tokio::time::timeout(self.write_timeout, poll_fn(|cx| socket.poll_room(cx))) => match room {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(End::Client(None)),
+                Err(_) => return Err(slow()),
+            },
+            () = kicked => return Err(slow()),
         }
+        self.socket.write(message).map_err(|_| slow())
     }
 
     async fn on_frame(&mut self, frame: Frame) -> Result<(), End> {
@@ -720,6 +767,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         Ok(())
+    }
+}
+
+/// Send what waits on the socket whenever it takes it; an `End` when the
+/// socket failed or bytes have waited without moving for `timeout` (a
+/// client that stopped reading).
+fn pump(
+    socket: &SharedSocket,
+    stall: &mut Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<End> {
+    if socket.poll_pump(cx).is_ready() {
+        return Poll::Ready(End::Client(None));
+    }
+    let Some(since) = socket.stalled_since() else {
+        // Nothing waits: an idle session keeps no timer.
+        *stall = None;
+        return Poll::Pending;
+    };
+    let deadline = since + timeout;
+    let sleep = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    match sleep.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(slow()),
+        Poll::Pending => Poll::Pending,
     }
 }
 
