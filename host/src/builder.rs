@@ -227,7 +227,14 @@ impl Host {
             self.endpoints,
             self.connection_limits,
         );
-        let served = server::serve(public, app, stopped(), server::DEFAULT_DRAIN_TIMEOUT).await;
+        // The accept loop in a task of its own, on a worker thread, whoever
+        // awaits this (`comet run` does on the main thread): a connection's
+        // task spawned from a worker starts on that worker, while one
+        // spawned from outside the runtime wakes a worker for each connection.
+        let serving = server::serve(public, app, stopped(), server::DEFAULT_DRAIN_TIMEOUT);
+        let served = tokio::spawn(serving)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         for task in [admin_task, metrics_task].into_iter().flatten() {
             let _ = task.await;
         }
