@@ -16,6 +16,17 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// the p99 is 2 ms (bench/scripts/fairness.py).
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// How often the epoch advances while no guest computes through ticks (every
+/// event short, as most are): a guest that starts computing gets its first
+/// epoch callback at most this late, and from then on the epoch advances
+/// every [`EPOCH_TICK`]. Waking a thread a thousand times a second cost 12
+/// ms of CPU per second here, about 5 % of the CPU of opening a connection
+/// at 3,000 a second (BENCHMARKS.md).
+pub const EPOCH_TICK_SLOW: Duration = Duration::from_millis(4);
+
+/// Ticks at [`EPOCH_TICK`] kept after the last one a guest computed through.
+const FAST_TICKS: u32 = 10;
+
 /// Instances (events) that may run at once. Each holds one pool slot; past
 /// this, events fail fast with "busy" instead of queueing unboundedly.
 pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
@@ -68,10 +79,10 @@ impl Default for EngineSettings {
     }
 }
 
-/// Ticks in a row with no event in flight after which the ticker sleeps
-/// until the next event: an idle server does not wake 1,000 times a second
-/// (1.1 % of a core before), and a busy one never pays for waking it.
-const QUIET_TICKS_BEFORE_SLEEP: u32 = 100;
+/// Time with no event in flight after which the ticker sleeps until the
+/// next event: an idle server does not wake at all (1.1 % of a core when it
+/// ticked every millisecond), and a busy one never pays for waking it.
+const QUIET_BEFORE_SLEEP: Duration = Duration::from_millis(100);
 
 /// A configured engine plus the background epoch ticker (stopped on drop).
 #[derive(Debug)]
@@ -80,12 +91,17 @@ pub(crate) struct SandboxEngine {
     pub(crate) ticker: Arc<Ticker>,
 }
 
-/// The epoch ticker's demand: how many events are in flight, and whether
-/// the ticker thread sleeps for want of them.
+/// The epoch ticker's demand: how many events are in flight, whether a
+/// guest computed through a tick lately, and whether the ticker thread
+/// sleeps for want of events or ticks slowly for want of computing guests.
 #[derive(Debug, Default)]
 pub(crate) struct Ticker {
     in_flight: AtomicUsize,
     asleep: AtomicBool,
+    /// Set by a guest's epoch callback that counted a tick of compute.
+    computed: AtomicBool,
+    /// Ticking every [`EPOCH_TICK`] (else every [`EPOCH_TICK_SLOW`]).
+    fast: AtomicBool,
     stop: AtomicBool,
     thread: OnceLock<Thread>,
 }
@@ -110,17 +126,45 @@ impl Ticker {
         Ticking(self.clone())
     }
 
+    /// A guest computed through a tick: advance the epoch every
+    /// [`EPOCH_TICK`] from now on, for a while (waking the ticker if it
+    /// ticks slowly).
+    pub(crate) fn computed(&self) {
+        let told = self.computed.swap(true, Ordering::AcqRel);
+        if !told
+            && !self.fast.load(Ordering::Relaxed)
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
+        }
+    }
+
     fn run(&self, engine: &Engine) {
-        let mut quiet = 0;
+        let mut quiet = Duration::ZERO;
+        let mut fast_left = 0;
         while !self.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(EPOCH_TICK);
+            let tick = if fast_left > 0 {
+                EPOCH_TICK
+            } else {
+                EPOCH_TICK_SLOW
+            };
+            // An unpark (a guest computing, an event after a sleep) ends a
+            // tick early: one more epoch callback, which costs a short
+            // event nothing.
+            std::thread::park_timeout(tick);
             engine.increment_epoch();
+            if self.computed.swap(false, Ordering::AcqRel) {
+                fast_left = FAST_TICKS;
+            } else {
+                fast_left = fast_left.saturating_sub(1);
+            }
+            self.fast.store(fast_left > 0, Ordering::Relaxed);
             if self.in_flight.load(Ordering::SeqCst) > 0 {
-                quiet = 0;
+                quiet = Duration::ZERO;
                 continue;
             }
-            quiet += 1;
-            if quiet >= QUIET_TICKS_BEFORE_SLEEP {
+            quiet += tick;
+            if quiet >= QUIET_BEFORE_SLEEP {
                 self.asleep.store(true, Ordering::SeqCst);
                 // An unpark between these two lines makes park return.
                 if self.in_flight.load(Ordering::SeqCst) == 0 && !self.stop.load(Ordering::Relaxed)
@@ -129,7 +173,7 @@ impl Ticker {
                     std::thread::park();
                 }
                 self.asleep.store(false, Ordering::SeqCst);
-                quiet = 0;
+                quiet = Duration::ZERO;
             }
         }
     }
@@ -139,6 +183,13 @@ impl Ticker {
         if let Some(thread) = self.thread.get() {
             thread.unpark();
         }
+    }
+}
+
+impl Ticking {
+    /// The ticker, for an epoch callback to tell it of a guest computing.
+    pub(crate) fn ticker(&self) -> Arc<Ticker> {
+        self.0.clone()
     }
 }
 

@@ -225,7 +225,7 @@ impl<T: Send + 'static> Event<T> {
         };
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        arm(&mut store, limits, &turn);
+        arm(&mut store, limits, &turn, &ticking);
         let instance = match pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
@@ -250,8 +250,8 @@ impl<T: Send + 'static> Event<T> {
     /// deadline, CPU budget, scheduler turn and label. The caller replaces
     /// the host state.
     pub(crate) fn restart(&mut self, label: EventLabel, turn: Turn, ticking: Ticking) {
+        arm(&mut self.store, &self.limits, &turn, &ticking);
         self.ticking = Some(ticking);
-        arm(&mut self.store, &self.limits, &turn);
         self.turn = turn;
         self.label = label;
         self.events += 1;
@@ -288,7 +288,7 @@ impl<T: Send + 'static> Event<T> {
 
 /// Give one event its wall-clock deadline and CPU budget: the epoch callback
 /// runs when a tick passes while the guest computes (see `scheduler`).
-fn arm<T>(store: &mut Store<StoreState<T>>, limits: &Limits, turn: &Turn) {
+fn arm<T>(store: &mut Store<StoreState<T>>, limits: &Limits, turn: &Turn, ticking: &Ticking) {
     let deadline = Instant::now() + limits.deadline;
     let cpu_ticks = limits
         .cpu
@@ -296,12 +296,17 @@ fn arm<T>(store: &mut Store<StoreState<T>>, limits: &Limits, turn: &Turn) {
         .div_ceil(EPOCH_TICK.as_millis())
         .max(1) as u64;
     let turn = turn.clone();
+    let ticker = ticking.ticker();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if Instant::now() >= deadline {
             return Ok(UpdateDeadline::Interrupt);
         }
         let next = turn.tick();
+        if matches!(next, UpdateDeadline::YieldCustom(..)) {
+            // It computed through the tick: keep the ticks fine-grained.
+            ticker.computed();
+        }
         if turn.ticks() > cpu_ticks {
             return Err(wasmtime::Error::new(CpuLimitHit));
         }
