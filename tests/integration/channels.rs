@@ -707,3 +707,43 @@ fn sse_refusals_are_whole_responses() -> anyhow::Result<()> {
     assert_eq!(json["error"], "invalid-cursor");
     Ok(())
 }
+
+/// A stream of one channel gets its live messages written by the hub
+/// (not its own task); the event that ends it still carries the cursor of
+/// the last message written, so a reconnect with it repeats nothing. The
+/// same on WebSocket: the close comes after every message.
+#[test]
+fn the_end_of_a_stream_comes_after_and_resumes_from_its_last_message() -> anyhow::Result<()> {
+    let mut comet = start(&[])?;
+    let mut sse = Lines::open(&comet.url("/comet/sse?channel=last"), &[])?;
+    assert_eq!(sse.raw_event()?.event, "subscribed");
+    let mut ws = ws_connect(&ws_url(&comet, "/comet/ws?channel=last"))?;
+    assert_eq!(ws_json(&mut ws)?["type"], "subscribed");
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        published(&comet, "last", text)?;
+        let event = sse.event()?;
+        assert_eq!(event.json()["data"], text);
+        ids.push(event.id.expect("an id"));
+        assert_eq!(ws_json(&mut ws)?["data"], text);
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &comet.pid().to_string()])
+        .status()?;
+    assert!(killed.success());
+    let end = sse.event()?;
+    assert_eq!(end.event, "error", "{end:?}");
+    assert_eq!(end.json()["error"], "server-restart");
+    assert_eq!(end.id.as_deref(), ids.last().map(String::as_str));
+    use tokio_tungstenite::tungstenite::Message;
+    let close = loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => break frame,
+            Ok(other) => panic!("after the last message: {other:?}"),
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1012));
+    comet.wait_exit(Duration::from_secs(15)).expect("exited");
+    Ok(())
+}

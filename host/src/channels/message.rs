@@ -161,6 +161,11 @@ impl Message {
         self.encoded.clone()
     }
 
+    /// [`Message::sse_with_id`], borrowed.
+    pub fn sse_with_id_ref(&self) -> &[u8] {
+        &self.encoded
+    }
+
     /// This message's own cursor (its channel only).
     pub fn cursor(&self) -> Cursor {
         Cursor::single(&self.channel, self.position)

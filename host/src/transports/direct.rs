@@ -14,15 +14,18 @@
 //! else (HTTP/2, a partial head, a second request on a kept-alive
 //! connection, any other path) goes to hyper as before.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use comet_wire::head::Endpoint;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::socket::{Framing, Pump, PumpEnd, SharedSocket};
 use super::{EndpointConfig, Format, Stream, request_stream, ws};
 use crate::addresses::AddressTicket;
 use crate::http::ApiError;
@@ -118,12 +121,18 @@ pub(super) async fn refuse(
     let _ = tokio::time::timeout(timeout, tcp.write_all(&bytes)).await;
 }
 
-/// Write the stream until it ends, the client goes away, or a write blocks
-/// for `write_timeout`. A client dropped as a slow consumer gets the
-/// `slow-consumer` event and the final chunk after what it was being sent,
-/// if it reads them within the timeout; else the connection is closed.
-async fn run(mut tcp: TcpStream, mut stream: Stream, write_timeout: Duration) {
-    let (mut reader, mut writer) = tcp.split();
+/// Write the stream until it ends, the client goes away, or bytes wait on
+/// its socket for `write_timeout`. Once the response head is out, the hub's
+/// drains write a stream of one channel's live messages themselves (see
+/// `socket`). A client dropped as a slow consumer gets the `slow-consumer`
+/// event and the final chunk after what it was being sent, if it reads
+/// them within the timeout; else the connection is closed.
+async fn run(tcp: TcpStream, mut stream: Stream, write_timeout: Duration) {
+    let socket = Arc::new(SharedSocket::for_connection(
+        tcp,
+        Framing::SseChunk,
+        stream.connection(),
+    ));
     // The response head goes out with the backlog.
     let mut chunk = RESPONSE_HEAD.to_vec();
     let mut frames: Vec<Bytes> = Vec::new();
@@ -131,20 +140,32 @@ async fn run(mut tcp: TcpStream, mut stream: Stream, write_timeout: Duration) {
         frames.push(frame);
     }
     append_chunk(&mut chunk, &frames);
-    if !send(&mut writer, &chunk, write_timeout).await {
+    if !send(&socket, &chunk, write_timeout).await {
         stream.end("slow consumer");
         return;
     }
+    stream.write_through(&socket);
+    let mut pump = Pump::new(write_timeout);
     // Nothing is expected from the client; reading notices it leaving.
     let mut probe = [0u8; 32];
     loop {
         let frame = tokio::select! {
             frame = stream.next_frame() => frame,
-            read = reader.read(&mut probe) => match read {
+            read = poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut probe);
+                ready!(socket.poll_read(cx, &mut buf))?;
+                Poll::Ready(Ok::<_, std::io::Error>(buf.filled().len()))
+            }) => match read {
                 Ok(n) if n > 0 => continue,
                 // Closed or failed: the stream's drop reports it.
                 _ => return,
             },
+            end = poll_fn(|cx| pump.poll(&socket, cx)) => {
+                if end == PumpEnd::Stalled {
+                    stream.end("slow consumer");
+                }
+                return;
+            }
         };
         let last = frame.is_none();
         frames.clear();
@@ -158,28 +179,29 @@ async fn run(mut tcp: TcpStream, mut stream: Stream, write_timeout: Duration) {
         if last {
             chunk.extend_from_slice(b"0\r\n\r\n");
         }
-        if !send(&mut writer, &chunk, write_timeout).await {
+        if !send(&socket, &chunk, write_timeout).await {
             stream.end("slow consumer");
             return;
         }
         if last {
+            // What waits goes out before the socket closes.
+            let flushed = poll_fn(|cx| socket.poll_flushed(cx));
+            let _ = tokio::time::timeout(write_timeout, flushed).await;
             return;
         }
     }
 }
 
-/// Write all of `bytes` within `timeout`. A write is never cut short by
-/// the slow-consumer signal: it ends at an event boundary, and the stream's
-/// next frame says why it ends.
-async fn send(
-    writer: &mut tokio::net::tcp::WriteHalf<'_>,
-    bytes: &[u8],
-    timeout: Duration,
-) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, writer.write_all(bytes)).await,
-        Ok(Ok(()))
-    )
+/// Write all of `bytes` (whole frames) to `socket`, once there is room,
+/// within `timeout`. A write is never cut short by the slow-consumer
+/// signal: it ends at an event boundary, and the stream's next frame says
+/// why it ends.
+async fn send(socket: &SharedSocket, bytes: &[u8], timeout: Duration) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    let write = poll_fn(|cx| socket.poll_write_own(cx, bytes));
+    matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(_)))
 }
 
 /// One chunk of the chunked body holding `frames`, appended to `out`.

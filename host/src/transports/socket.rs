@@ -1,8 +1,9 @@
-//! A WebSocket session's TCP socket, shared by the session's task and the
-//! hub's drains: the task reads the client's frames and writes its own
-//! (through tungstenite, over [`SocketIo`]); a drain writes channel messages
-//! (the [`Outlet`]) while the task waits. Each frame goes out whole, in the
-//! order its writer took the socket's lock.
+//! A streaming connection's TCP socket, shared by its task and the hub's
+//! drains: the task reads the client and writes its own frames (a
+//! WebSocket session through tungstenite, over [`SocketIo`]; a direct SSE
+//! stream its events); a drain writes channel messages (the [`Outlet`])
+//! while the task waits. Each frame goes out whole, in the order its writer
+//! took the socket's lock, framed as the connection's [`Framing`] says.
 //!
 //! Strategy: a write goes to the kernel at once when nothing is waiting: a
 //! small frame copied into one buffer and sent with one `send(2)`, which
@@ -25,10 +26,10 @@ use bytes::{Buf, Bytes};
 use nix::sys::socket::MsgFlags;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::channels::inbox::{Outlet, OutletFull};
-use crate::channels::{Message, lock};
+use crate::channels::{Message, Position, lock};
 
 /// Opcodes of the frames the server sends (RFC 6455, section 5.2).
 const TEXT: u8 = 0x1;
@@ -46,10 +47,22 @@ thread_local! {
     static FRAME: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A session's socket (see the module docs).
+/// How a message is framed on the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// WebSocket frames: the message's JSON as a text frame (a binary
+    /// payload: the text frame announcing it, then a binary frame).
+    WebSocket,
+    /// One chunk of a chunked SSE response: the event with the message's
+    /// own cursor as its `id:` (a stream of one channel).
+    SseChunk,
+}
+
+/// A connection's socket (see the module docs).
 #[derive(Debug)]
 pub(super) struct SharedSocket {
     tcp: TcpStream,
+    framing: Framing,
     out: Mutex<Out>,
     /// Most buffers waiting before a drain's write counts the client as a
     /// slow consumer; the task's own writes wait for room at half of it.
@@ -69,6 +82,8 @@ struct Out {
     closed: bool,
     /// A write failed: the client is gone.
     broken: bool,
+    /// The position of the last message an outlet write took.
+    written: Option<Position>,
 }
 
 impl Out {
@@ -116,14 +131,46 @@ fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
     (head, n)
 }
 
+/// A chunk's header: its length in hex and CRLF.
+fn chunk_header(len: usize) -> ([u8; 18], usize) {
+    let mut head = [0u8; 18];
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in head[..digits].iter_mut().enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+        *slot = b"0123456789abcdef"[nibble];
+    }
+    head[digits..digits + 2].copy_from_slice(b"\r\n");
+    (head, digits + 2)
+}
+
 impl SharedSocket {
-    /// Share `tcp`; `limit` buffers may wait (a message takes up to four).
-    pub(super) fn new(tcp: TcpStream, limit: usize) -> SharedSocket {
+    /// Share `tcp`, framing messages as `framing`; `limit` buffers may wait
+    /// (a message takes up to four).
+    fn new(tcp: TcpStream, framing: Framing, limit: usize) -> SharedSocket {
         SharedSocket {
             tcp,
+            framing,
             out: Mutex::default(),
             limit: limit.max(8),
         }
+    }
+
+    /// Share `connection`'s socket: as many messages may wait on it as in
+    /// its queue, each in up to four buffers (two WebSocket frames, each a
+    /// header and a payload).
+    pub(super) fn for_connection(
+        tcp: TcpStream,
+        framing: Framing,
+        connection: &crate::channels::Connection,
+    ) -> SharedSocket {
+        let limit = connection.node().queue_len.saturating_mul(4);
+        SharedSocket::new(tcp, framing, limit)
+    }
+
+    /// The position of the last message written as an outlet since the
+    /// last call, if any.
+    pub(super) fn take_written(&self) -> Option<Position> {
+        lock(&self.out).written.take()
     }
 
     /// Write `parts` (at most four) now if nothing waits, and keep what the
@@ -273,9 +320,31 @@ impl SharedSocket {
         lock(&self.out).closed = true;
     }
 
-    /// Write the session's own bytes (whole frames, from tungstenite),
-    /// waiting for room first.
-    fn poll_write_own(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    /// Read what the client sent.
+    pub(super) fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.tcp.poll_read_ready(cx))?;
+            match self.tcp.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Write the task's own bytes (whole frames), waiting for room first.
+    pub(super) fn poll_write_own(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         ready!(self.poll_room(cx))?;
         let mut out = lock(&self.out);
         if out.broken {
@@ -288,6 +357,16 @@ impl SharedSocket {
 
 impl Outlet for SharedSocket {
     fn write(&self, message: &Message) -> Result<(), OutletFull> {
+        match self.framing {
+            Framing::WebSocket => self.write_frames(message),
+            Framing::SseChunk => self.write_chunk(message),
+        }
+    }
+}
+
+impl SharedSocket {
+    /// `message` as WebSocket frames.
+    fn write_frames(&self, message: &Message) -> Result<(), OutletFull> {
         let (text, binary) = message.ws_payloads();
         let (text_head, text_n) = header(TEXT, text.len());
         let binary_head = binary.map(|b| header(BINARY, b.len()));
@@ -299,6 +378,7 @@ impl Outlet for SharedSocket {
         if out.waiting.len() + parts > self.limit {
             return Err(OutletFull);
         }
+        out.written = Some(message.position);
         let owned = || {
             let (text, binary) = message.ws_payload_bytes();
             let mut parts = vec![Bytes::copy_from_slice(&text_head[..text_n]), text];
@@ -317,6 +397,82 @@ impl Outlet for SharedSocket {
             _ => self.send(&mut out, &[&text_head[..text_n], text], owned),
         }
         Ok(())
+    }
+
+    /// `message` as one chunk of an SSE response: its event with its own
+    /// cursor as the `id:`.
+    fn write_chunk(&self, message: &Message) -> Result<(), OutletFull> {
+        let event = message.sse_with_id_ref();
+        let (head, n) = chunk_header(event.len());
+        let mut out = lock(&self.out);
+        if out.closed || out.broken {
+            return Ok(());
+        }
+        if out.waiting.len() + 3 > self.limit {
+            return Err(OutletFull);
+        }
+        out.written = Some(message.position);
+        let owned = || {
+            vec![
+                Bytes::copy_from_slice(&head[..n]),
+                message.sse_with_id(),
+                Bytes::from_static(b"\r\n"),
+            ]
+        };
+        self.send(&mut out, &[&head[..n], event, b"\r\n"], owned);
+        Ok(())
+    }
+}
+
+/// What ends a connection's [`Pump`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PumpEnd {
+    /// A write failed: the client is gone.
+    Broken,
+    /// Bytes waited without moving for the write timeout: the client
+    /// stopped reading.
+    Stalled,
+}
+
+/// A connection task's standing duty: send what waits on its socket
+/// whenever the socket takes it, and notice a client that stopped reading.
+#[derive(Debug)]
+pub(super) struct Pump {
+    timeout: std::time::Duration,
+    /// Fires when bytes have waited for the timeout (made the first time
+    /// any wait, dropped when none do: an idle connection keeps no timer).
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl Pump {
+    pub(super) fn new(timeout: std::time::Duration) -> Pump {
+        Pump {
+            timeout,
+            stall: None,
+        }
+    }
+
+    /// Pending while the connection is well; why it ends otherwise.
+    pub(super) fn poll(&mut self, socket: &SharedSocket, cx: &mut Context<'_>) -> Poll<PumpEnd> {
+        use std::future::Future as _;
+        if socket.poll_pump(cx).is_ready() {
+            return Poll::Ready(PumpEnd::Broken);
+        }
+        let Some(since) = socket.stalled_since() else {
+            self.stall = None;
+            return Poll::Pending;
+        };
+        let deadline = since + self.timeout;
+        let sleep = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(PumpEnd::Stalled),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -341,17 +497,7 @@ impl AsyncRead for SocketIo {
             self.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        loop {
-            ready!(self.socket.tcp.poll_read_ready(cx))?;
-            match self.socket.tcp.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.socket.poll_read(cx, buf)
     }
 }
 
@@ -376,6 +522,17 @@ impl AsyncWrite for SocketIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_headers_are_hex_lengths() {
+        for (len, text) in [(0, "0\r\n"), (10, "a\r\n"), (0x1f4, "1f4\r\n")] {
+            let (h, n) = chunk_header(len);
+            assert_eq!(&h[..n], text.as_bytes());
+        }
+        let (h, n) = chunk_header(usize::MAX);
+        assert_eq!(n, 18);
+        assert_eq!(&h[..16], b"ffffffffffffffff");
+    }
 
     #[test]
     fn headers_take_the_shortest_length_form() {

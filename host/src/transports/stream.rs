@@ -23,8 +23,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::client::Client;
 use super::hangup::{Hangup, Stall};
+use super::socket::SharedSocket;
 use crate::channels::signal::Listener;
-use crate::channels::{Backlog, Cursor, Event, Message, Reset};
+use crate::channels::{Backlog, ChannelName, Cursor, Event, Message, Reset};
 use crate::http::Body;
 
 /// How a stream is written.
@@ -68,6 +69,9 @@ pub(crate) struct Stream {
     done: bool,
     close_reason: &'static str,
     stall: Option<Arc<Stall>>,
+    /// A stream of one channel written on its own socket: the hub's drains
+    /// write its live messages there (see [`Stream::write_through`]).
+    through: Option<(Arc<SharedSocket>, ChannelName)>,
 }
 
 impl Stream {
@@ -97,6 +101,7 @@ impl Stream {
             done: false,
             close_reason: "",
             stall: None,
+            through: None,
         };
         if format == Format::Sse {
             // The stream's cursor before anything is delivered, as an event a
@@ -124,6 +129,36 @@ impl Stream {
     /// The `id:` of an SSE event: the stream's whole cursor.
     fn id_line(&self) -> Bytes {
         format!("id: {}\n", self.cursor.encode()).into()
+    }
+
+    /// The client's channel connection.
+    pub(crate) fn connection(&self) -> &crate::channels::Connection {
+        &self.client.conn
+    }
+
+    /// Let the hub's drains write this stream's live messages straight to
+    /// `socket` while it waits (an SSE stream of one channel, whose
+    /// messages need no per-stream `id:`; others still get everything from
+    /// [`Stream::next_frame`]).
+    pub(super) fn write_through(&mut self, socket: &Arc<SharedSocket>) {
+        if self.format != Format::Sse || !self.single {
+            return;
+        }
+        let Some(channel) = self.client.conn.channels().pop() else {
+            return;
+        };
+        self.client.conn.set_outlet(Some(socket.clone()));
+        self.through = Some((socket.clone(), channel));
+    }
+
+    /// Move the cursor past what the drains wrote, before making a frame
+    /// whose `id:` is the cursor.
+    fn catch_up_with_drains(&mut self) {
+        if let Some((socket, channel)) = &self.through
+            && let Some(position) = socket.take_written()
+        {
+            self.cursor.set(channel, position);
+        }
     }
 
     fn push_message(&mut self, message: &Message) {
@@ -164,6 +199,11 @@ impl Stream {
 
     /// End with an `error` event carrying `code`.
     fn push_end(&mut self, reason: &'static str, code: &str, message: &str) {
+        if let Some((socket, _)) = &self.through {
+            // The end event is the last thing written.
+            socket.close_messages();
+            self.catch_up_with_drains();
+        }
         self.done = true;
         self.close_reason = reason;
         let json = serde_json::json!({ "type": "error", "error": code, "message": message });
@@ -171,6 +211,7 @@ impl Stream {
     }
 
     fn push(&mut self, event: Event) {
+        self.catch_up_with_drains();
         match event {
             Event::Message(m) => self.push_message(&m),
             Event::Reset(reset) => self.push_reset(&reset),

@@ -11,11 +11,9 @@
 //! socket overflows, or when bytes have waited on its socket for the write
 //! timeout.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -31,7 +29,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -40,7 +38,7 @@ use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::client::{Client, RequestInfo};
 use super::query::{self, channel_list};
-use super::socket::{SharedSocket, SocketIo};
+use super::socket::{Framing, Pump, PumpEnd, SharedSocket, SocketIo};
 use super::{DEFAULT_HEARTBEAT, EndpointConfig, direct};
 use crate::addresses::AddressTicket;
 use crate::bindings::{self, Action, PublishSource, Transport};
@@ -326,9 +324,9 @@ struct Session {
     ws: WebSocketStream<SocketIo>,
     /// The socket under `ws`, shared with the hub's drains.
     socket: Arc<SharedSocket>,
-    /// Fires when bytes have waited on the socket for the write timeout
-    /// (made the first time any wait).
-    stall: Option<Pin<Box<Sleep>>>,
+    /// Sends what waits on the socket, and notices a client that stopped
+    /// reading.
+    pump: Pump,
     /// Frames the client may still send now (a token bucket).
     frame_budget: f64,
     budget_at: Instant,
@@ -347,10 +345,11 @@ impl Session {
         prefix: Bytes,
         write_timeout: Duration,
     ) -> Session {
-        // As many messages may wait on the socket as in the queue, each in
-        // up to four buffers (two frames, each a header and a payload).
-        let limit = client.conn.node().queue_len.saturating_mul(4);
-        let socket = Arc::new(SharedSocket::new(tcp, limit));
+        let socket = Arc::new(SharedSocket::for_connection(
+            tcp,
+            Framing::WebSocket,
+            &client.conn,
+        ));
         let io = SocketIo {
             socket: socket.clone(),
             prefix,
@@ -361,7 +360,7 @@ impl Session {
             client,
             ws,
             socket,
-            stall: None,
+            pump: Pump::new(write_timeout),
             frame_budget: FRAME_BURST,
             budget_at: Instant::now(),
             write_timeout,
@@ -449,7 +448,10 @@ impl Session {
                     Some(Err(e)) => Err(protocol_error(&e)),
                     None => Err(End::Client(None)),
                 },
-                end = poll_fn(|cx| pump(&self.socket, &mut self.stall, self.write_timeout, cx)) => Err(end),
+                end = poll_fn(|cx| self.pump.poll(&self.socket, cx)) => Err(match end {
+                    PumpEnd::Broken => End::Client(None),
+                    PumpEnd::Stalled => slow(),
+                }),
                 event = self.client.conn.next() => match event {
                     Event::Message(m) => self.deliver(&m).await,
                     Event::Reset(reset) => self.send_reset(&reset).await,
@@ -767,34 +769,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-}
-
-/// Send what waits on the socket whenever it takes it; an `End` when the
-/// socket failed or bytes have waited without moving for `timeout` (a
-/// client that stopped reading).
-fn pump(
-    socket: &SharedSocket,
-    stall: &mut Option<Pin<Box<Sleep>>>,
-    timeout: Duration,
-    cx: &mut Context<'_>,
-) -> Poll<End> {
-    if socket.poll_pump(cx).is_ready() {
-        return Poll::Ready(End::Client(None));
-    }
-    let Some(since) = socket.stalled_since() else {
-        // Nothing waits: an idle session keeps no timer.
-        *stall = None;
-        return Poll::Pending;
-    };
-    let deadline = since + timeout;
-    let sleep = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    if sleep.deadline() != deadline {
-        sleep.as_mut().reset(deadline);
-    }
-    match sleep.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(slow()),
-        Poll::Pending => Poll::Pending,
     }
 }
 
