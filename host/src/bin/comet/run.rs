@@ -121,8 +121,9 @@ pub(crate) struct RunArgs {
     )]
     publish_token: Option<String>,
 
-    /// Messages a client may have queued before it is dropped as a slow
-    /// consumer (it can resume by cursor) [default: 1024].
+    /// Messages a client may have queued, or waiting on its socket, before
+    /// it is dropped as a slow consumer (it can resume by cursor)
+    /// [default: 1024].
     #[arg(long, value_name = "N")]
     queue_len: Option<usize>,
 
@@ -165,8 +166,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = comet_host::addresses::DEFAULT_MAX_PER_ADDRESS)]
     max_connections_per_ip: usize,
 
-    /// Longest a write to a client may block, in seconds, before the client
-    /// is disconnected (it resumes by cursor).
+    /// Longest a write to a client may wait without progress, in seconds,
+    /// before the client is disconnected (it resumes by cursor).
     #[arg(long, value_name = "S", default_value_t = comet_host::transports::DEFAULT_WRITE_TIMEOUT.as_secs())]
     write_timeout_s: u64,
 
