@@ -13,6 +13,11 @@ const TOKEN: &str = "test-token";
 const WRITE_TIMEOUT_S: &str = "3";
 
 fn start() -> anyhow::Result<Comet> {
+    start_with_queue("16")
+}
+
+/// comet with queues of `len` messages.
+fn start_with_queue(len: &str) -> anyhow::Result<Comet> {
     Comet::start(
         COMET,
         &[
@@ -20,7 +25,7 @@ fn start() -> anyhow::Result<Comet> {
             "--publish-token",
             TOKEN,
             "--queue-len",
-            "16",
+            len,
             "--write-timeout-s",
             WRITE_TIMEOUT_S,
         ],
@@ -246,18 +251,7 @@ fn clients_that_never_read_are_closed() -> anyhow::Result<()> {
 #[test]
 fn a_websocket_that_stops_reading_is_closed_after_the_write_timeout() -> anyhow::Result<()> {
     use comet_testkit::{ws_connect, ws_json};
-    let comet = Comet::start(
-        COMET,
-        &[
-            guests::CHANNELS_APP,
-            "--publish-token",
-            TOKEN,
-            "--queue-len",
-            "4096",
-            "--write-timeout-s",
-            WRITE_TIMEOUT_S,
-        ],
-    )?;
+    let comet = start_with_queue("4096")?;
     let mut ws = ws_connect(&format!("ws://{}/comet/ws?channel=stuck", comet.addr))?;
     assert_eq!(ws_json(&mut ws)?["type"], "subscribed");
     wait_connections(&comet, "websocket", 1)?;

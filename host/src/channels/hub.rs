@@ -69,6 +69,10 @@ pub struct Hub {
     shards: Box<[Mutex<Shard>]>,
     slow_consumers: Arc<AtomicU64>,
     deliveries: AtomicU64,
+    /// Where drains run: the runtime the hub was made on (the I/O workers),
+    /// not whichever one publishes (a hot guest publishes from the hot
+    /// runtime's low-priority threads).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Hub {
@@ -77,6 +81,7 @@ impl Default for Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             slow_consumers: Arc::default(),
             deliveries: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 }
@@ -122,9 +127,10 @@ impl Hub {
                 }
             };
             // Outside any runtime (a test calling the hub directly), here.
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(async move { drain() })),
-                Err(_) => drain(),
+            let runtime = self.runtime.clone();
+            match runtime.or_else(|| tokio::runtime::Handle::try_current().ok()) {
+                Some(runtime) => drop(runtime.spawn(async move { drain() })),
+                None => drain(),
             }
         }
     }

@@ -95,6 +95,20 @@ pub(crate) enum Popped {
     Kicked,
 }
 
+/// Most messages a drain writes under one hold of an inbox's lock (the hub
+/// waits for that lock to queue more).
+const DRAIN_BATCH: usize = 32;
+
+/// How far one hold of the lock got with a drain.
+enum Drained {
+    /// Nothing left for it (or the task took over).
+    All,
+    /// A batch written, more queued.
+    Some,
+    /// The outlet is full: a slow consumer.
+    Full,
+}
+
 /// How a message relates to the connection's position in its channel.
 enum Check {
     Next,
@@ -195,20 +209,39 @@ impl Inbox {
     /// the hub scheduled). False if the outlet was full: the connection is
     /// a slow consumer.
     pub(crate) fn drain(&self) -> bool {
+        lock(&self.state).draining = false;
+        loop {
+            match self.drain_some() {
+                Drained::All => return true,
+                Drained::Full => return false,
+                // Let the hub in between (it waits for this lock to queue).
+                Drained::Some => continue,
+            }
+        }
+    }
+
+    /// Up to [`DRAIN_BATCH`] messages of a [`Inbox::drain`], under one
+    /// hold of the lock.
+    fn drain_some(&self) -> Drained {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        state.draining = false;
         let outlet = match &state.outlet {
             Some(outlet) if state.idle && !self.kick.is_set() => outlet,
             // The task took over (or is going away).
-            _ => return true,
+            _ => return Drained::All,
         };
+        let mut batch = 0;
         while let Some(message) = state.queue.pop_front() {
+            if batch == DRAIN_BATCH {
+                state.queue.push_front(message);
+                return Drained::Some;
+            }
+            batch += 1;
             match state.positions.check(&message) {
                 Check::Next => {
                     state.positions.set(&message.channel, message.position);
                     if outlet.write(&message).is_err() {
-                        return false;
+                        return Drained::Full;
                     }
                 }
                 Check::Old => {}
@@ -221,12 +254,12 @@ impl Inbox {
                     if let Some(waker) = waker {
                         waker.wake();
                     }
-                    return true;
+                    return Drained::All;
                 }
             }
         }
         state.shrink();
-        true
+        Drained::All
     }
 
     /// The task's wait for its next message. `behind` names channels being

@@ -324,18 +324,19 @@ async fn go_idle(c: &mut Connection) {
     .await;
 }
 
-fn with_recorder(c: &Connection) -> Arc<Recorder> {
+/// A connection to `node` subscribed to `x`, whose outlet records.
+async fn subscribed_with_recorder(node: &Arc<Node>) -> (Connection, Arc<Recorder>) {
+    let mut c = node.connect(TransportKind::WebSocket).unwrap();
     let recorder = Arc::new(Recorder::default());
     c.set_outlet(Some(recorder.clone() as Arc<dyn Outlet>));
-    recorder
+    c.subscribe(&name("x"), None).await.unwrap();
+    (c, recorder)
 }
 
 #[tokio::test]
 async fn drains_write_to_an_idle_connections_outlet_and_never_past_its_task() {
     let node = node();
-    let mut c = node.connect(TransportKind::WebSocket).unwrap();
-    let recorder = with_recorder(&c);
-    c.subscribe(&name("x"), None).await.unwrap();
+    let (mut c, recorder) = subscribed_with_recorder(&node).await;
     // Busy since the subscription: its backlog goes out first, so live
     // messages wait for the task.
     publish(&node, "x", "1").await;
@@ -368,9 +369,7 @@ async fn a_jump_seen_by_a_drain_goes_back_to_the_task() {
         m.position.offset == 3
     }));
     let node = node_over(broker);
-    let mut c = node.connect(TransportKind::WebSocket).unwrap();
-    let recorder = with_recorder(&c);
-    c.subscribe(&name("x"), None).await.unwrap();
+    let (mut c, recorder) = subscribed_with_recorder(&node).await;
     go_idle(&mut c).await;
     for i in 1..=6 {
         publish(&node, "x", &i.to_string()).await;
@@ -388,9 +387,7 @@ async fn a_jump_seen_by_a_drain_goes_back_to_the_task() {
 #[tokio::test]
 async fn a_full_outlet_wakes_the_task_as_a_slow_consumer() {
     let node = node();
-    let mut c = node.connect(TransportKind::WebSocket).unwrap();
-    let recorder = with_recorder(&c);
-    c.subscribe(&name("x"), None).await.unwrap();
+    let (mut c, recorder) = subscribed_with_recorder(&node).await;
     // The task waits idle: only the drain's kick can wake it.
     let waiting = tokio::spawn(async move {
         let event = c.next().await;

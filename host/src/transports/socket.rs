@@ -299,6 +299,14 @@ impl SharedSocket {
         }
     }
 
+    /// An error once a write failed.
+    fn status(&self) -> io::Result<()> {
+        if lock(&self.out).broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        Ok(())
+    }
+
     /// Since when bytes have waited without moving, if any wait.
     pub(super) fn stalled_since(&self) -> Option<Instant> {
         lock(&self.out).moved
@@ -510,12 +518,18 @@ impl AsyncWrite for SocketIo {
         self.socket.poll_write_own(cx, buf)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.socket.poll_flushed(cx)
+    /// Ready once tungstenite's bytes are taken: the socket sends them (with
+    /// whatever the drains add meanwhile) as the client reads, and the
+    /// session's pump notices one that stops. A flush that waited for all of
+    /// that would time out on a client that reads steadily behind a full
+    /// socket. Whoever must see everything out (before closing) waits for
+    /// [`SharedSocket::poll_flushed`].
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket.status())
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.socket.poll_flushed(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket.status())
     }
 }
 

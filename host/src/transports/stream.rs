@@ -198,12 +198,17 @@ impl Stream {
     }
 
     /// End with an `error` event carrying `code`.
-    fn push_end(&mut self, reason: &'static str, code: &str, message: &str) {
+    /// Stop the drains: what this task writes from now on (the end) is the
+    /// last thing on the socket.
+    fn stop_drains(&mut self) {
         if let Some((socket, _)) = &self.through {
-            // The end event is the last thing written.
             socket.close_messages();
             self.catch_up_with_drains();
         }
+    }
+
+    fn push_end(&mut self, reason: &'static str, code: &str, message: &str) {
+        self.stop_drains();
         self.done = true;
         self.close_reason = reason;
         let json = serde_json::json!({ "type": "error", "error": code, "message": message });
@@ -267,6 +272,7 @@ impl Stream {
                 });
             }
             () = sleep_until(deadline) => {
+                self.stop_drains();
                 self.done = true;
                 self.close_reason = "hold timeout";
             }

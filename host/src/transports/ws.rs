@@ -390,9 +390,14 @@ impl Session {
                 };
                 // A slow consumer gets the close after what is already
                 // buffered for it, so give it as long as any other write.
-                let sent =
-                    tokio::time::timeout(self.write_timeout, self.ws.close(Some(frame))).await;
-                if matches!(sent, Ok(Ok(()))) {
+                let socket = self.socket.clone();
+                let ws = &mut self.ws;
+                let closed = async {
+                    ws.close(Some(frame)).await.is_ok()
+                        && poll_fn(|cx| socket.poll_flushed(cx)).await.is_ok()
+                };
+                let sent = tokio::time::timeout(self.write_timeout, closed).await;
+                if matches!(sent, Ok(true)) {
                     // The closing handshake: read (and drop) what the client
                     // still sends until its close. Closing a socket with
                     // unread data resets it, and the close frame may never
@@ -485,8 +490,9 @@ impl Session {
         self.frame_budget >= 0.0
     }
 
-    /// Send what tungstenite queued itself (a pong, the answer to a close),
-    /// within the write timeout.
+    /// Hand what tungstenite queued itself (a pong, the answer to a close)
+    /// to the socket, within the write timeout (the session's pump sends
+    /// it).
     async fn flush(&mut self) -> Result<(), End> {
         match tokio::time::timeout(self.write_timeout, self.ws.flush()).await {
             Ok(Ok(())) => Ok(()),
@@ -578,8 +584,13 @@ impl Session {
             Frame::Pong(_) | Frame::Frame(_) => Ok(()),
             Frame::Close(frame) => {
                 // tungstenite queued the answer (1002 for a code a peer may
-                // not send): send it before going.
-                let _ = self.flush().await;
+                // not send): send it before going, and nothing after it.
+                self.socket.close_messages();
+                if self.flush().await.is_ok() {
+                    let socket = &self.socket;
+                    let flushed = poll_fn(|cx| socket.poll_flushed(cx));
+                    let _ = tokio::time::timeout(self.write_timeout, flushed).await;
+                }
                 Err(End::Client(frame.map(|f| u16::from(f.code))))
             }
         }
