@@ -48,16 +48,12 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     a = p.parse_args()
     suite.RESULTS = Path(tempfile.mkdtemp(prefix="comet-setup-"))
-    servers, transports = a.servers.split(","), a.transports.split(",")
-    figures = {}
-    index = 0
-    for _ in range(a.rounds):
-        for transport in transports:
-            for server in servers:
-                us = one(server, transport, a.subscribers, a.rate, index)
-                index += 1
-                figures.setdefault((server, transport), []).append(us)
-                suite.log("%s %s: %.1f us of server CPU per connection" % (server, transport, us))
+    def measure(server, transport, index):
+        us = one(server, transport, a.subscribers, a.rate, index)
+        suite.log("%s %s: %.1f us of server CPU per connection" % (server, transport, us))
+        return us
+
+    figures = suite.alternated(a.servers.split(","), a.transports.split(","), a.rounds, measure)
     print("| server | transport | server CPU µs per connection (runs) | median |")
     print("|---|---|---|---|")
     for (server, transport), runs in figures.items():

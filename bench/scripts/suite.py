@@ -245,6 +245,20 @@ def port_for(i):
     return BASE_PORT + 10 * (i % 50)
 
 
+def alternated(servers, transports, rounds, one):
+    """`one(server, transport, index)` for every transport and server, the
+    servers alternated, ROUNDS times over (for before/after ratios from one
+    session); returns {(server, transport): [results in round order]}."""
+    figures = {}
+    index = 0
+    for _ in range(rounds):
+        for transport in transports:
+            for server in servers:
+                figures.setdefault((server, transport), []).append(one(server, transport, index))
+                index += 1
+    return figures
+
+
 # ---------------------------------------------------------------- scenarios
 
 class Suite:
