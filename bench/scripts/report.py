@@ -290,7 +290,7 @@ def render(summary, root):
     parts += goals(sc)
     parts += ["", "Issue 13's goals (per-request and per-connection cost):", ""]
     parts += cost_goals(sc, event_medians(root))
-    parts += ["", "Commands: `bench/run-all.sh` (everything above; about 20 minutes after the build), "
+    parts += ["", "Commands: `bench/run-all.sh` (everything above; about 25 minutes after the build, and the per-event benchmark), "
               "`bench/run-all.sh --quick` (small numbers, every server), `bench/run-all.sh --smoke` "
               "(10 s, comet only, fails on loss: what CI may run). Single runs: "
               "`target/release/loadgen --help`; peers alone: `bench/peers/*/run.sh`.", "", END]
