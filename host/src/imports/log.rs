@@ -47,7 +47,7 @@ impl Host for HostState {
                         event,
                         fields = clip(&fields),
                         "{}",
-                        clip(&message)
+                        OneLine(clip(&message))
                     )
                 }
             };
@@ -63,6 +63,25 @@ impl Host for HostState {
     }
 }
 
+/// A guest's message as it goes into the log: control characters (a line
+/// break above all) written escaped, so that one call is one line and a
+/// guest cannot forge a line that seems to come from the host or another
+/// module. The fields need nothing of this: they are formatted quoted.
+struct OneLine<'a>(&'a str);
+
+impl std::fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(char::is_control) {
+            f.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().expect("found at a char boundary");
+            write!(f, "{}", c.escape_default())?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
 /// `k="v" k2="v2"`, in one allocation.
 fn joined(fields: &[(String, String)]) -> String {
     let mut out = String::new();
@@ -73,4 +92,22 @@ fn joined(fields: &[(String, String)]) -> String {
         let _ = write!(out, "{k}={v:?}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OneLine;
+
+    #[test]
+    fn a_message_stays_on_one_line() {
+        let forged =
+            "done\n2026-12-06T00:00:00Z  INFO comet_host::registry: module ready\r\t\u{1b}[31m";
+        let line = OneLine(forged).to_string();
+        assert!(!line.contains(['\n', '\r', '\t', '\u{1b}']), "{line}");
+        assert_eq!(
+            line,
+            "done\\n2026-12-06T00:00:00Z  INFO comet_host::registry: module ready\\r\\t\\u{1b}[31m"
+        );
+        assert_eq!(OneLine("héllo, wörld").to_string(), "héllo, wörld");
+    }
 }
