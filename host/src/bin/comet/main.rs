@@ -63,17 +63,33 @@ fn main() -> anyhow::Result<()> {
     // plain text (and each line is cheaper to format).
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Log lines are formatted on the thread that logs and written by one
+    // thread of their own, batched: a guest that logs on every request
+    // made the workers queue on stderr's lock and pay a write(2) per line
+    // (BENCHMARKS.md, "The log line"). Nothing is dropped: when the queue
+    // is full (stderr not read), the thread that logs waits, as it did on
+    // stderr itself.
+    let (log_writer, log_flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("comet-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .with_ansi(colour)
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .init();
-    match cli.command {
+    let result = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Deploy(args) => remote::deploy(&args),
         Command::Modules(args) => remote::modules(&args),
-    }
+    };
+    // Write out the lines still queued before the process ends.
+    drop(log_flush);
+    result
 }
