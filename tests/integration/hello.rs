@@ -61,11 +61,12 @@ fn hello_counter_and_log() -> anyhow::Result<()> {
         let v: serde_json::Value = serde_json::from_str(&r.body)?;
         assert_eq!(v["visits"], expected);
     }
-    let log = comet.stderr();
-    assert!(
-        log.contains("request") && log.contains("path=\\\"/counter\\\""),
-        "guest log line missing from:\n{log}"
-    );
+    // Log lines are written by a thread of their own: one may trail the
+    // response it belongs to.
+    comet.wait_log_until("the guest's log line", Duration::from_secs(10), |log| {
+        log.lines()
+            .any(|l| l.contains("request") && l.contains("path=\\\"/counter\\\""))
+    })?;
     Ok(())
 }
 
