@@ -230,13 +230,10 @@ impl Inbox {
             // The task took over (or is going away).
             _ => return Drained::All,
         };
-        let mut batch = 0;
-        while let Some(message) = state.queue.pop_front() {
-            if batch == DRAIN_BATCH {
-                state.queue.push_front(message);
-                return Drained::Some;
-            }
-            batch += 1;
+        for _ in 0..DRAIN_BATCH {
+            let Some(message) = state.queue.pop_front() else {
+                break;
+            };
             match state.positions.check(&message) {
                 Check::Next => {
                     state.positions.set(&message.channel, message.position);
@@ -257,6 +254,9 @@ impl Inbox {
                     return Drained::All;
                 }
             }
+        }
+        if !state.queue.is_empty() {
+            return Drained::Some;
         }
         state.shrink();
         Drained::All

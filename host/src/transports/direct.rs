@@ -25,7 +25,7 @@ use comet_wire::head::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::socket::{Framing, Pump, PumpEnd, SharedSocket};
+use super::socket::{Framing, Pump, PumpEnd, SharedSocket, chunk_header};
 use super::{EndpointConfig, Format, Stream, request_stream, ws};
 use crate::addresses::AddressTicket;
 use crate::http::ApiError;
@@ -185,8 +185,7 @@ async fn run(tcp: TcpStream, mut stream: Stream, write_timeout: Duration) {
         }
         if last {
             // What waits goes out before the socket closes.
-            let flushed = poll_fn(|cx| socket.poll_flushed(cx));
-            let _ = tokio::time::timeout(write_timeout, flushed).await;
+            let _ = tokio::time::timeout(write_timeout, socket.flushed()).await;
             return;
         }
     }
@@ -210,7 +209,8 @@ fn append_chunk(out: &mut Vec<u8>, frames: &[Bytes]) {
     if len == 0 {
         return;
     }
-    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    let (head, n) = chunk_header(len);
+    out.extend_from_slice(&head[..n]);
     for f in frames {
         out.extend_from_slice(f);
     }

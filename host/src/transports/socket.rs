@@ -132,15 +132,13 @@ fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
 }
 
 /// A chunk's header: its length in hex and CRLF.
-fn chunk_header(len: usize) -> ([u8; 18], usize) {
+pub(super) fn chunk_header(len: usize) -> ([u8; 18], usize) {
+    use std::io::Write as _;
     let mut head = [0u8; 18];
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, slot) in head[..digits].iter_mut().enumerate() {
-        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
-        *slot = b"0123456789abcdef"[nibble];
-    }
-    head[digits..digits + 2].copy_from_slice(b"\r\n");
-    (head, digits + 2)
+    let mut rest = &mut head[..];
+    write!(rest, "{len:x}\r\n").expect("18 bytes hold a usize in hex and CRLF");
+    let n = 18 - rest.len();
+    (head, n)
 }
 
 impl SharedSocket {
@@ -320,6 +318,11 @@ impl SharedSocket {
     /// Ready once nothing waits.
     pub(super) fn poll_flushed(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_waiting(cx, 0, false)
+    }
+
+    /// Done once nothing waits (what must be out before the socket closes).
+    pub(super) async fn flushed(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_flushed(cx)).await
     }
 
     /// Write no more messages (the session is closing: its close frame is

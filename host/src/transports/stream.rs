@@ -197,7 +197,6 @@ impl Stream {
         }
     }
 
-    /// End with an `error` event carrying `code`.
     /// Stop the drains: what this task writes from now on (the end) is the
     /// last thing on the socket.
     fn stop_drains(&mut self) {
@@ -207,6 +206,7 @@ impl Stream {
         }
     }
 
+    /// End with an `error` event carrying `code`.
     fn push_end(&mut self, reason: &'static str, code: &str, message: &str) {
         self.stop_drains();
         self.done = true;

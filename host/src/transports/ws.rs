@@ -392,10 +392,8 @@ impl Session {
                 // buffered for it, so give it as long as any other write.
                 let socket = self.socket.clone();
                 let ws = &mut self.ws;
-                let closed = async {
-                    ws.close(Some(frame)).await.is_ok()
-                        && poll_fn(|cx| socket.poll_flushed(cx)).await.is_ok()
-                };
+                let closed =
+                    async { ws.close(Some(frame)).await.is_ok() && socket.flushed().await.is_ok() };
                 let sent = tokio::time::timeout(self.write_timeout, closed).await;
                 if matches!(sent, Ok(true)) {
                     // The closing handshake: read (and drop) what the client
@@ -587,9 +585,7 @@ impl Session {
                 // not send): send it before going, and nothing after it.
                 self.socket.close_messages();
                 if self.flush().await.is_ok() {
-                    let socket = &self.socket;
-                    let flushed = poll_fn(|cx| socket.poll_flushed(cx));
-                    let _ = tokio::time::timeout(self.write_timeout, flushed).await;
+                    let _ = tokio::time::timeout(self.write_timeout, self.socket.flushed()).await;
                 }
                 Err(End::Client(frame.map(|f| u16::from(f.code))))
             }
