@@ -39,11 +39,11 @@ pub const DEFAULT_MAX_STACK_BYTES: usize = 512 << 10;
 /// (the pages an event wrote: memset, or a copy from the image) instead of
 /// being released with madvise and faulted in again by the next event.
 /// Guests built by comet get a 64 KiB stack (see
-/// `guest_build::GUEST_STACK_BYTES`), so this covers the top of the stack,
+/// `comet_guest_build::GUEST_STACK_BYTES`), so this covers the top of the stack,
 /// the static data and the first heap pages: the pages every event touches.
 /// Measured in BENCHMARKS.md: 33 µs -> 20 µs per trivial event. A guest
 /// built without WASI starts with 192 KiB
-/// (`guest_build::NO_WASI_INITIAL_MEMORY_BYTES`), and its allocator writes
+/// (`comet_guest_build::NO_WASI_INITIAL_MEMORY_BYTES`), and its allocator writes
 /// the last page of that first heap in every event; the window covers it.
 /// A wasip2 guest starts with 128 KiB: the pages its heap grows into up to
 /// 192 KiB are now reset in place too (with `PAGEMAP_SCAN`, only those
@@ -51,7 +51,7 @@ pub const DEFAULT_MAX_STACK_BYTES: usize = 512 << 10;
 pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 192 << 10;
 
 const _: () = assert!(
-    DEFAULT_KEEP_RESIDENT_BYTES >= crate::guest_build::NO_WASI_INITIAL_MEMORY_BYTES,
+    DEFAULT_KEEP_RESIDENT_BYTES >= comet_guest_build::NO_WASI_INITIAL_MEMORY_BYTES,
     "the resident window must cover the initial memory of guests built without WASI"
 );
 

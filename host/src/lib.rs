@@ -13,7 +13,6 @@ pub mod channels;
 pub mod compile_cache;
 pub mod dispatch;
 pub mod engine;
-pub mod guest_build;
 mod guest_output;
 pub mod http;
 mod implemented;

@@ -2,24 +2,13 @@
 //! guests) for wasm32-wasip2, once per change, and writes their paths as
 //! constants into `$OUT_DIR/guests.rs`. The guests that opt out of WASI are
 //! also built for wasm32-unknown-unknown and made components, as `comet run
-//! DIR` does.
+//! DIR` does: the link settings and the componentizing come from
+//! `comet-guest-build`, the crate `comet run DIR` builds with.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
-
-/// Link guests with a 64 KiB stack, as `comet run DIR` does
-/// (`comet_host::guest_build::GUEST_STACK_BYTES`).
-const STACK_CONFIG: &str =
-    r#"target.wasm32-wasip2.rustflags=["-C", "link-arg=-zstack-size=65536"]"#;
-
-/// The target of guests built without WASI.
-const NO_WASI_TARGET: &str = "wasm32-unknown-unknown";
-
-/// Link those as `comet run DIR` does (`comet_host::guest_build::link_config`):
-/// the same stack, and an initial memory with a first heap in it.
-const NO_WASI_CONFIG: &str = r#"target.wasm32-unknown-unknown.rustflags=["-C", "link-arg=-zstack-size=65536", "-C", "link-arg=--initial-memory=196608"]"#;
+use comet_guest_build::{GUEST_TARGET, NO_WASI_TARGET, link_config};
 
 /// Guests built without WASI: the constant, the workspace, the package,
 /// its core module.
@@ -73,7 +62,7 @@ fn main() {
     // Whatever builds guests must add the target (rustup does not install the
     // targets a toolchain file lists by itself).
     let _ = Command::new("rustup")
-        .args(["target", "add", TARGET, NO_WASI_TARGET])
+        .args(["target", "add", GUEST_TARGET, NO_WASI_TARGET])
         .status();
 
     let mut constants = String::new();
@@ -90,34 +79,30 @@ fn main() {
                 ws.join(dir).join("Cargo.toml").display()
             );
         }
-        build(&ws, &target_dir, TARGET, STACK_CONFIG, None);
+        build(&ws, &target_dir, GUEST_TARGET, None);
         for (name, dir, artifact) in *guests {
-            let path = target_dir.join(TARGET).join("release").join(artifact);
+            let path = target_dir.join(GUEST_TARGET).join("release").join(artifact);
             assert!(
                 path.is_file(),
                 "building {dir} produced no {}",
                 path.display()
             );
             constants.push_str(&format!(
-                "/// `{workspace}/{dir}`, built for {TARGET}.\npub const {name}: &str = {:?};\n",
+                "/// `{workspace}/{dir}`, built for {GUEST_TARGET}.\npub const {name}: &str = {:?};\n",
                 path.display().to_string()
             ));
         }
     }
     for (name, workspace, package, artifact) in NO_WASI {
         let ws = root.join(workspace);
-        build(
-            &ws,
-            &target_dir,
-            NO_WASI_TARGET,
-            NO_WASI_CONFIG,
-            Some(package),
-        );
+        build(&ws, &target_dir, NO_WASI_TARGET, Some(package));
         let module = target_dir
             .join(NO_WASI_TARGET)
             .join("release")
             .join(artifact);
-        let path = componentize(&module);
+        let bytes = std::fs::read(&module).expect("read the core module");
+        let path = comet_guest_build::componentize(&module, &bytes)
+            .unwrap_or_else(|e| panic!("make a component of {}: {e}", module.display()));
         constants.push_str(&format!(
             "/// `{workspace}/{package}`, built without WASI and made a component.\npub const {name}: &str = {:?};\n",
             path.display().to_string()
@@ -127,21 +112,9 @@ fn main() {
     std::fs::write(out.join("guests.rs"), constants).expect("write guests.rs");
 }
 
-/// Make a component of the core module at `module`, next to it as
-/// `NAME.component.wasm` (`comet_host::guest_build::componentize`).
-fn componentize(module: &Path) -> PathBuf {
-    let bytes = std::fs::read(module).expect("read the core module");
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
-        .and_then(|encoder| encoder.validate(true).encode())
-        .unwrap_or_else(|e| panic!("make a component of {}: {e:#}", module.display()));
-    let out = module.with_extension("component.wasm");
-    std::fs::write(&out, component).expect("write the component");
-    out
-}
-
-/// Build `package` (or the whole workspace) for `target`.
-fn build(workspace: &Path, target_dir: &Path, target: &str, config: &str, package: Option<&str>) {
+/// Build `package` (or the whole workspace) for `target`, linked as `comet
+/// run DIR` links it.
+fn build(workspace: &Path, target_dir: &Path, target: &str, package: Option<&str>) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.args(["build", "--release", "--target", target]);
@@ -154,7 +127,8 @@ fn build(workspace: &Path, target_dir: &Path, target: &str, config: &str, packag
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir)
-        .args(["--config", config])
+        .arg("--config")
+        .arg(link_config(target))
         // This script runs inside another cargo: keep its flags and wrappers
         // (clippy's, for one) away from the guest build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

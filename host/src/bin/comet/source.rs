@@ -5,12 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use comet_host::guest_build;
 
 /// The component file for `path`, building it if `path` is a crate.
 pub(crate) fn resolve_component(path: &Path, release: bool) -> anyhow::Result<PathBuf> {
     if path.is_dir() {
-        return Ok(guest_build::build_crate(path, release)?);
+        return Ok(comet_guest_build::build_crate(path, release)?);
     }
     if !path.exists() {
         bail!("{} does not exist", path.display());

@@ -1,4 +1,5 @@
-//! Building a guest crate into a component: runs cargo for `wasm32-wasip2`
+//! Building a guest crate into a component (for `comet run DIR`, `comet
+//! deploy DIR` and the test kit's build script): runs cargo for `wasm32-wasip2`
 //! (adding the target with rustup if it is missing), shows cargo's own output,
 //! and finds the `.wasm` it produced. A crate that opts out of WASI
 //! (`[package.metadata.comet] wasi = false`) is built for
@@ -401,8 +402,8 @@ mod tests {
             link_config(GUEST_TARGET),
             r#"target.wasm32-wasip2.rustflags=["-C", "link-arg=-zstack-size=65536"]"#
         );
-        // tests/support/build.rs links the test guests with these same
-        // strings, so `comet run DIR` in the tests finds them built.
+        // tests/support/build.rs links the test guests with this function
+        // too, so `comet run DIR` in the tests finds them built.
         assert_eq!(
             link_config(NO_WASI_TARGET),
             r#"target.wasm32-unknown-unknown.rustflags=["-C", "link-arg=-zstack-size=65536", "-C", "link-arg=--initial-memory=196608"]"#
