@@ -31,8 +31,13 @@ fn load_with(runtime: &Runtime, name: &str, path: &str, limits: Limits) -> Arc<H
         name.into(),
         Arc::new(MemoryKv::default()),
         BTreeMap::new(),
-        Node::new(Arc::new(MemoryBroker::default()), NodeConfig::default()),
+        Node::new(
+            Arc::new(MemoryBroker::default()),
+            NodeConfig::default(),
+            runtime.metrics().clone(),
+        ),
         &limits,
+        runtime.metrics().clone(),
     ));
     Arc::new(
         runtime
@@ -52,7 +57,7 @@ fn events(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio");
-    let runtime = Runtime::new(EngineSettings::default()).expect("engine");
+    let runtime = Runtime::new(EngineSettings::default(), Default::default()).expect("engine");
     let trivial = load(&runtime, "misbehave", guests::MISBEHAVE);
     // The hello example opts in to reuse; these benchmarks measure a fresh
     // instance per event, so it is turned off here.

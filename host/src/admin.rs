@@ -265,7 +265,11 @@ fn metrics_response(admin: &Admin, headers: &http::HeaderMap) -> Response<Body> 
         v.to_str()
             .is_ok_and(|v| v.contains("application/openmetrics-text"))
     });
-    let body = crate::metrics::encode(snapshot(admin), openmetrics);
+    let body = admin
+        .registry
+        .runtime()
+        .metrics()
+        .encode(snapshot(admin), openmetrics);
     let mut response = Response::new(full(body));
     let kind = if openmetrics {
         crate::metrics::OPENMETRICS
@@ -366,7 +370,7 @@ fn status(admin: &Admin) -> serde_json::Value {
                 "channel": channel.as_str(), "subscribers": subscribers, "offset": offset,
             }))
             .collect::<Vec<_>>(),
-        "events": crate::metrics::metrics().by_module(),
+        "events": admin.registry.runtime().metrics().by_module(),
         "delivery": {
             "deliveries": node.deliveries,
             "slow_consumers": node.slow_consumers,

@@ -21,6 +21,7 @@ use crate::channels::{Broker, MemoryBroker, MemoryBrokerConfig, Node, NodeConfig
 use crate::engine::EngineSettings;
 use crate::imports::kv::{KvStore, MemoryKv};
 use crate::manifest::Manifest;
+use crate::metrics::Metrics;
 use crate::module::Runtime;
 use crate::registry::{DEFAULT_MAX_MODULE_BYTES, Registry, RegistryConfig};
 use crate::routes::Routes;
@@ -124,7 +125,11 @@ impl Host {
 
     /// Build the engine, the channels and an empty registry.
     pub fn new(config: HostConfig) -> Result<Host, StartError> {
-        let mut runtime = Runtime::new(config.engine).map_err(StartError::Engine)?;
+        // One set of counters per host (a process running two hosts, as
+        // tests do, counts them apart).
+        let metrics = Arc::new(Metrics::default());
+        let mut runtime =
+            Runtime::new(config.engine, metrics.clone()).map_err(StartError::Engine)?;
         if let (true, Some(dir)) = (config.compile_cache, &config.data_dir) {
             let dir = dir.join("cache");
             runtime
@@ -144,6 +149,7 @@ impl Host {
                 namespaces: crate::channels::Namespaces::from_manifest(&manifest),
                 position_check: config.position_check,
             },
+            metrics,
         );
         let registry = Registry::new(
             runtime,

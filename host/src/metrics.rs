@@ -2,12 +2,14 @@
 //! (events, publishes, connections, broker and kv operations), and what it
 //! reads from the channel layer, the broker and the registry at each scrape.
 //!
-//! The counters are process-wide, as a Prometheus target is a process: one
-//! `comet` serves one set of them whatever its modules.
+//! [`Metrics`] is a value: the host makes one and hands it to what counts
+//! (the channels service, the runtime, the publish path, kv), so two hosts in
+//! one process (tests) count apart. `comet run` has one host, so its
+//! `/metrics` is the process's, as a Prometheus target expects.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -138,10 +140,12 @@ const EVENT_KINDS: [&str; 6] = [
 /// request's CPU). A failed event goes through [`Metrics::event`].
 #[derive(Debug)]
 pub struct EventMeter {
+    metrics: Arc<Metrics>,
     module: Arc<str>,
     /// Per kind of [`EVENT_KINDS`]: its `ok` counter and its latency.
     ok: [OnceLock<(Counter, Histogram)>; EVENT_KINDS.len()],
     instances: OnceLock<Counter>,
+    hot: OnceLock<Counter>,
     /// Its line of the status page's counts, added on its first event.
     counts: OnceLock<Arc<LiveCounts>>,
 }
@@ -150,16 +154,32 @@ impl EventMeter {
     /// An event of kind `event` ended with `outcome` after `took`.
     pub fn event(&self, event: &'static str, outcome: &'static str, took: Duration) {
         let kind = EVENT_KINDS.iter().position(|k| *k == event);
+        let metrics = &self.metrics;
         let (Some(kind), "ok") = (kind, outcome) else {
-            return metrics().event(&self.module, event, outcome, took);
+            return metrics.event(&self.module, event, outcome, took);
         };
         let (ok, seconds) =
-            self.ok[kind].get_or_init(|| metrics().event_series(&self.module, event, outcome));
+            self.ok[kind].get_or_init(|| metrics.event_series(&self.module, event, outcome));
         ok.inc();
         seconds.observe(took.as_secs_f64());
         self.counts
-            .get_or_init(|| metrics().counts_of(&self.module).unwrap_or_default())
+            .get_or_init(|| metrics.counts_of(&self.module).unwrap_or_default())
             .add(outcome);
+    }
+
+    /// An event computed long enough to move to the hot runtime (see
+    /// `scheduler`).
+    pub fn hot(&self) {
+        self.hot
+            .get_or_init(|| {
+                self.metrics
+                    .hot
+                    .get_or_create(&ModuleLabel {
+                        module: self.module.clone(),
+                    })
+                    .clone()
+            })
+            .inc();
     }
 
     /// An event started a fresh instance (it did not take an idle one:
@@ -167,7 +187,7 @@ impl EventMeter {
     pub fn instance_started(&self) {
         self.instances
             .get_or_init(|| {
-                metrics()
+                self.metrics
                     .instances
                     .get_or_create(&ModuleLabel {
                         module: self.module.clone(),
@@ -178,25 +198,36 @@ impl EventMeter {
     }
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    events: Family::default(),
-    event_seconds: Family::new_with_constructor(latency_histogram),
-    hot: Family::default(),
-    instances: Family::default(),
-    publishes: Family::default(),
-    opened: Family::default(),
-    closed: Family::default(),
-    refused: Family::default(),
-    broker_ops: Family::default(),
-    broker_seconds: Family::new_with_constructor(latency_histogram),
-    kv_ops: Family::default(),
-    kv_written: Counter::default(),
-    by_module: Mutex::new(BTreeMap::new()),
-});
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            events: Family::default(),
+            event_seconds: Family::new_with_constructor(latency_histogram),
+            hot: Family::default(),
+            instances: Family::default(),
+            publishes: Family::default(),
+            opened: Family::default(),
+            closed: Family::default(),
+            refused: Family::default(),
+            broker_ops: Family::default(),
+            broker_seconds: Family::new_with_constructor(latency_histogram),
+            kv_ops: Family::default(),
+            kv_written: Counter::default(),
+            by_module: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
 
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    &METRICS
+/// The counters of one transport's connections, looked up once (by the
+/// channels service's admission) and added to without a label lookup.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionCounters {
+    /// Connections admitted.
+    pub opened: Counter,
+    /// Connections ended.
+    pub closed: Counter,
+    /// Connections refused at the connection limit.
+    pub refused: Counter,
 }
 
 impl Metrics {
@@ -250,23 +281,15 @@ impl Metrics {
     }
 
     /// The event metrics of `module`, for it to keep (see [`EventMeter`]).
-    pub fn meter(&self, module: &Arc<str>) -> EventMeter {
+    pub fn meter(self: &Arc<Self>, module: &Arc<str>) -> EventMeter {
         EventMeter {
+            metrics: self.clone(),
             module: module.clone(),
             ok: Default::default(),
             instances: OnceLock::new(),
+            hot: OnceLock::new(),
             counts: OnceLock::new(),
         }
-    }
-
-    /// An event of `module` computed long enough to move to the hot runtime
-    /// (see `scheduler`).
-    pub fn hot(&self, module: &Arc<str>) {
-        self.hot
-            .get_or_create(&ModuleLabel {
-                module: module.clone(),
-            })
-            .inc();
     }
 
     /// Events and failures per module since start.
@@ -288,26 +311,15 @@ impl Metrics {
             .inc();
     }
 
-    /// A client connection was admitted.
-    pub fn opened(&self, transport: &'static str) {
-        self.opened
-            .get_or_create(&TransportLabel { transport })
-            .inc();
-    }
-
-    /// A client connection ended.
-    pub fn closed(&self, transport: &'static str) {
-        self.closed
-            .get_or_create(&TransportLabel { transport })
-            .inc();
-    }
-
-    /// A client connection was refused (the server or its address held
-    /// their maximum).
-    pub fn refused(&self, transport: &'static str) {
-        self.refused
-            .get_or_create(&TransportLabel { transport })
-            .inc();
+    /// The connection counters of `transport` (`sse`, `stream`, `poll`,
+    /// `websocket`).
+    pub fn connections(&self, transport: &'static str) -> ConnectionCounters {
+        let label = TransportLabel { transport };
+        ConnectionCounters {
+            opened: self.opened.get_or_create(&label).clone(),
+            closed: self.closed.get_or_create(&label).clone(),
+            refused: self.refused.get_or_create(&label).clone(),
+        }
     }
 
     /// A broker operation took `took` and succeeded or not.
@@ -590,16 +602,19 @@ impl Collector for Snapshot {
     }
 }
 
-/// The metrics in the OpenMetrics text format ([`OPENMETRICS`]), or with
-/// `openmetrics` false in the classic text format ([`PROMETHEUS_TEXT`]).
-pub fn encode(snapshot: Snapshot, openmetrics: bool) -> String {
-    let mut registry = Registry::default();
-    metrics().register(&mut registry);
-    registry.register_collector(Box::new(snapshot));
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-    if openmetrics { out } else { classic(&out) }
+impl Metrics {
+    /// The counters and `snapshot` in the OpenMetrics text format
+    /// ([`OPENMETRICS`]), or with `openmetrics` false in the classic text
+    /// format ([`PROMETHEUS_TEXT`]).
+    pub fn encode(&self, snapshot: Snapshot, openmetrics: bool) -> String {
+        let mut registry = Registry::default();
+        self.register(&mut registry);
+        registry.register_collector(Box::new(snapshot));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        if openmetrics { out } else { classic(&out) }
+    }
 }
 
 /// OpenMetrics text as the classic format: a counter family `x` is
@@ -638,22 +653,24 @@ mod tests {
 
     #[test]
     fn a_modules_meter_counts_into_the_shared_series() {
+        let metrics = Arc::new(Metrics::default());
         let module: Arc<str> = "meter-test".into();
-        let meter = metrics().meter(&module);
+        let meter = metrics.meter(&module);
         // A module shows in the status page's counts from its first event.
-        assert!(!metrics().by_module().contains_key("meter-test"));
+        assert!(!metrics.by_module().contains_key("meter-test"));
         meter.event("on-request", "ok", Duration::from_micros(30));
         meter.event("on-request", "ok", Duration::from_micros(30));
         meter.event("on-request", "timeout", Duration::from_secs(1));
         // A second version of the module, as after a deploy, counts on.
-        metrics()
+        metrics
             .meter(&module)
             .event("on-request", "ok", Duration::from_micros(30));
         meter.instance_started();
+        meter.hot();
 
-        let counts = metrics().by_module()["meter-test"];
+        let counts = metrics.by_module()["meter-test"];
         assert_eq!((counts.events, counts.failures), (4, 1));
-        let text = encode(Snapshot::default(), false);
+        let text = metrics.encode(Snapshot::default(), false);
         let sample = |series: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
@@ -671,5 +688,29 @@ mod tests {
         assert_eq!(sample(latency).as_deref(), Some("4"), "{text}");
         let started = "comet_instances_started_total{module=\"meter-test\"}";
         assert_eq!(sample(started).as_deref(), Some("1"), "{text}");
+        let hot = "comet_events_hot_total{module=\"meter-test\"}";
+        assert_eq!(sample(hot).as_deref(), Some("1"), "{text}");
+    }
+
+    #[test]
+    fn two_values_count_apart() {
+        let (a, b) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
+        a.connections("sse").opened.inc();
+        a.publish("api", "published");
+        let line = |m: &Metrics, series: &str| {
+            m.encode(Snapshot::default(), false)
+                .lines()
+                .any(|l| l.starts_with(series))
+        };
+        assert!(line(
+            &a,
+            "comet_connections_opened_total{transport=\"sse\"} 1"
+        ));
+        assert!(!line(
+            &b,
+            "comet_connections_opened_total{transport=\"sse\"} 1"
+        ));
+        assert!(line(&a, "comet_publishes_total{"));
+        assert!(!line(&b, "comet_publishes_total{"));
     }
 }

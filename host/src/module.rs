@@ -26,7 +26,7 @@ use crate::http::ClientError;
 use crate::implemented::{Hook, Implemented};
 use crate::imports::{self, HostState, ModuleServices, Purpose};
 use crate::limits::Limits;
-use crate::metrics::EventMeter;
+use crate::metrics::{EventMeter, Metrics};
 use crate::sandbox::{Event, EventError, EventLabel, StoreState};
 use crate::scheduler::{Scheduler, Turn};
 
@@ -78,7 +78,7 @@ macro_rules! call_export {
         let mut $event = $event;
         $module
             .scheduler
-            .run(&turn, &$module.services.name, async move {
+            .run(&turn, &$module.meter, async move {
                 let raw = budgeted(
                     budget,
                     exports.$export(&mut $event.store, &$event.instance, $(&$arg),*),
@@ -230,6 +230,8 @@ pub struct Runtime {
     settings: EngineSettings,
     cache: Option<CompileCache>,
     idle: Arc<IdleBudget>,
+    /// Where the modules' events are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -242,8 +244,8 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Create the engine (pooling allocator, epoch ticker) and the linker with
-    /// every import the host grants.
-    pub fn new(settings: EngineSettings) -> anyhow::Result<Runtime> {
+    /// every import the host grants; events are counted in `metrics`.
+    pub fn new(settings: EngineSettings, metrics: Arc<Metrics>) -> anyhow::Result<Runtime> {
         let engine = SandboxEngine::new(&settings).map_err(anyhow::Error::from)?;
         let mut linker = Linker::new(&engine.engine);
         imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
@@ -257,6 +259,7 @@ impl Runtime {
             settings,
             cache: None,
             idle,
+            metrics,
         })
     }
 
@@ -265,6 +268,11 @@ impl Runtime {
     pub fn enable_cache(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
         self.cache = Some(CompileCache::open(dir, &self.engine.engine)?);
         Ok(())
+    }
+
+    /// Where the modules' events are counted.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The compile cache, if enabled.
@@ -317,7 +325,7 @@ impl Runtime {
                 "its `{HANDLER_INTERFACE}` export does not match this host's: {e:#}"
             ))
         })?;
-        let meter = crate::metrics::metrics().meter(&services.name);
+        let meter = self.metrics.meter(&services.name);
         Ok(HandlerModule {
             pre,
             exports,
@@ -490,6 +498,7 @@ impl HandlerModule {
                 self.services.config.clone(),
                 self.services.channels.clone(),
                 &self.limits,
+                self.services.metrics.clone(),
             )),
             Purpose::Event | Purpose::PublishHook => self.services.clone(),
         };
@@ -769,10 +778,13 @@ mod tests {
 
     #[test]
     fn a_component_larger_than_a_slot_is_a_memory_limit() {
-        let runtime = Runtime::new(EngineSettings {
-            max_instances: 2,
-            ..EngineSettings::default()
-        })
+        let runtime = Runtime::new(
+            EngineSettings {
+                max_instances: 2,
+                ..EngineSettings::default()
+            },
+            Arc::default(),
+        )
         .unwrap();
         // 2000 pages: 125 MiB, over the 64 MiB slot.
         let bytes = wat::parse_str(
@@ -782,6 +794,7 @@ mod tests {
         let channels = crate::channels::Node::new(
             Arc::new(crate::channels::MemoryBroker::default()),
             crate::channels::NodeConfig::default(),
+            Arc::default(),
         );
         let services = Arc::new(ModuleServices::new(
             "big".into(),
@@ -789,6 +802,7 @@ mod tests {
             Default::default(),
             channels,
             &Limits::default(),
+            Arc::default(),
         ));
         let e = runtime
             .load(&bytes, services, Limits::default(), standalone())

@@ -94,7 +94,7 @@ pub async fn publish(
             "failed"
         }
     };
-    crate::metrics::metrics().publish(from, verdict);
+    module.services().metrics.publish(from, verdict);
     result
 }
 

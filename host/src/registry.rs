@@ -584,6 +584,7 @@ impl Registry {
             spec.config,
             self.channels.clone(),
             &spec.limits,
+            self.runtime.metrics().clone(),
         ))
     }
 

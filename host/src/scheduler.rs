@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use wasmtime::UpdateDeadline;
 
 use crate::engine::EPOCH_TICK;
+use crate::metrics::EventMeter;
 
 /// Ticks an event may compute before it counts as hot: 5 ms. An ordinary
 /// event that crosses a tick or two (a slow host call, a busy machine)
@@ -199,7 +200,7 @@ impl Scheduler {
     /// Run `call`, the guest part of one event, here until its callback
     /// marks it hot, then on the hot runtime. Dropping the returned future
     /// stops the call wherever it runs.
-    pub(crate) async fn run<F>(&self, turn: &Turn, module: &Arc<str>, call: F) -> F::Output
+    pub(crate) async fn run<F>(&self, turn: &Turn, meter: &EventMeter, call: F) -> F::Output
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -215,7 +216,7 @@ impl Scheduler {
         match here {
             Some(out) => out,
             None => {
-                crate::metrics::metrics().hot(module);
+                meter.hot();
                 Hot(self.hot.spawn(call)).await
             }
         }
@@ -343,9 +344,9 @@ mod tests {
         let scheduler = Scheduler::for_this_machine();
         let turn = Turn::default();
         let marked = turn.clone();
-        let module: Arc<str> = "test".into();
+        let meter = Arc::new(crate::metrics::Metrics::default()).meter(&"test".into());
         let name = scheduler
-            .run(&turn, &module, async move {
+            .run(&turn, &meter, async move {
                 // Computes, is marked hot, yields.
                 marked.state.hot.store(true, Ordering::Relaxed);
                 tokio::task::yield_now().await;
@@ -355,7 +356,7 @@ mod tests {
         assert_eq!(name.as_deref(), Some("comet-hot"));
 
         let cool = scheduler
-            .run(&Turn::default(), &module, async {
+            .run(&Turn::default(), &meter, async {
                 tokio::task::yield_now().await;
                 std::thread::current().name().map(str::to_owned)
             })

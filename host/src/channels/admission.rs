@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::error::ChannelError;
 use super::signal::{Broadcast, Watch};
+use crate::metrics::{ConnectionCounters, Metrics};
 
 /// Client connections one host holds at once by default; past it new ones get
 /// 503. Below the common 20,000 file descriptor limit, leaving room for
@@ -55,6 +56,8 @@ pub struct Admission {
     max: usize,
     total: AtomicUsize,
     by_transport: [AtomicUsize; 4],
+    /// The opened, closed and refused counters of each transport.
+    counters: [ConnectionCounters; 4],
     closing: Broadcast,
     /// Woken when the last connection goes.
     empty: Notify,
@@ -68,12 +71,14 @@ pub struct Ticket {
 }
 
 impl Admission {
-    /// Admission of at most `max` connections at once.
-    pub fn new(max: usize) -> Arc<Admission> {
+    /// Admission of at most `max` connections at once, counted in
+    /// `metrics`.
+    pub fn new(max: usize, metrics: &Metrics) -> Arc<Admission> {
         Arc::new(Admission {
             max,
             total: AtomicUsize::new(0),
             by_transport: Default::default(),
+            counters: TransportKind::ALL.map(|kind| metrics.connections(kind.name())),
             closing: Broadcast::default(),
             empty: Notify::new(),
         })
@@ -87,11 +92,11 @@ impl Admission {
         }
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.total.fetch_sub(1, Ordering::AcqRel);
-            crate::metrics::metrics().refused(kind.name());
+            self.counters[kind as usize].refused.inc();
             return Err(ChannelError::ConnectionLimit(self.max));
         }
         self.by_transport[kind as usize].fetch_add(1, Ordering::AcqRel);
-        crate::metrics::metrics().opened(kind.name());
+        self.counters[kind as usize].opened.inc();
         tracing::debug!(transport = kind.name(), "connection admitted");
         Ok(Ticket {
             admission: self.clone(),
@@ -144,7 +149,7 @@ impl Admission {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.by_transport[self.kind as usize].fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::metrics().closed(self.kind.name());
+        self.admission.counters[self.kind as usize].closed.inc();
         if self.admission.total.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.admission.empty.notify_waiters();
         }
@@ -158,7 +163,7 @@ mod tests {
 
     #[test]
     fn the_limit_is_enforced_and_released() {
-        let admission = Admission::new(2);
+        let admission = Admission::new(2, &Metrics::default());
         let a = admission.admit(TransportKind::Sse).unwrap();
         let _b = admission.admit(TransportKind::WebSocket).unwrap();
         assert!(matches!(

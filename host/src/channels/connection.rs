@@ -21,7 +21,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -117,7 +116,7 @@ struct Recovery {
 
 impl Connection {
     pub(crate) fn new(node: Arc<Node>, id: u64, ticket: Ticket) -> Connection {
-        let inbox = Arc::new(Inbox::new(node.queue_len));
+        let inbox = Arc::new(Inbox::new(node.queue_len()));
         Connection {
             node,
             me: Subscriber { id, inbox },
@@ -205,12 +204,11 @@ impl Connection {
         self.me.inbox.busy();
         let new = self.position(channel).is_none();
         if new {
-            let max = self.node.max_channels_per_connection;
+            let max = self.node.max_channels_per_connection();
             if self.channel_count() >= max {
                 return Err(ChannelError::TooManyChannels(max));
             }
-            self.node.subscribe_node(channel).await?;
-            self.node.hub.add(channel, self.me.clone());
+            self.node.join(channel, &self.me).await?;
         }
         let limit = match since {
             Some(_) => self.node.rules(channel).history.max_len,
@@ -227,7 +225,7 @@ impl Connection {
         };
         let (start, reset) = match (history.gap, since) {
             (Some(gap), _) => {
-                self.node.resets.fetch_add(1, Ordering::Relaxed);
+                self.node.count_reset();
                 let position = history
                     .messages
                     .first()
@@ -243,7 +241,7 @@ impl Connection {
             (None, None) => (history.head, None),
         };
         let end = history.messages.last().map_or(start, |m| m.position);
-        self.node.hub.observe(channel, history.head);
+        self.node.observe(channel, history.head);
         self.me.inbox.set_position(channel, end);
         self.caught_up(channel);
         tracing::debug!(%channel, "subscribed");
@@ -273,8 +271,7 @@ impl Connection {
     }
 
     fn leave(&self, channel: &ChannelName) {
-        self.node.hub.remove(channel, self.me.id);
-        self.node.unsubscribe_node(channel);
+        self.node.leave(channel, self.me.id);
     }
 
     /// Wait for the next event. Cancel-safe.
@@ -304,7 +301,7 @@ impl Connection {
             let inbox = &self.me.inbox;
             let popped = tokio::select! {
                 biased;
-                () = std::future::poll_fn(|cx| node.admission.poll_closing(closing, cx)) => {
+                () = std::future::poll_fn(|cx| node.admission().poll_closing(closing, cx)) => {
                     return Event::Closing;
                 }
                 popped = std::future::poll_fn(|cx| inbox.poll_pop(cx, &[])) => popped,
@@ -354,14 +351,15 @@ impl Connection {
             return Ok(());
         };
         let limit = self.node.rules(channel).history.max_len;
-        let history = self.node.broker.history(channel, Some(have), limit).await?;
+        // Through the node, so catch-up reads are counted with the others.
+        let history = self.node.history(channel, Some(have), limit).await?;
         // Nothing changed before this point: a cancelled read is redone.
-        self.node.catch_ups.fetch_add(1, Ordering::Relaxed);
+        self.node.count_catch_up();
         let recovery = self.recovery.get_or_insert_default();
         recovery.behind.retain(|c| c != channel);
         let mut position = have;
         if let Some(gap) = history.gap {
-            self.node.resets.fetch_add(1, Ordering::Relaxed);
+            self.node.count_reset();
             position = history
                 .messages
                 .first()
@@ -399,7 +397,7 @@ impl Connection {
 
     /// Resolves once the server begins shutting down.
     pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let admission = self.node.admission.clone();
+        let admission = self.node.admission().clone();
         async move { admission.closing().await }
     }
 }

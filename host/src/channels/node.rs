@@ -14,17 +14,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use super::admission::{Admission, DEFAULT_MAX_CONNECTIONS, TransportKind};
 use super::broker::{Broker, BrokerStats, History, Published};
 use super::broker::{Presence, Sink};
 use super::connection::Connection;
 use super::cursor::Position;
 use super::error::ChannelError;
-use super::hub::Hub;
+use super::hub::{Hub, Subscriber};
 use super::lock;
 use super::message::Payload;
 use super::name::ChannelName;
 use super::rules::{ChannelRules, Namespaces};
+use crate::metrics::Metrics;
 
 /// Messages a connection may have queued before it counts as a slow consumer.
 /// A healthy client drains its queue in microseconds; 1024 messages is seconds
@@ -87,12 +90,13 @@ pub struct NodeStats {
 /// Sessions shared per channel with other nodes.
 const MAX_SHARED_SESSIONS: usize = 100;
 
-/// Where the broker delivers: the hub, and for a resubscription the node's
-/// position check.
+/// Where the broker delivers (Centrifuge's `BrokerEventHandler`): the hub,
+/// and for a resubscription a nudge to the node's position check, which
+/// then runs at once instead of at its next interval.
 #[derive(Debug)]
 struct NodeSink {
     hub: Arc<Hub>,
-    node: std::sync::Weak<Node>,
+    recheck: Arc<Notify>,
 }
 
 impl Sink for NodeSink {
@@ -101,12 +105,8 @@ impl Sink for NodeSink {
     }
 
     fn resubscribed(&self) {
-        let (Some(node), Ok(runtime)) =
-            (self.node.upgrade(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        runtime.spawn(async move { node.check_positions().await });
+        // A permit is kept if the check is running now: it runs again after.
+        self.recheck.notify_one();
     }
 }
 
@@ -117,27 +117,30 @@ type Subscription = Arc<tokio::sync::Mutex<usize>>;
 /// The channels service of one host.
 #[derive(Debug)]
 pub struct Node {
-    pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) admission: Arc<Admission>,
+    broker: Arc<dyn Broker>,
+    hub: Arc<Hub>,
+    admission: Arc<Admission>,
     namespaces: Namespaces,
-    pub(crate) queue_len: usize,
-    pub(crate) max_channels_per_connection: usize,
+    queue_len: usize,
+    max_channels_per_connection: usize,
     subscriptions: Mutex<HashMap<ChannelName, Subscription>>,
     next_id: AtomicU64,
-    pub(crate) catch_ups: AtomicU64,
-    pub(crate) resets: AtomicU64,
+    catch_ups: AtomicU64,
+    resets: AtomicU64,
+    /// Where broker operations and connections are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
     /// A node over `broker`, which it starts (and, inside a tokio runtime,
-    /// its position check and presence sharing).
-    pub fn new(broker: Arc<dyn Broker>, config: NodeConfig) -> Arc<Node> {
+    /// its position check and presence sharing), counting in `metrics`.
+    pub fn new(broker: Arc<dyn Broker>, config: NodeConfig, metrics: Arc<Metrics>) -> Arc<Node> {
         let hub = Arc::new(Hub::default());
         let node = Arc::new(Node {
             broker,
             hub,
-            admission: Admission::new(config.max_connections),
+            admission: Admission::new(config.max_connections, &metrics),
+            metrics,
             namespaces: config.namespaces,
             queue_len: config.queue_len.max(1),
             max_channels_per_connection: config.max_channels_per_connection,
@@ -146,15 +149,16 @@ impl Node {
             catch_ups: AtomicU64::new(0),
             resets: AtomicU64::new(0),
         });
+        let recheck = Arc::new(Notify::new());
         node.broker.clone().start(Arc::new(NodeSink {
             hub: node.hub.clone(),
-            node: Arc::downgrade(&node),
+            recheck: recheck.clone(),
         }));
-        node.every(config.position_check, |node| async move {
+        node.every(config.position_check, Some(recheck), |node| async move {
             node.check_positions().await;
         });
         if let Some(interval) = node.broker.presence_interval() {
-            node.every(interval, |node| async move {
+            node.every(interval, None, |node| async move {
                 let local = node.hub.presence_all(MAX_SHARED_SESSIONS);
                 match node.broker.share_presence(local).await {
                     Ok(()) => tracing::debug!("presence shared"),
@@ -165,8 +169,9 @@ impl Node {
         node
     }
 
-    /// Run `task` every `interval` while the node lives (inside a runtime).
-    fn every<F, Fut>(self: &Arc<Self>, interval: Duration, task: F)
+    /// Run `task` every `interval` while the node lives (inside a runtime),
+    /// and also whenever `nudge` is notified.
+    fn every<F, Fut>(self: &Arc<Self>, interval: Duration, nudge: Option<Arc<Notify>>, task: F)
     where
         F: Fn(Arc<Node>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
@@ -180,7 +185,15 @@ impl Node {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
-                tick.tick().await;
+                match &nudge {
+                    Some(nudge) => tokio::select! {
+                        _ = tick.tick() => {}
+                        () = nudge.notified() => {}
+                    },
+                    None => {
+                        tick.tick().await;
+                    }
+                }
                 let Some(node) = me.upgrade() else { break };
                 task(node).await;
             }
@@ -192,7 +205,7 @@ impl Node {
     /// [`DEFAULT_POSITION_CHECK`]). Connections drop what they already have.
     pub async fn check_positions(&self) {
         for (channel, last) in self.hub.positions() {
-            let Ok(head) = self.broker.history(&channel, None, 0).await else {
+            let Ok(head) = self.history(&channel, None, 0).await else {
                 continue;
             };
             let Some(last) = last else {
@@ -203,7 +216,7 @@ impl Node {
                 continue;
             }
             let limit = self.rules(&channel).history.max_len;
-            let Ok(missed) = self.broker.history(&channel, Some(last), limit).await else {
+            let Ok(missed) = self.history(&channel, Some(last), limit).await else {
                 continue;
             };
             tracing::debug!(%channel, ?last, head = ?head.head, "position check: delivering missed messages");
@@ -244,7 +257,8 @@ impl Node {
         let history = self.rules(channel).history;
         let started = std::time::Instant::now();
         let published = self.broker.publish(channel, payload, history).await;
-        crate::metrics::metrics().broker("publish", published.is_ok(), started.elapsed());
+        self.metrics
+            .broker("publish", published.is_ok(), started.elapsed());
         Ok(published?)
     }
 
@@ -257,7 +271,8 @@ impl Node {
     ) -> Result<History, ChannelError> {
         let started = std::time::Instant::now();
         let history = self.broker.history(channel, since, limit).await;
-        crate::metrics::metrics().broker("history", history.is_ok(), started.elapsed());
+        self.metrics
+            .broker("history", history.is_ok(), started.elapsed());
         Ok(history?)
     }
 
@@ -319,9 +334,50 @@ impl Node {
         self.broker.stats()
     }
 
+    /// Messages a connection may have queued (see [`DEFAULT_QUEUE_LEN`]).
+    pub fn queue_len(&self) -> usize {
+        self.queue_len
+    }
+
+    /// Add `subscriber` to `channel`'s local subscribers, subscribing the
+    /// node at the broker first if it is the channel's first: from here on
+    /// live messages of the channel queue in its inbox.
+    pub(super) async fn join(
+        &self,
+        channel: &ChannelName,
+        subscriber: &Subscriber,
+    ) -> Result<(), ChannelError> {
+        self.subscribe_node(channel).await?;
+        self.hub.add(channel, subscriber.clone());
+        Ok(())
+    }
+
+    /// Take subscriber `id` off `channel`; the channel's last local
+    /// subscriber unsubscribes the node at the broker (in the background).
+    pub(super) fn leave(self: &Arc<Self>, channel: &ChannelName, id: u64) {
+        self.hub.remove(channel, id);
+        self.unsubscribe_node(channel);
+    }
+
+    /// Note that `channel` is at `position` at the broker (a subscriber
+    /// read it from history).
+    pub(super) fn observe(&self, channel: &ChannelName, position: Position) {
+        self.hub.observe(channel, position);
+    }
+
+    /// Count a catch-up from history (a gap between broker and node).
+    pub(super) fn count_catch_up(&self) {
+        self.catch_ups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a reset sent to a client.
+    pub(super) fn count_reset(&self) {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Count a local subscriber of `channel`; the first subscribes the node
     /// at the broker, and everyone waits until that is done.
-    pub(crate) async fn subscribe_node(&self, channel: &ChannelName) -> Result<(), ChannelError> {
+    async fn subscribe_node(&self, channel: &ChannelName) -> Result<(), ChannelError> {
         let subscription = lock(&self.subscriptions)
             .entry(channel.clone())
             .or_default()
@@ -336,7 +392,7 @@ impl Node {
 
     /// Count one local subscriber of `channel` less; the last unsubscribes
     /// the node at the broker (in the background: callers are in `Drop`).
-    pub(crate) fn unsubscribe_node(self: &Arc<Self>, channel: &ChannelName) {
+    fn unsubscribe_node(self: &Arc<Self>, channel: &ChannelName) {
         let Some(subscription) = lock(&self.subscriptions).get(channel).cloned() else {
             return;
         };

@@ -21,7 +21,7 @@ fn text(m: &Message) -> String {
 }
 
 fn node_over(broker: Arc<dyn Broker>) -> Arc<Node> {
-    Node::new(broker, NodeConfig::default())
+    Node::new(broker, NodeConfig::default(), Arc::default())
 }
 
 fn node() -> Arc<Node> {
@@ -178,6 +178,7 @@ async fn a_lost_message_that_history_lost_too_is_a_reset() {
             namespaces,
             ..NodeConfig::default()
         },
+        Arc::default(),
     );
     let mut c = node.connect(TransportKind::Sse).unwrap();
     c.subscribe(&name("x"), None).await.unwrap();

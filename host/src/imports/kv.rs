@@ -301,7 +301,7 @@ impl KvStore for MemoryKv {
 
 impl Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
-        crate::metrics::metrics().kv("get", 0);
+        self.services.metrics.kv("get", 0);
         let services = &self.services;
         let get = services.kv.get(&services.name, &key);
         Ok(self.turn.waiting(get).await.map_err(Into::into))
@@ -314,14 +314,14 @@ impl Host for HostState {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), KvError>> {
         let ttl = ttl_ms.map(Duration::from_millis);
-        crate::metrics::metrics().kv("set", value.len());
+        self.services.metrics.kv("set", value.len());
         let services = &self.services;
         let set = services.kv.set(&services.name, &key, value, ttl);
         Ok(self.turn.waiting(set).await.map_err(Into::into))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
-        crate::metrics::metrics().kv("delete", 0);
+        self.services.metrics.kv("delete", 0);
         let services = &self.services;
         let delete = services.kv.delete(&services.name, &key);
         Ok(self.turn.waiting(delete).await.map_err(Into::into))
@@ -332,7 +332,7 @@ impl Host for HostState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, KvError>> {
-        crate::metrics::metrics().kv("increment", 0);
+        self.services.metrics.kv("increment", 0);
         let services = &self.services;
         let increment = services.kv.increment(&services.name, &key, delta);
         Ok(self.turn.waiting(increment).await.map_err(Into::into))

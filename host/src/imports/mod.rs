@@ -19,6 +19,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{EdgeHandler, types};
 use crate::channels::Node;
+use crate::metrics::Metrics;
 use crate::sandbox::StoreState;
 use crate::scheduler::Turn;
 
@@ -42,6 +43,8 @@ pub struct ModuleServices {
     /// Slots for its on-close events running at once
     /// ([`DEFAULT_MAX_CONCURRENT_CLOSES`](crate::limits::DEFAULT_MAX_CONCURRENT_CLOSES)).
     pub closes: Arc<Semaphore>,
+    /// Where its kv operations are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl ModuleServices {
@@ -52,12 +55,14 @@ impl ModuleServices {
         config: BTreeMap<String, String>,
         channels: Arc<Node>,
         limits: &crate::Limits,
+        metrics: Arc<Metrics>,
     ) -> ModuleServices {
         ModuleServices {
             name,
             kv,
             config,
             channels,
+            metrics,
             events: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
             closes: Arc::new(Semaphore::new(crate::limits::DEFAULT_MAX_CONCURRENT_CLOSES)),
         }

@@ -161,7 +161,7 @@ impl SharedSocket {
         framing: Framing,
         connection: &crate::channels::Connection,
     ) -> SharedSocket {
-        let limit = connection.node().queue_len.saturating_mul(4);
+        let limit = connection.node().queue_len().saturating_mul(4);
         SharedSocket::new(tcp, framing, limit)
     }
 
