@@ -6,44 +6,80 @@
 //! in a fresh instance and in a reused one (for a module that opts in), and
 //! one guest built with WASI and without.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use comet_host::capabilities::Capabilities;
+use comet_host::capabilities::channels::no_publisher;
+use comet_host::capabilities::kv::MemoryKv;
 use comet_host::channels::{MemoryBroker, Node, NodeConfig};
+use comet_host::hooks::{Hooks, Modules, Publisher, Router};
 use comet_host::http::Peer;
-use comet_host::module::standalone;
-use comet_host::transports::EndpointConfig;
-use comet_host::{
-    EngineSettings, HandlerModule, Limits, MemoryKv, ModuleServices, Runtime, dispatch,
-};
+use comet_host::limits::Limits;
+use comet_host::metrics::Metrics;
+use comet_host::runtime::{EngineSettings, HandlerModule, ModuleEnv, Runtime};
+use comet_host::transports::{Conn, EndpointConfig, Endpoints};
 use comet_testkit::guests;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::Full;
 
-fn load(runtime: &Runtime, name: &str, path: &str) -> Arc<HandlerModule> {
-    load_with(runtime, name, path, Limits::default())
+/// Modules loaded on their own, with no registry to find others in.
+#[derive(Debug)]
+struct Alone;
+
+impl Modules for Alone {
+    fn current(&self, _: &str) -> Option<Arc<dyn Hooks>> {
+        None
+    }
 }
 
-fn load_with(runtime: &Runtime, name: &str, path: &str, limits: Limits) -> Arc<HandlerModule> {
-    let bytes = std::fs::read(path).expect("guest built by comet-testkit");
-    let services = Arc::new(ModuleServices::new(
-        name.into(),
-        Arc::new(MemoryKv::default()),
-        BTreeMap::new(),
-        Node::new(
+/// A runtime, what its modules are granted, and the built-in endpoints'
+/// shared state, as a host has them.
+struct Setup {
+    runtime: Runtime,
+    capabilities: Capabilities,
+    endpoints: Endpoints,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let metrics = Arc::new(Metrics::default());
+        let node = Node::new(
             Arc::new(MemoryBroker::default()),
             NodeConfig::default(),
-            runtime.metrics().clone(),
-        ),
-        &limits,
-        runtime.metrics().clone(),
-    ));
-    Arc::new(
-        runtime
-            .load(&bytes, services, limits, standalone())
-            .expect("load guest"),
-    )
+            metrics.clone(),
+        );
+        let capabilities = Capabilities::new(
+            Arc::new(MemoryKv::default()),
+            node.clone(),
+            no_publisher(),
+            metrics.clone(),
+        );
+        let runtime = Runtime::new(EngineSettings::default(), metrics.clone()).expect("engine");
+        let router = Router::new(Arc::new(Alone), node.clone());
+        let endpoints = Endpoints {
+            config: EndpointConfig::new("bench".into()),
+            publisher: Arc::new(Publisher::new(node, router, metrics)),
+        };
+        Setup {
+            runtime,
+            capabilities,
+            endpoints,
+        }
+    }
+
+    fn load(&self, name: &str, path: &str) -> Arc<HandlerModule> {
+        self.load_with(name, path, Limits::default())
+    }
+
+    fn load_with(&self, name: &str, path: &str, limits: Limits) -> Arc<HandlerModule> {
+        let bytes = std::fs::read(path).expect("guest built by comet-testkit");
+        let granted = self
+            .capabilities
+            .configure(name.into(), &Default::default());
+        let env = ModuleEnv::new(granted, &limits);
+        Arc::new(self.runtime.load(&bytes, env, limits).expect("load guest"))
+    }
 }
 
 fn request(uri: &str) -> http::Request<Full<Bytes>> {
@@ -57,17 +93,20 @@ fn events(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio");
-    let runtime = Runtime::new(EngineSettings::default(), Default::default()).expect("engine");
-    let trivial = load(&runtime, "misbehave", guests::MISBEHAVE);
+    let setup = Setup::new();
+    let trivial = setup.load("misbehave", guests::MISBEHAVE);
     // The hello example opts in to reuse; these benchmarks measure a fresh
     // instance per event, so it is turned off here.
     let one_event = Limits {
         events_per_instance: 1,
         ..Limits::default()
     };
-    let hello = load_with(&runtime, "hello", guests::HELLO, one_event.clone());
-    let remote = Peer::new("127.0.0.1:9".parse().expect("addr"));
-    let endpoints = EndpointConfig::new("bench".into());
+    let hello = setup.load_with("hello", guests::HELLO, one_event.clone());
+    let conn = Conn {
+        peer: Peer::new("127.0.0.1:9".parse().expect("addr")),
+        slot: Arc::new(()),
+        hangup: None,
+    };
 
     let mut group = c.benchmark_group("event");
     group.bench_function("wasmtime_floor_empty_component", |b| {
@@ -82,20 +121,18 @@ fn events(c: &mut Criterion) {
     });
     // One whole event through the HTTP dispatch path; it must answer 200.
     let serve = |module: &Arc<HandlerModule>, uri: &str| {
-        let response = rt.block_on(dispatch::handle(module, &endpoints, request(uri), &remote));
+        let hooks: Arc<dyn Hooks> = module.clone();
+        let dispatched =
+            comet_host::edge::dispatch(hooks, &setup.endpoints, request(uri), conn.clone());
+        let response = rt.block_on(dispatched);
         assert_eq!(response.status(), 200);
     };
     group.bench_function("on_request_trivial", |b| b.iter(|| serve(&trivial, "/ok")));
     // A guest that opts in to instance reuse, served both ways: the same
     // component, its events in a fresh instance each (events_per_instance
     // 1) and in a reused one.
-    let fresh = load_with(
-        &runtime,
-        "reuse-fresh",
-        guests::REUSE_APP,
-        one_event.clone(),
-    );
-    let reused = load(&runtime, "reuse", guests::REUSE_APP);
+    let fresh = setup.load_with("reuse-fresh", guests::REUSE_APP, one_event.clone());
+    let reused = setup.load("reuse", guests::REUSE_APP);
     assert!(reused.reuses_instances() && !fresh.reuses_instances());
     group.bench_function("on_request_opted_in_fresh", |b| {
         b.iter(|| serve(&fresh, "/ok"))
@@ -109,7 +146,7 @@ fn events(c: &mut Criterion) {
         ("wasip2", guests::NO_WASI_APP_WASIP2),
         ("no_wasi", guests::NO_WASI_APP),
     ] {
-        let module = load_with(&runtime, name, path, one_event.clone());
+        let module = setup.load_with(name, path, one_event.clone());
         group.bench_function(format!("instantiate_only_{name}"), |b| {
             b.iter(|| {
                 rt.block_on(module.check_instantiate())

@@ -1,42 +1,30 @@
 //! The Comet edge runtime host: serves real-time web handlers written as
 //! WebAssembly components, each event in a fresh wasmtime sandbox.
 //!
-//! The crate map, the path of a request and the invariants are described in
+//! The folders, bottom to top (each uses only those below it):
+//! `metrics`, `http` (the HTTP vocabulary), `private_fs`; `channels` (the
+//! channels service and the `Broker` boundary); `capabilities` (what a
+//! handler may reach); `redis` (the shared engine: a broker and a kv
+//! store); `hooks` (the seam between transports and handlers, and the one
+//! publish path); `runtime` (wasmtime: modules and their events); `deploy`
+//! (the modules each name serves); `transports` (the `/comet/` endpoints);
+//! `edge` (the public listener); `admin`; `app` (composition). The map, the
+//! path of a request and of a published message, and the invariants are in
 //! `ARCHITECTURE.md` at the repository root.
 
-pub mod addresses;
 pub mod admin;
-pub mod auth;
-mod bindings;
-pub mod builder;
+pub mod app;
+pub mod capabilities;
 pub mod channels;
-pub mod compile_cache;
-pub mod dispatch;
-pub mod engine;
-mod guest_output;
+pub mod deploy;
+pub mod edge;
+pub mod hooks;
 pub mod http;
-mod implemented;
-pub mod imports;
 pub mod metrics;
-pub mod module;
 pub mod private_fs;
-pub mod publish;
 pub mod redis;
-pub mod registry;
-pub mod routes;
-mod sandbox;
-mod scheduler;
-pub mod server;
+pub mod runtime;
 pub mod transports;
 
-pub use bindings::HANDLER_INTERFACE;
 /// The configuration model (limits, manifest), from the `comet-config` crate.
 pub use comet_config::{limits, manifest};
-pub use engine::{EPOCH_TICK, EngineSettings};
-pub use imports::ModuleServices;
-pub use imports::kv::{KvStore, MemoryKv};
-pub use limits::Limits;
-pub use module::{HandlerModule, LoadError, Runtime};
-pub use registry::{DeployError, ModuleSpec, Origin, Registry, RegistryConfig};
-pub use routes::{Route, Routes};
-pub use sandbox::EventError;

@@ -168,7 +168,7 @@ impl EventMeter {
     }
 
     /// An event computed long enough to move to the hot runtime (see
-    /// `scheduler`).
+    /// `runtime::scheduler`).
     pub fn hot(&self) {
         self.hot
             .get_or_init(|| {

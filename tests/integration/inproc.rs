@@ -4,10 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use comet_host::builder::{Host, HostConfig, RunningHost};
+use comet_host::app::{Host, HostConfig, RunningHost};
 use comet_host::channels::Broker;
+use comet_host::deploy::Origin;
 use comet_host::manifest::Manifest;
-use comet_host::{EngineSettings, Origin};
+use comet_host::runtime::EngineSettings;
 use comet_testkit::guests;
 
 /// The publish token of in-process hosts.

@@ -1,12 +1,9 @@
-//! [`ChannelError`]: every way a channel operation can fail, with the status
-//! and code clients see (PROTOCOL.md, "Errors").
-
-use http::StatusCode;
+//! [`ChannelError`]: every way a channel operation can fail (the status and
+//! code clients see are decided at the edge, `edge::errors`).
 
 use super::broker::BrokerError;
 use super::cursor::CursorError;
 use super::name::NameError;
-use crate::http::ClientError;
 
 /// Why a channel operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,44 +44,6 @@ impl From<BrokerError> for ChannelError {
         match e {
             BrokerError::ChannelLimit(max) => ChannelError::ChannelLimit(max),
             e @ BrokerError::Unavailable(_) => ChannelError::Unavailable(e.to_string()),
-        }
-    }
-}
-
-impl ClientError for ChannelError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ChannelError::InvalidChannel(_)
-            | ChannelError::InvalidCursor(_)
-            | ChannelError::TooManyChannels(_) => StatusCode::BAD_REQUEST,
-            ChannelError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ChannelError::ConnectionLimit(_)
-            | ChannelError::ChannelLimit(_)
-            | ChannelError::Unavailable(_)
-            | ChannelError::Closing => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            ChannelError::InvalidChannel(_) => "invalid-channel",
-            ChannelError::InvalidCursor(_) => "invalid-cursor",
-            ChannelError::TooLarge { .. } => "too-large",
-            ChannelError::TooManyChannels(_) => "too-many-channels",
-            ChannelError::ConnectionLimit(_) => "too-many-connections",
-            ChannelError::ChannelLimit(_) => "channel-limit",
-            ChannelError::Unavailable(_) => "unavailable",
-            ChannelError::Closing => "server-restart",
-        }
-    }
-
-    fn retry_after(&self) -> Option<u32> {
-        match self {
-            ChannelError::ConnectionLimit(_)
-            | ChannelError::ChannelLimit(_)
-            | ChannelError::Closing => Some(5),
-            ChannelError::Unavailable(_) => Some(1),
-            _ => None,
         }
     }
 }

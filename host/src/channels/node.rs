@@ -247,7 +247,7 @@ impl Node {
 
     /// Publish through the broker (which delivers it to every subscribed
     /// node, this one included). Hooks are the caller's business: see
-    /// `crate::publish`.
+    /// `hooks::Publisher`.
     pub async fn publish(
         &self,
         channel: &ChannelName,

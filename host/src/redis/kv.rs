@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 use super::Commands;
-use crate::channels::now_ms;
-use crate::imports::kv::{
+use crate::capabilities::kv::{
     ENTRY_OVERHEAD_BYTES, KvStore, MAX_BYTES_PER_NAMESPACE, MAX_KEYS_PER_NAMESPACE, StoreError,
     check_key, check_value, entry_bytes,
 };
+use crate::channels::now_ms;
 
 /// kv on Redis.
 pub struct RedisKv {

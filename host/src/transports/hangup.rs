@@ -21,7 +21,7 @@ use crate::channels::signal::Listener;
 
 /// One per HTTP connection served by hyper.
 #[derive(Debug, Default)]
-pub(crate) struct Hangup {
+pub struct Hangup {
     /// Streams dropped as slow consumers and not ended yet.
     stalled: AtomicUsize,
     changed: Notify,

@@ -8,49 +8,48 @@ use std::time::Duration;
 use http::Response;
 
 use super::client::Client;
-use super::hangup::Hangup;
 use super::query::channel_list;
 use super::stream::{self, Format, Stream};
-use super::{EndpointConfig, poll, ws};
-use crate::bindings::{self, StreamFormat, Transport};
-use crate::channels::{ChannelError, Cursor};
+use super::{Conn, Endpoints, invalid_answer, poll, ws};
+use crate::channels::{ChannelError, Cursor, TransportKind};
+use crate::hooks::{Header, Hold, Hooks, StreamFormat, WebSocketAccept};
 use crate::http::{ApiError, Body};
-use crate::module::HandlerModule;
-use crate::sandbox::EventError;
 
 /// Serve `hold`, which the handler answered on-request with.
-pub(crate) async fn hold(
-    module: &Arc<HandlerModule>,
-    config: &EndpointConfig,
-    hold: bindings::Hold,
-    hangup: Option<Arc<Hangup>>,
+pub async fn hold(
+    hooks: &Arc<dyn Hooks>,
+    endpoints: &Endpoints,
+    hold: Hold,
+    conn: &Conn,
 ) -> Result<Response<Body>, ApiError> {
-    let headers = bindings::http_headers(hold.headers).map_err(EventError::InvalidOutput)?;
+    let headers = Header::to_http(hold.headers).map_err(invalid_answer)?;
     // The client's cursor, passed through the handler.
     let since = match hold.since.as_deref() {
         None => Cursor::new(),
         Some(s) => Cursor::decode(s).map_err(ChannelError::from)?,
     };
     if hold.channels.is_empty() {
-        return Err(EventError::InvalidOutput("a hold with no channels".into()).into());
+        return Err(invalid_answer("a hold with no channels"));
     }
-    let max = module.services().channels.max_channels_per_connection();
+    let node = endpoints.node();
+    let max = node.max_channels_per_connection();
     let channels = channel_list(hold.channels.iter().map(String::as_str), max)
-        .map_err(|e| EventError::InvalidOutput(format!("a hold that cannot be served: {e}")))?;
+        .map_err(|e| invalid_answer(format!("a hold that cannot be served: {e}")))?;
     let (transport, format) = match hold.format {
-        StreamFormat::Sse => (Transport::Sse, Some(Format::Sse)),
-        StreamFormat::Ndjson => (Transport::HttpStream, Some(Format::Ndjson)),
-        StreamFormat::LongPoll => (Transport::LongPoll, None),
+        StreamFormat::Sse => (TransportKind::Sse, Some(Format::Sse)),
+        StreamFormat::Ndjson => (TransportKind::Stream, Some(Format::Ndjson)),
+        StreamFormat::LongPoll => (TransportKind::Poll, None),
     };
-    let mut client = Client::accepted(module, transport, Vec::new())?;
+    let mut client = Client::accepted(hooks, node, transport, Vec::new())?;
     let backlogs = client.subscribe_all(&channels, &since, None, false).await?;
     let timeout = hold
         .timeout_ms
         .map(|ms| Duration::from_millis(u64::from(ms)));
+    let config = &endpoints.config;
     if let Some(format) = format {
         let mut stream = Stream::open(client, backlogs, format, config.heartbeat, timeout);
-        if let Some(hangup) = hangup {
-            stream.hang_up_with(&hangup);
+        if let Some(hangup) = &conn.hangup {
+            stream.hang_up_with(hangup);
         }
         return Ok(stream::into_response(stream, headers));
     }
@@ -67,24 +66,26 @@ pub(crate) async fn hold(
 }
 
 /// Upgrade `request` to a WebSocket, as the handler's accept says.
-pub(crate) fn accept_websocket<B>(
-    module: &Arc<HandlerModule>,
-    config: &EndpointConfig,
+pub fn accept_websocket<B>(
+    hooks: &Arc<dyn Hooks>,
+    endpoints: &Endpoints,
     request: &mut http::Request<B>,
-    accept: bindings::WebsocketAccept,
+    accept: WebSocketAccept,
+    conn: &Conn,
 ) -> Result<Response<Body>, ApiError> {
     if let Err(e) = ws::check_upgrade(request) {
         return Ok(ws::refusal(e));
     }
-    let max = module.services().channels.max_channels_per_connection();
-    let channels = ws::accepted_channels(&accept.channels, max).map_err(|e| {
-        EventError::InvalidOutput(format!("a WebSocket accept that cannot be served: {e}"))
-    })?;
-    let client = Client::accepted(module, Transport::Websocket, accept.session)?;
+    let node = endpoints.node();
+    let max = node.max_channels_per_connection();
+    let channels = channel_list(accept.channels.iter().map(String::as_str), max)
+        .map_err(|e| invalid_answer(format!("a WebSocket accept that cannot be served: {e}")))?;
+    let client = Client::accepted(hooks, node, TransportKind::WebSocket, accept.session)?;
     ws::upgrade(
         client,
+        endpoints,
         request,
         ws::Opening::Accepted(channels),
-        config.write_timeout,
+        conn,
     )
 }

@@ -9,10 +9,43 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
+use hyper::body::Incoming;
 
-use super::client::Client;
-use crate::channels::{Backlog, Cursor, Event, Message, Reset};
+use super::client::{Client, RequestInfo};
+use super::{Conn, Endpoints, query};
+use crate::channels::{Backlog, Cursor, Event, Message, Reset, TransportKind};
+use crate::hooks::Hooks;
 use crate::http::{ApiError, Body, full};
+
+/// `GET /comet/poll`: on-connect, the subscriptions the query asks for,
+/// then the answer; the connection ends with it.
+pub(super) async fn serve(
+    hooks: Arc<dyn Hooks>,
+    endpoints: &Endpoints,
+    request: hyper::Request<Incoming>,
+    conn: Conn,
+) -> Result<Response<Body>, ApiError> {
+    let node = endpoints.node();
+    let config = &endpoints.config;
+    let ask = query::parse(
+        request.uri().query(),
+        request.headers(),
+        node.max_channels_per_connection(),
+    )?;
+    let timeout = ask
+        .timeout
+        .unwrap_or(config.hold_timeout)
+        .min(config.hold_timeout);
+    let info = RequestInfo::of(&request, &conn.peer);
+    drop(request);
+    let mut client = Client::connect(&hooks, node, TransportKind::Poll, info).await?;
+    let backlogs = client
+        .subscribe_all(&ask.channels, &ask.since, ask.token.as_deref(), true)
+        .await?;
+    let answer = answer(&mut client, backlogs, timeout).await;
+    client.closed(None, "poll answered");
+    answer
+}
 
 /// What one poll answers.
 #[derive(Default)]

@@ -8,20 +8,20 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::EndpointConfig;
-use crate::auth::check_bearer;
-use crate::bindings::PublishSource;
+use super::Endpoints;
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
 use crate::channels::{ChannelError, ChannelName, Payload};
+use crate::hooks::{Hooks, PublishSource};
+use crate::http::auth::check_bearer;
 use crate::http::{ApiError, Body, full, next_request_id};
-use crate::module::HandlerModule;
-use crate::publish;
 
+/// `POST /comet/publish/CHANNEL`: the body, published through on-publish.
 pub(super) async fn serve(
-    module: &Arc<HandlerModule>,
-    config: &EndpointConfig,
+    hooks: &Arc<dyn Hooks>,
+    endpoints: &Endpoints,
     request: hyper::Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let config = &endpoints.config;
     if request.method() != http::Method::POST {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -88,14 +88,16 @@ pub(super) async fn serve(
     } else {
         Payload::Binary(body)
     };
-    let published = publish::publish(
-        module,
-        next_request_id(),
-        &channel,
-        payload,
-        PublishSource::Api,
-    )
-    .await?;
+    let published = endpoints
+        .publisher
+        .publish(
+            &**hooks,
+            next_request_id(),
+            &channel,
+            payload,
+            PublishSource::Api,
+        )
+        .await?;
     let body = serde_json::json!({
         "channel": published.channel.as_str(),
         "cursor": published.cursor().encode(),

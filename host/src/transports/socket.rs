@@ -1,6 +1,6 @@
-//! A streaming connection's TCP socket, shared by its task and the hub's
+//! A streaming connection's socket, shared by its task and the hub's
 //! drains: the task reads the client and writes its own frames (a
-//! WebSocket session through tungstenite, over [`SocketIo`]; a direct SSE
+//! WebSocket session through tungstenite, over [`SocketIo`]; a raw SSE
 //! stream its events); a drain writes channel messages (the [`Outlet`])
 //! while the task waits. Each frame goes out whole, in the order its writer
 //! took the socket's lock, framed as the connection's [`Framing`] says.
@@ -8,11 +8,16 @@
 //! Strategy: a write goes to the kernel at once when nothing is waiting: a
 //! small frame copied into one buffer and sent with one `send(2)`, which
 //! skips the VFS layer and the iovec copy of a vectored write (the largest
-//! costs of comet's own in a profile of fan-out), a large one vectored. What the kernel does not take waits in a bounded list of
-//! buffers, and the session's task sends it once the socket is writable
+//! costs of comet's own in a profile of fan-out), a large one vectored.
+//! What the kernel does not take waits in a bounded list of buffers, and
+//! the session's task sends it once the socket is writable
 //! ([`SharedSocket::poll_pump`]). A message's frame header is made on the
 //! stack for each write and its payload is the message's own shared JSON,
 //! so a message to many subscribers is encoded once and copied by no one.
+//!
+//! The socket is a [`Wire`]: a plain TCP stream today, and the place a TLS
+//! stream would plug in (its bytes waiting in the TLS session would count
+//! against the same bound).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -30,6 +35,61 @@ use tokio::time::{Instant, Sleep};
 
 use crate::channels::inbox::{Outlet, OutletFull};
 use crate::channels::{Message, Position, lock};
+use crate::http::raw::chunk_header;
+
+/// A connection's byte stream as [`SharedSocket`] drives it: writes and
+/// reads that never wait, and readiness to wait on. Implemented by
+/// `TcpStream`; a TLS stream would implement it over its session.
+pub trait Wire: Send + Sync + std::fmt::Debug + 'static {
+    /// Write `buf` without waiting; `WouldBlock` when the socket is full.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Write `bufs` in order without waiting.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Ready once the socket may take bytes again.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Ready once the socket may have bytes to read.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Read without waiting; `WouldBlock` when nothing is there.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Wire for TcpStream {
+    /// One `send(2)` (through tokio, so that it learns when the socket is
+    /// full), without the VFS layer of `write(2)`.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let fd = self.as_raw_fd();
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        self.try_io(Interest::WRITABLE, || {
+            nix::sys::socket::send(fd, buf, flags).map_err(io::Error::from)
+        })
+    }
+
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+}
+
+/// What a stream whose live messages the drains write asks of its socket.
+pub(super) trait Through: Send + Sync + std::fmt::Debug {
+    /// The position of the last message an outlet write took since the
+    /// last call, if any.
+    fn take_written(&self) -> Option<Position>;
+    /// Write no more messages (the stream is ending: its end is the last
+    /// thing on the socket).
+    fn close_messages(&self);
+}
 
 /// Opcodes of the frames the server sends (RFC 6455, section 5.2).
 const TEXT: u8 = 0x1;
@@ -60,8 +120,8 @@ pub(super) enum Framing {
 
 /// A connection's socket (see the module docs).
 #[derive(Debug)]
-pub(super) struct SharedSocket {
-    tcp: TcpStream,
+pub(super) struct SharedSocket<W: Wire = TcpStream> {
+    wire: W,
     framing: Framing,
     out: Mutex<Out>,
     /// Most buffers waiting before a drain's write counts the client as a
@@ -131,22 +191,12 @@ fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
     (head, n)
 }
 
-/// A chunk's header: its length in hex and CRLF.
-pub(super) fn chunk_header(len: usize) -> ([u8; 18], usize) {
-    use std::io::Write as _;
-    let mut head = [0u8; 18];
-    let mut rest = &mut head[..];
-    write!(rest, "{len:x}\r\n").expect("18 bytes hold a usize in hex and CRLF");
-    let n = 18 - rest.len();
-    (head, n)
-}
-
-impl SharedSocket {
-    /// Share `tcp`, framing messages as `framing`; `limit` buffers may wait
+impl<W: Wire> SharedSocket<W> {
+    /// Share `wire`, framing messages as `framing`; `limit` buffers may wait
     /// (a message takes up to four).
-    fn new(tcp: TcpStream, framing: Framing, limit: usize) -> SharedSocket {
+    fn new(wire: W, framing: Framing, limit: usize) -> SharedSocket<W> {
         SharedSocket {
-            tcp,
+            wire,
             framing,
             out: Mutex::default(),
             limit: limit.max(8),
@@ -157,18 +207,12 @@ impl SharedSocket {
     /// its queue, each in up to four buffers (two WebSocket frames, each a
     /// header and a payload).
     pub(super) fn for_connection(
-        tcp: TcpStream,
+        wire: W,
         framing: Framing,
         connection: &crate::channels::Connection,
-    ) -> SharedSocket {
+    ) -> SharedSocket<W> {
         let limit = connection.node().queue_len().saturating_mul(4);
-        SharedSocket::new(tcp, framing, limit)
-    }
-
-    /// The position of the last message written as an outlet since the
-    /// last call, if any.
-    pub(super) fn take_written(&self) -> Option<Position> {
-        lock(&self.out).written.take()
+        SharedSocket::new(wire, framing, limit)
     }
 
     /// Write `parts` (at most four) now if nothing waits, and keep what the
@@ -206,19 +250,14 @@ impl SharedSocket {
             for (slice, part) in slices.iter_mut().zip(parts) {
                 *slice = IoSlice::new(part);
             }
-            return self.tcp.try_write_vectored(&slices[..parts.len().min(4)]);
+            return self.wire.try_write_vectored(&slices[..parts.len().min(4)]);
         }
         FRAME.with_borrow_mut(|frame| {
             frame.clear();
             for part in parts {
                 frame.extend_from_slice(part);
             }
-            let fd = self.tcp.as_raw_fd();
-            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            // Through tokio, so that it learns when the socket is full.
-            self.tcp.try_io(Interest::WRITABLE, || {
-                nix::sys::socket::send(fd, frame, flags).map_err(io::Error::from)
-            })
+            self.wire.try_write(frame)
         })
     }
 
@@ -230,7 +269,7 @@ impl SharedSocket {
             slices[i] = IoSlice::new(if i == 0 { &part[out.sent..] } else { part });
             n += 1;
         }
-        let mut written = match self.tcp.try_write_vectored(&slices[..n]) {
+        let mut written = match self.wire.try_write_vectored(&slices[..n]) {
             Ok(written) => written,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
@@ -283,7 +322,7 @@ impl SharedSocket {
                 }
             }
             drop(out);
-            ready!(self.tcp.poll_write_ready(cx))?;
+            ready!(self.wire.poll_write_ready(cx))?;
         }
     }
 
@@ -325,12 +364,6 @@ impl SharedSocket {
         std::future::poll_fn(|cx| self.poll_flushed(cx)).await
     }
 
-    /// Write no more messages (the session is closing: its close frame is
-    /// the last thing it sends).
-    pub(super) fn close_messages(&self) {
-        lock(&self.out).closed = true;
-    }
-
     /// Read what the client sent.
     pub(super) fn poll_read(
         &self,
@@ -338,8 +371,8 @@ impl SharedSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.tcp.poll_read_ready(cx))?;
-            match self.tcp.try_read(buf.initialize_unfilled()) {
+            ready!(self.wire.poll_read_ready(cx))?;
+            match self.wire.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -366,7 +399,7 @@ impl SharedSocket {
     }
 }
 
-impl Outlet for SharedSocket {
+impl<W: Wire> Outlet for SharedSocket<W> {
     fn write(&self, message: &Message) -> Result<(), OutletFull> {
         match self.framing {
             Framing::WebSocket => self.write_frames(message),
@@ -375,7 +408,19 @@ impl Outlet for SharedSocket {
     }
 }
 
-impl SharedSocket {
+impl<W: Wire> Through for SharedSocket<W> {
+    fn take_written(&self) -> Option<Position> {
+        lock(&self.out).written.take()
+    }
+
+    /// Also for a WebSocket session closing: its close frame is the last
+    /// thing it sends.
+    fn close_messages(&self) {
+        lock(&self.out).closed = true;
+    }
+}
+
+impl<W: Wire> SharedSocket<W> {
     /// `message` as WebSocket frames.
     fn write_frames(&self, message: &Message) -> Result<(), OutletFull> {
         let (text, binary) = message.ws_payloads();
@@ -464,7 +509,11 @@ impl Pump {
     }
 
     /// Pending while the connection is well; why it ends otherwise.
-    pub(super) fn poll(&mut self, socket: &SharedSocket, cx: &mut Context<'_>) -> Poll<PumpEnd> {
+    pub(super) fn poll<W: Wire>(
+        &mut self,
+        socket: &SharedSocket<W>,
+        cx: &mut Context<'_>,
+    ) -> Poll<PumpEnd> {
         use std::future::Future as _;
         if socket.poll_pump(cx).is_ready() {
             return Poll::Ready(PumpEnd::Broken);
@@ -491,12 +540,12 @@ impl Pump {
 /// socket (after `prefix`, bytes read past the upgrade request), writes go
 /// through [`SharedSocket`].
 #[derive(Debug)]
-pub(super) struct SocketIo {
-    pub(super) socket: std::sync::Arc<SharedSocket>,
+pub(super) struct SocketIo<W: Wire = TcpStream> {
+    pub(super) socket: std::sync::Arc<SharedSocket<W>>,
     pub(super) prefix: Bytes,
 }
 
-impl AsyncRead for SocketIo {
+impl<W: Wire> AsyncRead for SocketIo<W> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -512,7 +561,7 @@ impl AsyncRead for SocketIo {
     }
 }
 
-impl AsyncWrite for SocketIo {
+impl<W: Wire> AsyncWrite for SocketIo<W> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -539,17 +588,6 @@ impl AsyncWrite for SocketIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunk_headers_are_hex_lengths() {
-        for (len, text) in [(0, "0\r\n"), (10, "a\r\n"), (0x1f4, "1f4\r\n")] {
-            let (h, n) = chunk_header(len);
-            assert_eq!(&h[..n], text.as_bytes());
-        }
-        let (h, n) = chunk_header(usize::MAX);
-        assert_eq!(n, 18);
-        assert_eq!(&h[..16], b"ffffffffffffffff");
-    }
 
     #[test]
     fn headers_take_the_shortest_length_form() {

@@ -1,8 +1,9 @@
 //! Streaming transports: server-sent events and chunked NDJSON. A
 //! [`Stream`] turns a subscribed client's events into frames; it is written
-//! either as a hyper response body ([`into_response`]) or straight to the
-//! socket (`direct`). An open stream costs one queue and one small state, and
-//! no task of its own.
+//! either as a hyper response body ([`serve`], [`into_response`]) or, for a
+//! connection's first request, straight to the socket as a chunked HTTP/1.1
+//! response ([`serve_raw`]). An open stream costs one queue and one small
+//! state, and no task of its own.
 //!
 //! Every way a stream ends is said in the stream itself, at an event
 //! boundary: `slow-consumer` (the client fell behind), `server-restart`
@@ -11,22 +12,196 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
 use http::{HeaderValue, Response};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use hyper::body::{Frame, Incoming};
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::client::Client;
+use super::client::{Client, RequestInfo};
 use super::hangup::{Hangup, Stall};
-use super::socket::SharedSocket;
+use super::socket::{Framing, Pump, PumpEnd, SharedSocket, Through, Wire};
+use super::{Conn, Endpoints, query};
 use crate::channels::signal::Listener;
-use crate::channels::{Backlog, ChannelName, Cursor, Event, Message, Reset};
-use crate::http::Body;
+use crate::channels::{Backlog, ChannelName, Cursor, Event, Message, Reset, TransportKind};
+use crate::hooks::Hooks;
+use crate::http::raw::{append_chunk, refuse};
+use crate::http::{ApiError, Body};
+
+/// `GET /comet/sse` or `/comet/stream` through hyper: the stream the query
+/// asks for, as the response's body.
+pub(super) async fn serve(
+    hooks: Arc<dyn Hooks>,
+    endpoints: &Endpoints,
+    request: hyper::Request<Incoming>,
+    conn: Conn,
+    format: Format,
+) -> Result<Response<Body>, ApiError> {
+    let mut stream = open(&hooks, endpoints, request, &conn, format).await?;
+    if let Some(hangup) = &conn.hangup {
+        stream.hang_up_with(hangup);
+    }
+    Ok(into_response(stream, Vec::new()))
+}
+
+/// `GET /comet/sse` as a connection's first request, on the socket itself:
+/// the same hooks and checks as through hyper, the stream written as one
+/// chunked response, the connection closing after it.
+pub(super) async fn serve_raw(
+    hooks: Arc<dyn Hooks>,
+    endpoints: &Endpoints,
+    mut tcp: TcpStream,
+    request: http::Request<()>,
+    conn: Conn,
+) {
+    let write_timeout = endpoints.config.write_timeout;
+    // Boxed: the hooks' futures are large and only live until the stream
+    // opens; the task keeps only what streaming needs.
+    let opened = Box::pin(open(&hooks, endpoints, request, &conn, Format::Sse)).await;
+    match opened {
+        Ok(stream) => {
+            let socket = Arc::new(SharedSocket::for_connection(
+                tcp,
+                Framing::SseChunk,
+                stream.connection(),
+            ));
+            write_raw(socket, stream, write_timeout).await;
+        }
+        Err(refusal) => refuse(&mut tcp, &refusal, &[], write_timeout).await,
+    }
+}
+
+/// The stream a subscribing `request` asks for: its query string, then
+/// on-connect, the subscriptions (on-subscribe for each) and the backlog.
+/// The request is dropped before the hooks run.
+async fn open<B>(
+    hooks: &Arc<dyn Hooks>,
+    endpoints: &Endpoints,
+    request: http::Request<B>,
+    conn: &Conn,
+    format: Format,
+) -> Result<Stream, ApiError> {
+    let node = endpoints.node();
+    let ask = query::parse(
+        request.uri().query(),
+        request.headers(),
+        node.max_channels_per_connection(),
+    )?;
+    let info = RequestInfo::of(&request, &conn.peer);
+    drop(request);
+    let transport = match format {
+        Format::Sse => TransportKind::Sse,
+        Format::Ndjson => TransportKind::Stream,
+    };
+    let mut client = Client::connect(hooks, node, transport, info).await?;
+    let backlogs = client
+        .subscribe_all(&ask.channels, &ask.since, ask.token.as_deref(), true)
+        .await?;
+    Ok(Stream::open(
+        client,
+        backlogs,
+        format,
+        endpoints.config.heartbeat,
+        None,
+    ))
+}
+
+/// The head of a stream's raw response.
+const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
+content-type: text/event-stream\r\n\
+cache-control: no-cache\r\n\
+x-accel-buffering: no\r\n\
+connection: close\r\n\
+transfer-encoding: chunked\r\n\r\n";
+
+/// Write the stream to `socket` until it ends, the client goes away, or
+/// bytes wait on its socket for `write_timeout`. Once the response head is
+/// out, the hub's drains write a stream of one channel's live messages
+/// themselves (see `socket`). A client dropped as a slow consumer gets the
+/// `slow-consumer` event and the final chunk after what it was being sent,
+/// if it reads them within the timeout; else the connection is closed.
+async fn write_raw<W: Wire>(
+    socket: Arc<SharedSocket<W>>,
+    mut stream: Stream,
+    write_timeout: Duration,
+) {
+    // The response head goes out with the backlog.
+    let mut chunk = RESPONSE_HEAD.to_vec();
+    let mut frames: Vec<Bytes> = Vec::new();
+    while let Some(frame) = stream.ready_frame() {
+        frames.push(frame);
+    }
+    append_chunk(&mut chunk, &frames);
+    if !send(&socket, &chunk, write_timeout).await {
+        stream.end("slow consumer");
+        return;
+    }
+    stream.write_through(&socket);
+    let mut pump = Pump::new(write_timeout);
+    // Nothing is expected from the client; reading notices it leaving.
+    let mut probe = [0u8; 32];
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next_frame() => frame,
+            read = poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut probe);
+                ready!(socket.poll_read(cx, &mut buf))?;
+                Poll::Ready(Ok::<_, std::io::Error>(buf.filled().len()))
+            }) => match read {
+                Ok(n) if n > 0 => continue,
+                // Closed or failed: the stream's drop reports it.
+                _ => return,
+            },
+            end = poll_fn(|cx| pump.poll(&socket, cx)) => {
+                if end == PumpEnd::Stalled {
+                    stream.end("slow consumer");
+                }
+                return;
+            }
+        };
+        let last = frame.is_none();
+        frames.clear();
+        frames.extend(frame);
+        // Take whatever else is ready, so a burst is one write.
+        while let Some(more) = stream.ready_frame() {
+            frames.push(more);
+        }
+        chunk.clear();
+        append_chunk(&mut chunk, &frames);
+        if last {
+            chunk.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !send(&socket, &chunk, write_timeout).await {
+            stream.end("slow consumer");
+            return;
+        }
+        if last {
+            // What waits goes out before the socket closes.
+            let _ = tokio::time::timeout(write_timeout, socket.flushed()).await;
+            return;
+        }
+    }
+}
+
+/// Write all of `bytes` (whole frames) to `socket`, once there is room,
+/// within `timeout`. A write is never cut short by the slow-consumer
+/// signal: it ends at an event boundary, and the stream's next frame says
+/// why it ends.
+async fn send<W: Wire>(socket: &SharedSocket<W>, bytes: &[u8], timeout: Duration) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    let write = poll_fn(|cx| socket.poll_write_own(cx, bytes));
+    matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(_)))
+}
 
 /// How a stream is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +246,7 @@ pub(crate) struct Stream {
     stall: Option<Arc<Stall>>,
     /// A stream of one channel written on its own socket: the hub's drains
     /// write its live messages there (see [`Stream::write_through`]).
-    through: Option<(Arc<SharedSocket>, ChannelName)>,
+    through: Option<(Arc<dyn Through>, ChannelName)>,
 }
 
 impl Stream {
@@ -140,7 +315,7 @@ impl Stream {
     /// `socket` while it waits (an SSE stream of one channel, whose
     /// messages need no per-stream `id:`; others still get everything from
     /// [`Stream::next_frame`]).
-    pub(super) fn write_through(&mut self, socket: &Arc<SharedSocket>) {
+    pub(super) fn write_through<W: Wire>(&mut self, socket: &Arc<SharedSocket<W>>) {
         if self.format != Format::Sse || !self.single {
             return;
         }
@@ -148,7 +323,7 @@ impl Stream {
             return;
         };
         self.client.conn.set_outlet(Some(socket.clone()));
-        self.through = Some((socket.clone(), channel));
+        self.through = Some((socket.clone() as Arc<dyn Through>, channel));
     }
 
     /// Move the cursor past what the drains wrote, before making a frame

@@ -12,7 +12,6 @@
 //! timeout.
 
 use std::future::poll_fn;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,18 +36,17 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::client::{Client, RequestInfo};
-use super::query::{self, channel_list};
-use super::socket::{Framing, Pump, PumpEnd, SharedSocket, SocketIo};
-use super::{DEFAULT_HEARTBEAT, EndpointConfig, direct};
-use crate::addresses::AddressTicket;
-use crate::bindings::{self, Action, PublishSource, Transport};
+use super::query;
+use super::socket::{Framing, Pump, PumpEnd, SharedSocket, SocketIo, Through as _, Wire};
+use super::{Conn, DEFAULT_HEARTBEAT, Endpoints};
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
 use crate::channels::{
     Backlog, ChannelError, ChannelName, Cursor, Event, Message, Outlet as _, Payload, Reset,
+    TransportKind,
 };
+use crate::hooks::{Action, Hooks, PublishSource, Publisher};
+use crate::http::raw::refuse;
 use crate::http::{ApiError, Body, full, next_request_id};
-use crate::module::{HandlerModule, HookError};
-use crate::publish;
 
 /// Read buffer per connection. tungstenite allocates it up front (its default
 /// of 128 KiB would cost that much per idle connection). Subscribers send
@@ -76,42 +74,42 @@ const CLOSE_SLOW: u16 = 4008;
 /// `GET /comet/ws` through hyper (see [`open`]), answered by hyper's
 /// upgrade; the session runs in a task of its own.
 pub(super) async fn serve(
-    module: &Arc<HandlerModule>,
+    hooks: Arc<dyn Hooks>,
+    endpoints: &Endpoints,
     mut request: hyper::Request<Incoming>,
-    remote: SocketAddr,
-    write_timeout: Duration,
+    conn: Conn,
 ) -> Result<Response<Body>, ApiError> {
-    match open(module, &request, remote).await {
+    match open(&hooks, endpoints, &request, &conn).await {
         Ok((client, backlogs)) => upgrade(
             client,
+            endpoints,
             &mut request,
             Opening::Subscribed(backlogs),
-            write_timeout,
+            &conn,
         ),
         Err(e) => Ok(refusal(e)),
     }
 }
 
 /// `GET /comet/ws` as a connection's first request, on the socket itself
-/// (see `transports::direct`; its head is read already): the same checks
-/// and hooks as through hyper, the `101` written here, then the session in
-/// a task of its own (holding the address's connection slot, `ticket`).
-pub(super) async fn serve_direct(
-    module: &Arc<HandlerModule>,
-    config: &EndpointConfig,
+/// (its head is read already): the same checks and hooks as through hyper,
+/// the `101` written here, then the session in a task of its own (holding
+/// the connection's slot).
+pub(super) async fn serve_raw(
+    hooks: Arc<dyn Hooks>,
+    endpoints: &Endpoints,
     mut tcp: TcpStream,
     request: http::Request<()>,
-    remote: SocketAddr,
-    ticket: Arc<AddressTicket>,
+    conn: Conn,
 ) {
-    let write_timeout = config.write_timeout;
+    let write_timeout = endpoints.config.write_timeout;
     // Boxed: the hooks' futures are large and done with once the session
     // opens; the task keeps only the session's state.
-    let opened = Box::pin(open(module, &request, remote)).await;
+    let opened = Box::pin(open(&hooks, endpoints, &request, &conn)).await;
     let (client, backlogs) = match opened {
         Ok(opened) => opened,
         Err(e) => {
-            direct::refuse(&mut tcp, &e, refusal_headers(&e), write_timeout).await;
+            refuse(&mut tcp, &e, refusal_headers(&e), write_timeout).await;
             return;
         }
     };
@@ -131,11 +129,12 @@ pub(super) async fn serve_direct(
         client.closed(None, "client closed");
         return;
     }
+    let publisher = endpoints.publisher.clone();
     // A task of its own, sized for the session alone (the connection's
     // task is done): an idle session keeps only its own state.
     tokio::spawn(async move {
-        let _ticket = ticket;
-        Session::new(client, tcp, Bytes::new(), write_timeout)
+        let _slot = conn.slot;
+        Session::new(client, publisher, tcp, Bytes::new(), write_timeout)
             .await
             .run(Opening::Subscribed(backlogs))
             .await;
@@ -147,15 +146,17 @@ pub(super) async fn serve_direct(
 /// A refused subscription refuses the upgrade, with the status an SSE
 /// request would get.
 async fn open<B>(
-    module: &Arc<HandlerModule>,
+    hooks: &Arc<dyn Hooks>,
+    endpoints: &Endpoints,
     request: &http::Request<B>,
-    remote: SocketAddr,
+    conn: &Conn,
 ) -> Result<(Client, Vec<Backlog>), ApiError> {
     check_upgrade(request)?;
-    let max = module.services().channels.max_channels_per_connection();
+    let node = endpoints.node();
+    let max = node.max_channels_per_connection();
     let ask = query::parse_any(request.uri().query(), request.headers(), max)?;
-    let info = RequestInfo::of(request, remote);
-    let mut client = Client::connect(module, Transport::Websocket, info).await?;
+    let info = RequestInfo::of(request, &conn.peer);
+    let mut client = Client::connect(hooks, node, TransportKind::WebSocket, info).await?;
     let backlogs = client
         .subscribe_all(&ask.channels, &ask.since, ask.token.as_deref(), true)
         .await?;
@@ -253,10 +254,13 @@ fn refusal_headers(error: &ApiError) -> &'static [(&'static str, &'static str)] 
 /// `opening` says from the start.
 pub(super) fn upgrade<B>(
     client: Client,
+    endpoints: &Endpoints,
     request: &mut http::Request<B>,
     opening: Opening,
-    write_timeout: Duration,
+    conn: &Conn,
 ) -> Result<Response<Body>, ApiError> {
+    let write_timeout = endpoints.config.write_timeout;
+    let publisher = endpoints.publisher.clone();
     // The callers checked the handshake (check_upgrade).
     let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY) else {
         return Err(ApiError::new(
@@ -266,14 +270,11 @@ pub(super) fn upgrade<B>(
         ));
     };
     let accept = derive_accept_key(key.as_bytes());
-    // The client address's connection slot goes with the socket.
-    let ticket = request
-        .extensions()
-        .get::<Arc<crate::addresses::AddressTicket>>()
-        .cloned();
+    // The connection's slot goes with the socket.
+    let slot = conn.slot.clone();
     let on_upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
-        let _ticket = ticket;
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -283,7 +284,8 @@ pub(super) fn upgrade<B>(
         // socket as on the direct path.
         match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
             Ok(parts) => {
-                Session::new(client, parts.io.into_inner(), parts.read_buf, write_timeout)
+                let tcp = parts.io.into_inner();
+                Session::new(client, publisher, tcp, parts.read_buf, write_timeout)
                     .await
                     .run(opening)
                     .await;
@@ -302,14 +304,6 @@ pub(super) fn upgrade<B>(
     Ok(response)
 }
 
-/// The channels a handler's WebSocket accept names, repeats removed.
-pub(super) fn accepted_channels(
-    names: &[String],
-    max: usize,
-) -> Result<Vec<ChannelName>, ChannelError> {
-    channel_list(names.iter().map(String::as_str), max)
-}
-
 /// Why the session ends.
 enum End {
     /// The client closed (or the socket failed).
@@ -318,12 +312,14 @@ enum End {
     Server(u16, String),
 }
 
-/// One WebSocket connection's session.
-struct Session {
+/// One WebSocket connection's session, on a [`Wire`] (a TCP stream).
+struct Session<W: Wire> {
     client: Client,
-    ws: WebSocketStream<SocketIo>,
+    /// Where the client's publishes (and on-message's) go.
+    publisher: Arc<Publisher>,
+    ws: WebSocketStream<SocketIo<W>>,
     /// The socket under `ws`, shared with the hub's drains.
-    socket: Arc<SharedSocket>,
+    socket: Arc<SharedSocket<W>>,
     /// Sends what waits on the socket, and notices a client that stopped
     /// reading.
     pump: Pump,
@@ -335,18 +331,19 @@ struct Session {
     last_seen: Instant,
 }
 
-impl Session {
-    /// A session on `tcp`, after the `101`; `prefix` is what was read of
+impl<W: Wire> Session<W> {
+    /// A session on `wire`, after the `101`; `prefix` is what was read of
     /// the client's frames already. The hub may write live messages to the
     /// socket from here on, once the session waits with nothing in hand.
     async fn new(
         client: Client,
-        tcp: TcpStream,
+        publisher: Arc<Publisher>,
+        wire: W,
         prefix: Bytes,
         write_timeout: Duration,
-    ) -> Session {
+    ) -> Session<W> {
         let socket = Arc::new(SharedSocket::for_connection(
-            tcp,
+            wire,
             Framing::WebSocket,
             &client.conn,
         ));
@@ -358,6 +355,7 @@ impl Session {
         client.conn.set_outlet(Some(socket.clone()));
         Session {
             client,
+            publisher,
             ws,
             socket,
             pump: Pump::new(write_timeout),
@@ -572,10 +570,7 @@ impl Session {
     async fn on_frame(&mut self, frame: Frame) -> Result<(), End> {
         match frame {
             Frame::Text(text) => self.on_text(text.as_str()).await,
-            Frame::Binary(bytes) => {
-                self.on_custom(bindings::Payload::Binary(bytes.to_vec()))
-                    .await
-            }
+            Frame::Binary(bytes) => self.on_custom(Payload::Binary(bytes)).await,
             // tungstenite queues the pong; flushing sends it. A client that
             // does not read them is closed by the write timeout.
             Frame::Ping(_) => self.flush().await,
@@ -652,7 +647,7 @@ impl Session {
                     Ok(c) => c,
                     Err(e) => return self.send_api_error(id, ChannelError::from(e).into()).await,
                 };
-                if !self.client.conn.node().rules(&channel).client_publish {
+                if !self.publisher.node().rules(&channel).client_publish {
                     let message = format!(
                         "clients may not publish to {channel}: its namespace does not set client_publish"
                     );
@@ -660,7 +655,7 @@ impl Session {
                 }
                 self.publish(&channel, payload, id).await
             }
-            Op::Message { data, .. } => self.on_custom(bindings::Payload::Text(data)).await,
+            Op::Message { data, .. } => self.on_custom(Payload::Text(data)).await,
         }
     }
 
@@ -710,8 +705,14 @@ impl Session {
         id: serde_json::Value,
     ) -> Result<(), End> {
         let source = PublishSource::Client(self.client.info.clone());
-        let module = self.client.module.clone();
-        match publish::publish(&module, next_request_id(), channel, payload, source).await {
+        let publish = self.publisher.publish(
+            &*self.client.hooks,
+            next_request_id(),
+            channel,
+            payload,
+            source,
+        );
+        match publish.await {
             Ok(published) => {
                 self.send_json(&serde_json::json!({
                     "type": "ack", "id": id, "channel": channel.as_str(),
@@ -724,30 +725,22 @@ impl Session {
     }
 
     /// A custom frame: on-message decides, and its actions run in order.
-    async fn on_custom(&mut self, frame: bindings::Payload) -> Result<(), End> {
-        let module = self.client.module.clone();
-        let event_id = next_request_id();
-        let actions = match module
-            .on_message(event_id.clone(), self.client.info.clone(), frame)
+    async fn on_custom(&mut self, frame: Payload) -> Result<(), End> {
+        let hooks = self.client.hooks.clone();
+        let actions = match hooks
+            .on_message(next_request_id(), &self.client.info, frame)
             .await
         {
             Ok(actions) => actions,
-            Err(e) => {
-                let e = HookError::logged("on-message", module.name(), event_id, e);
-                return self.send_api_error(serde_json::Value::Null, e.into()).await;
-            }
+            Err(e) => return self.send_api_error(serde_json::Value::Null, e.into()).await,
         };
         for action in actions {
             match action {
-                Action::Send(bindings::Payload::Text(t)) => {
-                    self.send(Frame::Text(t.into())).await?
-                }
-                Action::Send(bindings::Payload::Binary(b)) => {
-                    self.send(Frame::Binary(b.into())).await?
-                }
+                Action::Send(Payload::Text(t)) => self.send(Frame::Text(t.into())).await?,
+                Action::Send(Payload::Binary(b)) => self.send(Frame::Binary(b)).await?,
                 Action::Publish(out) => match ChannelName::new(&out.channel) {
                     Ok(channel) => {
-                        self.publish(&channel, out.payload.into(), serde_json::Value::Null)
+                        self.publish(&channel, out.payload, serde_json::Value::Null)
                             .await?
                     }
                     Err(e) => {

@@ -11,11 +11,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use comet_config::broker::BrokerSpec;
-use comet_host::builder::{Host, HostConfig};
+use comet_host::app::{Host, HostConfig};
 use comet_host::channels::HistoryLimits;
+use comet_host::deploy::{ModuleSpec, Origin, Registry};
+use comet_host::edge::Route;
+use comet_host::http::auth;
+use comet_host::limits::{self, Limits};
 use comet_host::manifest::{Manifest, ModuleEntry};
 use comet_host::redis::{RedisBroker, RedisConfig, redacted};
-use comet_host::{EngineSettings, Limits, ModuleSpec, Origin, Registry, Route, auth, limits};
+use comet_host::runtime::EngineSettings;
 
 use crate::source::resolve_component;
 
@@ -94,7 +98,7 @@ pub(crate) struct RunArgs {
     data_dir: Option<PathBuf>,
 
     /// Largest module the admin API accepts, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = comet_host::registry::DEFAULT_MAX_MODULE_BYTES >> 20)]
+    #[arg(long, value_name = "MIB", default_value_t = comet_host::deploy::DEFAULT_MAX_MODULE_BYTES >> 20)]
     max_module_mib: usize,
 
     /// Compile every time instead of using the compile cache.
@@ -158,12 +162,12 @@ pub(crate) struct RunArgs {
 
     /// Longest a client may take to send a request head, and longest an idle
     /// HTTP/1 connection is kept between requests, in seconds.
-    #[arg(long, value_name = "S", default_value_t = comet_host::server::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    #[arg(long, value_name = "S", default_value_t = comet_host::edge::DEFAULT_HEADER_TIMEOUT.as_secs())]
     header_timeout_s: u64,
 
     /// Connections one client address may hold at once; 0 for no bound
     /// (behind a proxy every client has the proxy's address).
-    #[arg(long, value_name = "N", default_value_t = comet_host::addresses::DEFAULT_MAX_PER_ADDRESS)]
+    #[arg(long, value_name = "N", default_value_t = comet_host::edge::DEFAULT_MAX_PER_ADDRESS)]
     max_connections_per_ip: usize,
 
     /// Longest a write to a client may wait without progress, in seconds,
@@ -274,7 +278,7 @@ impl RunArgs {
             bail!("{} does not exist", path.display());
         }
         let name = self.name.clone().unwrap_or_else(|| default_name(&path));
-        comet_host::registry::validate_name(&name).with_context(|| {
+        comet_host::deploy::validate_name(&name).with_context(|| {
             format!(
                 "the module name comes from {}; choose one with --name",
                 path.display()
@@ -393,7 +397,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     config.max_module_bytes = args.max_module_mib << 20;
     config.endpoints.write_timeout = Duration::from_secs(args.write_timeout_s);
     config.endpoints.transports = args.transports;
-    config.connection_limits = comet_host::server::ConnectionLimits {
+    config.connection_limits = comet_host::edge::ConnectionLimits {
         header_timeout: Duration::from_secs(args.header_timeout_s),
         max_per_address: args.max_connections_per_ip,
     };

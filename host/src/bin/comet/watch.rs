@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use comet_host::{Origin, Registry};
+use comet_host::deploy::{Origin, Registry};
 use notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 
@@ -127,7 +127,7 @@ fn rebuild(handle: &tokio::runtime::Handle, registry: &Registry, m: &Watched, re
     // One save can arrive as two batches of events; the second build then
     // produces the same component, which is not a new version.
     let current = registry.get(&m.name).map(|info| info.current.hash);
-    if current.as_deref() == Some(comet_host::compile_cache::content_hash(&bytes).as_str()) {
+    if current.as_deref() == Some(comet_host::runtime::content_hash(&bytes).as_str()) {
         eprintln!("comet: {}: unchanged, still serving {serving}", m.name);
         return;
     }

@@ -7,26 +7,27 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::admin::{self, Admin};
+use crate::capabilities::Capabilities;
+use crate::capabilities::channels::GuestPublisher;
+use crate::capabilities::kv::{KvStore, MemoryKv};
 use crate::channels::admission::DEFAULT_MAX_CONNECTIONS;
 use crate::channels::node::{
     DEFAULT_MAX_CHANNELS_PER_CONNECTION, DEFAULT_POSITION_CHECK, DEFAULT_QUEUE_LEN,
 };
 use crate::channels::{Broker, MemoryBroker, MemoryBrokerConfig, Node, NodeConfig};
-use crate::engine::EngineSettings;
-use crate::imports::kv::{KvStore, MemoryKv};
+use crate::deploy::{DEFAULT_MAX_MODULE_BYTES, Registry, RegistryConfig};
+use crate::edge::{self, ConnectionLimits, Edge, Routes};
+use crate::hooks::{Publisher, Router};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
-use crate::module::Runtime;
-use crate::registry::{DEFAULT_MAX_MODULE_BYTES, Registry, RegistryConfig};
-use crate::routes::Routes;
-use crate::server::{self, App, ConnectionLimits};
-use crate::transports::EndpointConfig;
+use crate::runtime::{EngineSettings, Runtime};
+use crate::transports::{EndpointConfig, Endpoints};
 
 /// Everything a host is made from.
 #[derive(Debug)]
@@ -109,38 +110,39 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Host {
     registry: Arc<Registry>,
+    node: Arc<Node>,
+    publisher: Arc<Publisher>,
+    metrics: Arc<Metrics>,
     routes: Routes,
     channel_module: String,
     endpoints: EndpointConfig,
     connection_limits: ConnectionLimits,
-    metrics: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Host {
     /// Also serve `GET /metrics`, without a token, on `listener`.
     pub fn serve_metrics_on(mut self, listener: TcpListener) -> Host {
-        self.metrics = Some(listener);
+        self.metrics_listener = Some(listener);
         self
     }
 
     /// Build the engine, the channels and an empty registry.
+    ///
+    /// Strategy: the publish path finds modules through the registry, and
+    /// every module's `channels` capability publishes through it, so the
+    /// publisher is made with [`Arc::new_cyclic`]: the capabilities get its
+    /// `Weak` (why weakly: `capabilities::channels`), then the registry,
+    /// then the router and the publisher itself.
     pub fn new(config: HostConfig) -> Result<Host, StartError> {
         // One set of counters per host (a process running two hosts, as
         // tests do, counts them apart).
         let metrics = Arc::new(Metrics::default());
-        let mut runtime =
-            Runtime::new(config.engine, metrics.clone()).map_err(StartError::Engine)?;
-        if let (true, Some(dir)) = (config.compile_cache, &config.data_dir) {
-            let dir = dir.join("cache");
-            runtime
-                .enable_cache(&dir)
-                .map_err(|source| StartError::Cache { dir, source })?;
-        }
         let broker = config
             .broker
             .unwrap_or_else(|| Arc::new(MemoryBroker::new(config.memory_broker)));
         let manifest = config.manifest;
-        let channels = Node::new(
+        let node = Node::new(
             broker,
             NodeConfig {
                 queue_len: config.queue_len,
@@ -149,30 +151,54 @@ impl Host {
                 namespaces: crate::channels::Namespaces::from_manifest(&manifest),
                 position_check: config.position_check,
             },
-            metrics,
+            metrics.clone(),
         );
-        let registry = Registry::new(
-            runtime,
-            channels,
-            config.kv.unwrap_or_else(|| Arc::new(MemoryKv::default())),
-            RegistryConfig {
-                specs: manifest
-                    .modules
-                    .iter()
-                    .map(|(name, m)| (name.clone(), m.spec.clone()))
-                    .collect(),
-                data_dir: config.data_dir,
-                in_use: manifest.uses(),
-                max_module_bytes: config.max_module_bytes,
-            },
-        );
+        let kv = config.kv.unwrap_or_else(|| Arc::new(MemoryKv::default()));
+        let registry_config = RegistryConfig {
+            specs: manifest
+                .modules
+                .iter()
+                .map(|(name, m)| (name.clone(), m.spec.clone()))
+                .collect(),
+            data_dir: config.data_dir.clone(),
+            in_use: manifest.uses(),
+            max_module_bytes: config.max_module_bytes,
+        };
+        let mut runtime =
+            Runtime::new(config.engine, metrics.clone()).map_err(StartError::Engine)?;
+        if let (true, Some(dir)) = (config.compile_cache, &config.data_dir) {
+            let dir = dir.join("cache");
+            runtime
+                .enable_cache(&dir)
+                .map_err(|source| StartError::Cache { dir, source })?;
+        }
+        let mut registry = None;
+        let publisher = Arc::new_cyclic(|me: &Weak<Publisher>| {
+            let capabilities = Capabilities::new(
+                kv,
+                node.clone(),
+                me.clone() as Weak<dyn GuestPublisher>,
+                metrics.clone(),
+            );
+            let modules = Registry::new(runtime, capabilities, registry_config);
+            registry = Some(modules.clone());
+            Publisher::new(
+                node.clone(),
+                Router::new(modules, node.clone()),
+                metrics.clone(),
+            )
+        });
+        let registry = registry.expect("made in the publisher's constructor");
         Ok(Host {
             registry,
+            node,
+            publisher,
+            metrics,
             routes: Routes::new(manifest.routes.clone()),
             channel_module: manifest.channel_module.unwrap_or_default(),
             endpoints: config.endpoints,
             connection_limits: config.connection_limits,
-            metrics: None,
+            metrics_listener: None,
         })
     }
 
@@ -214,11 +240,17 @@ impl Host {
         // is random and never given out; the metrics listener checks none.
         let (admin_listener, token) = match admin {
             Some((listener, token)) => (Some(listener), token),
-            None => (None, crate::auth::random_token()),
+            None => (None, crate::http::auth::random_token()),
         };
-        let state = Admin::new(self.registry.clone(), self.routes.clone(), token);
+        let state = Admin::new(
+            self.registry.clone(),
+            self.node.clone(),
+            self.metrics.clone(),
+            self.routes.clone(),
+            token,
+        );
         let metrics_task = self
-            .metrics
+            .metrics_listener
             .map(|listener| tokio::spawn(admin::serve_metrics(listener, state.clone(), stopped())));
         let admin_task =
             admin_listener.map(|listener| tokio::spawn(admin::serve(listener, state, stopped())));
@@ -226,18 +258,22 @@ impl Host {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let app = App::new(
-            self.registry,
+        let endpoints = Arc::new(Endpoints {
+            config: self.endpoints,
+            publisher: self.publisher.clone(),
+        });
+        let edge = Edge::new(
+            self.publisher.router().clone(),
             self.routes,
             self.channel_module,
-            self.endpoints,
+            endpoints,
             self.connection_limits,
         );
         // The accept loop in a task of its own, on a worker thread, whoever
         // awaits this (`comet run` does on the main thread): a connection's
         // task spawned from a worker starts on that worker, while one
         // spawned from outside the runtime wakes a worker for each connection.
-        let serving = server::serve(public, app, stopped(), server::DEFAULT_DRAIN_TIMEOUT);
+        let serving = edge::serve(public, edge, stopped(), edge::DEFAULT_DRAIN_TIMEOUT);
         let served = tokio::spawn(serving)
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));

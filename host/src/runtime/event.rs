@@ -6,13 +6,13 @@
 //! the guest once the wall-clock deadline has passed; the store's resource
 //! limiter refuses memory growth past the limit with a typed error. The caller
 //! invokes one export and hands the result to `Event::finish`, which turns
-//! wasmtime's errors into an [`EventError`]. The store is dropped afterwards,
+//! wasmtime's errors into a [`GuestFault`]. The store is dropped afterwards,
 //! so nothing survives from one event to the next, unless the module opted
 //! in to instance reuse: then `HandlerModule` keeps an instance that ended
 //! well ([`Event::reusable`]) and [`Event::restart`] arms it for the next
 //! event with a new deadline, CPU budget and label.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
@@ -21,87 +21,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use std::sync::Arc;
 
-use http::StatusCode;
 use wasmtime::component::{Instance, InstancePre};
 
-use crate::engine::{EPOCH_TICK, Ticking};
-use crate::http::ClientError;
+use super::engine::{EPOCH_TICK, Ticking};
+use super::error::{EventError, GuestFault, OutputTooLarge};
+use super::scheduler::Turn;
 use crate::limits::Limits;
-use crate::scheduler::Turn;
-
-/// Why an event did not produce a usable answer. Only that event fails; the
-/// host and every other connection carry on.
-#[derive(Debug, thiserror::Error)]
-pub enum EventError {
-    /// The guest was still running at its deadline and was interrupted.
-    #[error("the handler ran past its {} ms deadline", .0.as_millis())]
-    Timeout(Duration),
-    /// The guest computed past its CPU budget and was interrupted.
-    #[error("the handler used more than its {} ms of CPU time", .0.as_millis())]
-    CpuLimit(Duration),
-    /// The guest tried to grow its memory past the limit.
-    #[error("the handler tried to use more than its {limit} byte memory limit")]
-    MemoryLimit {
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// The guest trapped (panic, `unreachable`, stack overflow...).
-    #[error("the handler trapped: {0}")]
-    Trap(String),
-    /// The guest returned something over the limits or malformed.
-    #[error("the handler returned {0}")]
-    InvalidOutput(String),
-    /// All instance slots are busy.
-    #[error("too many events are running at once")]
-    Busy,
-    /// The module whose hooks apply is not deployed.
-    #[error("module {0:?} is not deployed")]
-    NotDeployed(String),
-    /// Instantiation failed for another reason.
-    #[error("the handler could not be started: {0}")]
-    Instantiate(String),
-}
-
-impl EventError {
-    /// A short name of the failure, for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            EventError::Timeout(_) => "timeout",
-            EventError::CpuLimit(_) => "cpu-limit",
-            EventError::MemoryLimit { .. } => "memory-limit",
-            EventError::Trap(_) => "trap",
-            EventError::InvalidOutput(_) => "invalid-output",
-            EventError::Busy => "busy",
-            EventError::NotDeployed(_) => "not-deployed",
-            EventError::Instantiate(_) => "instantiate",
-        }
-    }
-}
-
-impl ClientError for EventError {
-    fn status(&self) -> StatusCode {
-        match self {
-            EventError::Busy | EventError::NotDeployed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            EventError::Busy => "busy",
-            EventError::NotDeployed(_) => "not-deployed",
-            _ => "handler-failed",
-        }
-    }
-
-    fn retry_after(&self) -> Option<u32> {
-        match self {
-            EventError::Busy => Some(1),
-            EventError::NotDeployed(_) => Some(5),
-            _ => None,
-        }
-    }
-}
 
 /// The trap raised when an event uses up its CPU budget.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +156,7 @@ impl<T: Send + 'static> Event<T> {
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
                 return Err(EventError::Busy);
             }
-            Err(e) => return Err(classify(&e, limits)),
+            Err(e) => return Err(classify(&e, limits).into()),
         };
         Ok(Event {
             store,
@@ -268,7 +193,7 @@ impl<T: Send + 'static> Event<T> {
 
     /// Turn the result of an export call into the event's result, logging
     /// whatever the guest printed (a panic message, say) with the event id.
-    pub(crate) fn finish<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, EventError> {
+    pub(crate) fn finish<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, GuestFault> {
         self.ticking = None;
         let printed = self.output.contents();
         if !printed.is_empty() {
@@ -314,31 +239,31 @@ fn arm<T>(store: &mut Store<StoreState<T>>, limits: &Limits, turn: &Turn, tickin
     });
 }
 
-fn classify(error: &wasmtime::Error, limits: &Limits) -> EventError {
+fn classify(error: &wasmtime::Error, limits: &Limits) -> GuestFault {
     if let Some(hit) = error.downcast_ref::<MemoryLimitHit>() {
-        return EventError::MemoryLimit { limit: hit.limit };
+        return GuestFault::MemoryLimit { limit: hit.limit };
     }
-    if error.is::<crate::guest_output::OutputTooLarge>() {
-        return EventError::InvalidOutput(format!(
+    if error.is::<OutputTooLarge>() {
+        return GuestFault::InvalidOutput(format!(
             "more than {} bytes in all (its output limit)",
             limits.max_output_bytes()
         ));
     }
     if error.is::<CpuLimitHit>() {
-        return EventError::CpuLimit(limits.cpu);
+        return GuestFault::CpuLimit(limits.cpu);
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => EventError::Timeout(limits.deadline),
+        Some(Trap::Interrupt) => GuestFault::Timeout(limits.deadline),
         // Rust guests keep their stack at the bottom of linear memory: an
         // overflow wraps the stack pointer and faults as an out-of-bounds
         // access, which wasmtime cannot tell from a bad pointer.
-        Some(Trap::MemoryOutOfBounds) => EventError::Trap(
+        Some(Trap::MemoryOutOfBounds) => GuestFault::Trap(
             "out of bounds memory access (most often a stack overflow: deep recursion or \
              large locals on the guest's stack; else a bad pointer)"
                 .into(),
         ),
-        Some(Trap::StackOverflow) => EventError::Trap("stack overflow (call depth)".into()),
-        Some(trap) => EventError::Trap(trap.to_string()),
-        None => EventError::Trap(format!("{error:#}")),
+        Some(Trap::StackOverflow) => GuestFault::Trap("stack overflow (call depth)".into()),
+        Some(trap) => GuestFault::Trap(trap.to_string()),
+        None => GuestFault::Trap(format!("{error:#}")),
     }
 }

@@ -14,19 +14,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
-use http::StatusCode;
 use serde::Serialize;
 
-use crate::channels::Node;
-use crate::compile_cache::Compiled;
-use crate::http::ClientError;
-use crate::imports::ModuleServices;
-use crate::imports::kv::{DeniedKv, KvStore};
-use crate::module::{HandlerModule, LoadError, ModuleLookup, Runtime};
-use crate::sandbox::EventError;
+use crate::capabilities::Capabilities;
+use crate::hooks::{Hooks, Modules};
+use crate::runtime::{
+    Compiled, EventError, GuestFault, HandlerModule, LoadError, ModuleEnv, Runtime,
+};
 pub use comet_config::spec::ModuleSpec;
 use comet_config::spec::{InvalidModuleName, validate_module_name};
 
@@ -137,36 +134,9 @@ pub enum DeployError {
     },
 }
 
-impl ClientError for DeployError {
-    fn status(&self) -> StatusCode {
-        match self {
-            DeployError::InvalidName(_) => StatusCode::BAD_REQUEST,
-            DeployError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            DeployError::Load(e) => e.status(),
-            DeployError::Start(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            DeployError::NotFound(_) => StatusCode::NOT_FOUND,
-            DeployError::NoPrevious(_) | DeployError::InUse { .. } => StatusCode::CONFLICT,
-            DeployError::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            DeployError::InvalidName(_) => "invalid-name",
-            DeployError::TooLarge { .. } => "too-large",
-            DeployError::Load(e) => e.code(),
-            DeployError::Start(_) => "does-not-start",
-            DeployError::NotFound(_) => "not-found",
-            DeployError::NoPrevious(_) => "no-previous-version",
-            DeployError::InUse { .. } => "in-use",
-            DeployError::Storage { .. } => "storage",
-        }
-    }
-}
-
-impl ModuleLookup for Registry {
-    fn current(&self, name: &str) -> Option<Arc<HandlerModule>> {
-        Registry::current(self, name)
+impl Modules for Registry {
+    fn current(&self, name: &str) -> Option<Arc<dyn Hooks>> {
+        Registry::current(self, name).map(|module| module as Arc<dyn Hooks>)
     }
 }
 
@@ -188,15 +158,16 @@ struct Slot {
     current: Version,
     /// Oldest first.
     previous: Vec<Version>,
-    services: Arc<ModuleServices>,
+    /// What the name keeps across versions (kv, budgets, event slots).
+    env: Arc<ModuleEnv>,
 }
 
 /// Every deployed module of a host.
 #[derive(Debug)]
 pub struct Registry {
-    runtime: Runtime,
-    channels: Arc<Node>,
-    kv: Arc<dyn KvStore>,
+    runtime: Arc<Runtime>,
+    /// What modules may be granted, configured per module name.
+    capabilities: Capabilities,
     specs: BTreeMap<String, ModuleSpec>,
     data_dir: Option<PathBuf>,
     /// Names routes or channel hooks point at: never removed.
@@ -206,7 +177,6 @@ pub struct Registry {
     slots: RwLock<BTreeMap<String, Slot>>,
     /// One deploy, rollback or removal at a time, so versions stay ordered.
     deploys: tokio::sync::Mutex<()>,
-    me: Weak<Registry>,
 }
 
 /// How a registry is set up.
@@ -235,17 +205,16 @@ impl Default for RegistryConfig {
 }
 
 impl Registry {
-    /// An empty registry loading modules with `runtime`.
+    /// An empty registry loading modules with `runtime`, granting them
+    /// `capabilities` as their specs say.
     pub fn new(
         runtime: Runtime,
-        channels: Arc<Node>,
-        kv: Arc<dyn KvStore>,
+        capabilities: Capabilities,
         config: RegistryConfig,
     ) -> Arc<Registry> {
-        Arc::new_cyclic(|me| Registry {
-            runtime,
-            channels,
-            kv,
+        Arc::new(Registry {
+            runtime: Arc::new(runtime),
+            capabilities,
             specs: config.specs,
             data_dir: config.data_dir,
             in_use: config.in_use,
@@ -253,7 +222,6 @@ impl Registry {
             max_module_bytes: config.max_module_bytes,
             slots: RwLock::default(),
             deploys: tokio::sync::Mutex::new(()),
-            me: me.clone(),
         })
     }
 
@@ -265,11 +233,6 @@ impl Registry {
     /// Largest module accepted, in bytes.
     pub fn max_module_bytes(&self) -> usize {
         self.max_module_bytes
-    }
-
-    /// The channels all modules share.
-    pub fn channels(&self) -> &Arc<Node> {
-        &self.channels
     }
 
     /// The version of `name` new events should run, if deployed.
@@ -345,7 +308,7 @@ impl Registry {
     /// forgotten (and deleted from the data directory).
     pub async fn rollback(&self, name: &str) -> Result<VersionInfo, DeployError> {
         let _one_at_a_time = self.deploys.lock().await;
-        let (previous, services) = {
+        let (previous, env) = {
             let slots = self.read();
             let slot = slots
                 .get(name)
@@ -360,13 +323,11 @@ impl Registry {
                     previous.bytes.clone(),
                     previous.origin.clone(),
                 ),
-                slot.services.clone(),
+                slot.env.clone(),
             )
         };
         let (number, bytes, origin) = previous;
-        let (module, info) = self
-            .load_version(name, number, bytes, &origin, services)
-            .await?;
+        let (module, info) = self.load_version(name, number, bytes, &origin, env).await?;
         let retired = {
             let mut slots = self.write();
             let slot = slots
@@ -431,18 +392,18 @@ impl Registry {
         let mut previous = Vec::new();
         for &n in older {
             let bytes = read(n)?;
-            let implemented = crate::implemented::Implemented::of_component(&bytes);
+            let (guest_events, reuses_instances) = crate::runtime::declared_events(&bytes);
             previous.push(Version {
                 info: VersionInfo {
                     version: n,
-                    hash: crate::compile_cache::content_hash(&bytes),
+                    hash: crate::runtime::content_hash(&bytes),
                     size: bytes.len(),
                     loaded_at: String::new(),
                     origin: Origin::Upload.label(),
                     load_ms: 0.0,
                     cached: false,
-                    guest_events: implemented.names(),
-                    reuses_instances: implemented.reuses_instances(),
+                    guest_events,
+                    reuses_instances,
                 },
                 bytes,
                 origin: Origin::Upload,
@@ -453,14 +414,14 @@ impl Registry {
             bytes: newest_bytes,
             origin: Origin::Upload,
         };
-        let services = module.services().clone();
+        let env = module.env().clone();
         self.write().insert(
             name.to_string(),
             Slot {
                 module,
                 current,
                 previous,
-                services,
+                env,
             },
         );
         Ok(Some(info))
@@ -475,8 +436,8 @@ impl Registry {
         in_memory.max(on_disk) + 1
     }
 
-    /// Compile, link and instantiate once, with the slot's services (so kv
-    /// data and presence carry over) or new ones.
+    /// Compile, link and instantiate once, in the name's environment (so kv
+    /// data and budgets carry over) or a new one.
     async fn prepare(
         &self,
         name: &str,
@@ -484,13 +445,18 @@ impl Registry {
         bytes: Arc<[u8]>,
         origin: &Origin,
     ) -> Result<(Arc<HandlerModule>, VersionInfo), DeployError> {
-        let services = self
+        let env = self
             .read()
             .get(name)
-            .map(|s| s.services.clone())
-            .unwrap_or_else(|| self.services(name));
-        self.load_version(name, number, bytes, origin, services)
-            .await
+            .map(|s| s.env.clone())
+            .unwrap_or_else(|| {
+                let spec = self.spec(name);
+                ModuleEnv::new(
+                    self.capabilities.configure(name.into(), &spec),
+                    &spec.limits,
+                )
+            });
+        self.load_version(name, number, bytes, origin, env).await
     }
 
     async fn load_version(
@@ -499,19 +465,19 @@ impl Registry {
         number: u64,
         bytes: Arc<[u8]>,
         origin: &Origin,
-        services: Arc<ModuleServices>,
+        env: Arc<ModuleEnv>,
     ) -> Result<(Arc<HandlerModule>, VersionInfo), DeployError> {
         let started = Instant::now();
         let limits = self.spec(name).limits;
-        let me = self.me.upgrade().expect("the registry is alive while used");
+        let runtime = self.runtime.clone();
         let size = bytes.len();
         // Compiling takes milliseconds to seconds: keep it off the workers
         // that serve connections.
-        let lookup: Weak<dyn ModuleLookup> = self.me.clone();
-        let module =
-            tokio::task::spawn_blocking(move || me.runtime.load(&bytes, services, limits, lookup))
-                .await
-                .map_err(|e| DeployError::Start(EventError::Instantiate(e.to_string())))??;
+        let module = tokio::task::spawn_blocking(move || runtime.load(&bytes, env, limits))
+            .await
+            .map_err(|e| {
+                DeployError::Start(EventError::Fault(GuestFault::Instantiate(e.to_string())))
+            })??;
         let module = Arc::new(module);
         module.check_starts().await.map_err(DeployError::Start)?;
         let info = VersionInfo {
@@ -553,14 +519,14 @@ impl Registry {
                 }
             }
             None => {
-                let services = module.services().clone();
+                let env = module.env().clone();
                 slots.insert(
                     name.to_string(),
                     Slot {
                         module,
                         current: version,
                         previous: Vec::new(),
-                        services,
+                        env,
                     },
                 );
             }
@@ -569,23 +535,6 @@ impl Registry {
 
     fn spec(&self, name: &str) -> ModuleSpec {
         self.specs.get(name).cloned().unwrap_or_default()
-    }
-
-    fn services(&self, name: &str) -> Arc<ModuleServices> {
-        let spec = self.spec(name);
-        let kv: Arc<dyn KvStore> = if spec.kv {
-            self.kv.clone()
-        } else {
-            Arc::new(DeniedKv)
-        };
-        Arc::new(ModuleServices::new(
-            name.into(),
-            kv,
-            spec.config,
-            self.channels.clone(),
-            &spec.limits,
-            self.runtime.metrics().clone(),
-        ))
     }
 
     fn modules_dir(&self) -> Option<PathBuf> {

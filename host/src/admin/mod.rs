@@ -1,6 +1,7 @@
 //! The admin API, on its own listener: upload, list, inspect, remove and roll
-//! back modules, and the server's status. Every request needs the admin
-//! bearer token. The endpoints are described in PROTOCOL.md.
+//! back modules, the server's status and its metrics; `status_page` is the
+//! live page at `/admin/`. Every request needs the admin bearer token (the
+//! page itself holds no data). The endpoints are described in PROTOCOL.md.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,10 +19,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::auth::check_bearer;
+use crate::channels::Node;
+use crate::deploy::{DeployError, Origin, Registry};
+use crate::edge::Routes;
+use crate::http::auth::check_bearer;
 use crate::http::{ApiError, Body, full};
-use crate::registry::{DeployError, Origin, Registry};
-use crate::routes::Routes;
+use crate::metrics::{Metrics, ModuleState, Snapshot};
 
 mod status_page;
 
@@ -32,6 +35,8 @@ pub const PREFIX: &str = "/admin/";
 #[derive(Debug)]
 pub struct Admin {
     registry: Arc<Registry>,
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
     routes: Routes,
     token: String,
     max_upload: usize,
@@ -39,11 +44,20 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// The admin API over `registry`, guarded by `token`.
-    pub fn new(registry: Arc<Registry>, routes: Routes, token: String) -> Arc<Admin> {
+    /// The admin API over `registry` and `node`, serving `metrics`, guarded
+    /// by `token`.
+    pub fn new(
+        registry: Arc<Registry>,
+        node: Arc<Node>,
+        metrics: Arc<Metrics>,
+        routes: Routes,
+        token: String,
+    ) -> Arc<Admin> {
         Arc::new(Admin {
             max_upload: registry.max_module_bytes(),
             registry,
+            node,
+            metrics,
             routes,
             token,
             started: Instant::now(),
@@ -108,7 +122,7 @@ where
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
-            accepted = crate::server::accept(&listener) => accepted,
+            accepted = crate::edge::accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
         let answer = answer.clone();
@@ -230,7 +244,7 @@ async fn upload(
     };
     // Checked after reading the body (within the size limit), so the client
     // is not cut off mid-upload and sees this answer.
-    crate::registry::validate_name(name)?;
+    crate::deploy::validate_name(name)?;
     let started = Instant::now();
     let info = match admin
         .registry
@@ -265,11 +279,7 @@ fn metrics_response(admin: &Admin, headers: &http::HeaderMap) -> Response<Body> 
         v.to_str()
             .is_ok_and(|v| v.contains("application/openmetrics-text"))
     });
-    let body = admin
-        .registry
-        .runtime()
-        .metrics()
-        .encode(snapshot(admin), openmetrics);
+    let body = admin.metrics.encode(snapshot(admin), openmetrics);
     let mut response = Response::new(full(body));
     let kind = if openmetrics {
         crate::metrics::OPENMETRICS
@@ -283,8 +293,8 @@ fn metrics_response(admin: &Admin, headers: &http::HeaderMap) -> Response<Body> 
 }
 
 /// What `/metrics` reads at scrape time.
-pub fn snapshot(admin: &Admin) -> crate::metrics::Snapshot {
-    let channels = admin.registry.channels();
+pub fn snapshot(admin: &Admin) -> Snapshot {
+    let channels = &admin.node;
     let broker = channels.broker_stats();
     let node = channels.stats();
     let modules = admin
@@ -292,13 +302,11 @@ pub fn snapshot(admin: &Admin) -> crate::metrics::Snapshot {
         .list()
         .into_iter()
         .map(|info| {
-            let running = admin.registry.current(&info.name).map_or(0, |m| {
-                m.limits()
-                    .max_concurrent
-                    .max(1)
-                    .saturating_sub(m.services().events.available_permits())
-            });
-            crate::metrics::ModuleState {
+            let running = admin
+                .registry
+                .current(&info.name)
+                .map_or(0, |m| m.running());
+            ModuleState {
                 name: info.name,
                 version: info.current.version,
                 hash: info.current.hash,
@@ -306,7 +314,7 @@ pub fn snapshot(admin: &Admin) -> crate::metrics::Snapshot {
             }
         })
         .collect();
-    crate::metrics::Snapshot {
+    Snapshot {
         uptime_s: admin.started.elapsed().as_secs(),
         connections: channels
             .admission()
@@ -335,7 +343,7 @@ pub fn snapshot(admin: &Admin) -> crate::metrics::Snapshot {
 }
 
 fn status(admin: &Admin) -> serde_json::Value {
-    let channels = admin.registry.channels();
+    let channels = &admin.node;
     let by_transport: serde_json::Map<String, serde_json::Value> = channels
         .admission()
         .by_transport()
@@ -370,7 +378,7 @@ fn status(admin: &Admin) -> serde_json::Value {
                 "channel": channel.as_str(), "subscribers": subscribers, "offset": offset,
             }))
             .collect::<Vec<_>>(),
-        "events": admin.registry.runtime().metrics().by_module(),
+        "events": admin.metrics.by_module(),
         "delivery": {
             "deliveries": node.deliveries,
             "slow_consumers": node.slow_consumers,

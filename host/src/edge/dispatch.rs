@@ -1,7 +1,7 @@
 //! The path of one HTTP request through a handler: give it an id, read the
-//! body within the limit, run on-request in a fresh sandbox, and turn the
-//! outcome (a response, a hold on channels, a WebSocket upgrade, or a
-//! failure) into an HTTP response.
+//! body within the limit, run on-request, and turn the outcome (a response,
+//! a hold on channels, a WebSocket upgrade, or a failure) into an HTTP
+//! response.
 
 use std::sync::Arc;
 
@@ -10,31 +10,30 @@ use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use crate::bindings::{self, RequestOutcome};
-use crate::http::{ApiError, Body, Peer, REQUEST_ID_HEADER, full, next_request_id};
-use crate::module::HandlerModule;
-use crate::sandbox::EventError;
-use crate::transports::{self, EndpointConfig, Hangup};
+use crate::hooks::{self, Header, Hooks, RequestOutcome};
+use crate::http::{ApiError, Body, REQUEST_ID_HEADER, full, next_request_id};
+use crate::transports::{self, Conn, Endpoints, invalid_answer};
 
-/// Serve one request with the module's on-request.
+/// Serve one request with `hooks`' on-request (routed by channel, for a
+/// hold or an accepted WebSocket).
 pub async fn handle<B>(
-    module: &Arc<HandlerModule>,
-    endpoints: &EndpointConfig,
+    hooks: Arc<dyn Hooks>,
+    endpoints: &Endpoints,
     request: http::Request<B>,
-    peer: &Peer,
+    conn: Conn,
 ) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let id = next_request_id();
-    let mut response = match run(module, endpoints, &id, request, peer).await {
+    let mut response = match run(&hooks, endpoints, &id, request, &conn).await {
         Ok(response) => response,
         Err(error) => {
             if error.status.is_server_error() {
                 tracing::warn!(
                     request_id = &*id,
-                    module = module.name(),
+                    module = hooks.name(),
                     code = error.code,
                     error = %error.message,
                     "request failed"
@@ -50,17 +49,17 @@ where
 }
 
 async fn run<B>(
-    module: &Arc<HandlerModule>,
-    endpoints: &EndpointConfig,
+    hooks: &Arc<dyn Hooks>,
+    endpoints: &Endpoints,
     id: &Arc<str>,
     mut request: http::Request<B>,
-    peer: &Peer,
+    conn: &Conn,
 ) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let limit = module.limits().max_request_body;
+    let limit = hooks.max_request_body();
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,34 +87,38 @@ where
             ));
         }
     };
-    let guest_request = bindings::Request {
+    let guest_request = hooks::Request {
         id: id.to_string(),
         method: request.method().as_str().to_string(),
         path: request.uri().path().to_string(),
         query: request.uri().query().unwrap_or_default().to_string(),
-        headers: bindings::guest_headers(request.headers()),
+        headers: Header::all(request.headers()),
         body: body.to_vec(),
-        remote_addr: peer.text.to_string(),
+        remote_addr: conn.peer.text.to_string(),
     };
-    match module.on_request(id.clone(), guest_request).await? {
-        RequestOutcome::Respond(response) => Ok(to_http(response)?),
+    // A failed on-request is the request's failure: its message is the
+    // guest's fault, not "on-request failed: ...".
+    let outcome = hooks
+        .on_request(id.clone(), guest_request)
+        .await
+        .map_err(|e| ApiError::from(e.failure))?;
+    match outcome {
+        RequestOutcome::Respond(response) => to_http(response),
         RequestOutcome::Hold(hold) => {
-            let hangup = request.extensions().get::<Arc<Hangup>>().cloned();
             drop(request);
-            transports::hold(module, endpoints, hold, hangup).await
+            transports::hold(hooks, endpoints, hold, conn).await
         }
         RequestOutcome::Upgrade(accept) => {
-            transports::accept_websocket(module, endpoints, &mut request, accept)
+            transports::accept_websocket(hooks, endpoints, &mut request, accept, conn)
         }
     }
 }
 
 /// Convert a guest response, refusing a malformed status or header.
-fn to_http(response: bindings::Response) -> Result<Response<Body>, EventError> {
-    let status = StatusCode::from_u16(response.status).map_err(|_| {
-        EventError::InvalidOutput(format!("an invalid status code {}", response.status))
-    })?;
-    let headers = bindings::http_headers(response.headers).map_err(EventError::InvalidOutput)?;
+fn to_http(response: hooks::Response) -> Result<Response<Body>, ApiError> {
+    let status = StatusCode::from_u16(response.status)
+        .map_err(|_| invalid_answer(format!("an invalid status code {}", response.status)))?;
+    let headers = Header::to_http(response.headers).map_err(invalid_answer)?;
     let mut out = Response::new(full(response.body));
     *out.status_mut() = status;
     for (name, value) in headers {
@@ -130,17 +133,18 @@ mod tests {
 
     #[test]
     fn malformed_guest_headers_are_refused() {
-        let response = bindings::Response {
+        let response = hooks::Response {
             status: 200,
-            headers: vec![bindings::Header {
+            headers: vec![Header {
                 name: "bad name".into(),
                 value: b"v".to_vec(),
             }],
             body: Vec::new(),
         };
         let err = to_http(response).unwrap_err();
-        assert!(err.to_string().contains("invalid header name"), "{err}");
-        let response = bindings::Response {
+        assert!(err.message.contains("invalid header name"), "{err}");
+        assert_eq!(err.code, "handler-failed");
+        let response = hooks::Response {
             status: 42,
             headers: Vec::new(),
             body: Vec::new(),

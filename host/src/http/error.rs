@@ -1,67 +1,12 @@
-//! The HTTP vocabulary every other module shares: the response body type,
-//! request ids, and [`ApiError`], the one error shape clients see.
-//!
-//! This module sits at the bottom of the crate: it depends on nothing else in
-//! it, so transports, dispatch, auth and the admin API can all use it without
-//! importing each other.
+//! [`ApiError`], the one error shape clients see, and [`ClientError`], the
+//! trait by which an error type says how a client should see it.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
-/// The body type of every response the host sends.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
-
-/// Header carrying the request id on every response of a handler.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// A complete body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
-}
-
-/// The client at the other end of a connection: its address, and the same
-/// as text for the guest's `remote-addr`, formatted once per connection
-/// rather than for every request on it (formatting was 1.3 % of a kept-alive
-/// request's CPU).
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The address.
-    pub addr: SocketAddr,
-    /// `addr` as text.
-    pub text: Arc<str>,
-}
-
-impl Peer {
-    /// The client at `addr`.
-    pub fn new(addr: SocketAddr) -> Peer {
-        Peer {
-            addr,
-            text: addr.to_string().into(),
-        }
-    }
-}
-
-/// A new request id: a random per-process prefix and a counter, so ids are
-/// unique within a process and unlikely to repeat across restarts.
-pub fn next_request_id() -> Arc<str> {
-    static PREFIX: OnceLock<u32> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(1);
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut b = [0u8; 4];
-        // Falling back to a fixed prefix only makes ids repeat across restarts.
-        let _ = getrandom::fill(&mut b);
-        u32::from_le_bytes(b)
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:08x}-{n:x}").into()
-}
+use super::{Body, full};
 
 /// An error as a client sees it: an HTTP status, a machine-readable code
 /// (the table in PROTOCOL.md), a message for people, and when to retry.
@@ -169,17 +114,87 @@ impl<E: ClientError> From<E> for ApiError {
     }
 }
 
+/// An error enum whose every variant wraps one error type that is a
+/// [`ClientError`] already (axum's `composite_rejection!`): the enum, a
+/// `From` impl per variant (so `?` builds it), `Display` and `source` as
+/// the variant's own, and a `ClientError` impl that asks the variant. A
+/// composite decides no status of its own.
+macro_rules! composite_error {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident($inner:ty)
+            ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis enum $name {
+            $(
+                $(#[$vmeta])*
+                $variant($inner),
+            )+
+        }
+
+        $(
+            impl From<$inner> for $name {
+                fn from(e: $inner) -> Self {
+                    $name::$variant(e)
+                }
+            }
+        )+
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    $($name::$variant(e) => std::fmt::Display::fmt(e, f),)+
+                }
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    $($name::$variant(e) => std::error::Error::source(e),)+
+                }
+            }
+        }
+
+        impl $crate::http::ClientError for $name {
+            fn status(&self) -> ::http::StatusCode {
+                match self {
+                    $($name::$variant(e) => $crate::http::ClientError::status(e),)+
+                }
+            }
+
+            fn code(&self) -> &'static str {
+                match self {
+                    $($name::$variant(e) => $crate::http::ClientError::code(e),)+
+                }
+            }
+
+            fn retry_after(&self) -> Option<u32> {
+                match self {
+                    $($name::$variant(e) => $crate::http::ClientError::retry_after(e),)+
+                }
+            }
+
+            fn request_id(&self) -> Option<std::sync::Arc<str>> {
+                match self {
+                    $($name::$variant(e) => $crate::http::ClientError::request_id(e),)+
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use composite_error;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_ids_are_unique() {
-        let a = next_request_id();
-        let b = next_request_id();
-        assert_ne!(a, b);
-        assert_eq!(a.split('-').next().map(str::len), Some(8));
-    }
 
     #[test]
     fn errors_have_one_json_shape() {

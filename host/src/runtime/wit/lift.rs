@@ -8,9 +8,9 @@
 //! and `list`: as each is lifted it charges its length to a budget
 //! ([`Limits::max_output_bytes`]) before anything is allocated, and an event
 //! past the budget fails with `InvalidOutput` having copied at most that
-//! much. [`Reader`] then checks the shapes (header count and bytes, actions,
-//! session size, frame and payload sizes) and turns the result into the
-//! bindgen types the rest of the host uses.
+//! much. `convert::Reader` then checks the shapes (header count and bytes,
+//! actions, session size, frame and payload sizes) and turns the result into
+//! the host's own types.
 //!
 //! The budget lives in a thread-local that [`budgeted`] sets around every
 //! poll of the call: wasmtime lifts a result inside the poll in which the
@@ -25,22 +25,12 @@ use std::task::{Context, Poll};
 
 use wasmtime::component::{ComponentType, Lift};
 
-use crate::bindings::{
-    Action, CloseFrame, ConnectOutcome, Header, Hold, Outgoing, Payload, PublishVerdict, Rejection,
-    RequestOutcome, Response, StreamFormat, SubscribeOutcome, WebsocketAccept,
-};
-use crate::limits::Limits;
-use crate::sandbox::EventError;
+use crate::runtime::error::OutputTooLarge;
 
 thread_local! {
     /// Bytes the output being lifted on this thread may still take.
     static BUDGET: Cell<Option<usize>> = const { Cell::new(None) };
 }
-
-/// The error a lift past the budget stops with.
-#[derive(Debug, thiserror::Error)]
-#[error("more than {0} bytes of output")]
-pub(crate) struct OutputTooLarge(pub(crate) usize);
 
 /// Charge `bytes` to the budget of the output being lifted.
 fn charge(bytes: usize) -> wasmtime::Result<()> {
@@ -358,203 +348,5 @@ pub(crate) mod raw {
         SetSession(Attributes),
         #[component(name = "close")]
         Close(RawCloseFrame),
-    }
-}
-
-use raw::*;
-
-/// Longest channel name, cursor or reason a guest may return.
-const MAX_SHORT_TEXT: usize = 16 << 10;
-
-/// Checks the shape of a lifted output against the module's limits and
-/// turns it into the bindgen types.
-pub(crate) struct Reader<'l> {
-    limits: &'l Limits,
-}
-
-/// `9 headers, over the limit of 8`.
-fn over(what: &str, count: usize, max: usize) -> EventError {
-    EventError::InvalidOutput(format!("{count} {what}, over the limit of {max}"))
-}
-
-/// `a response body of 100001 bytes, over the 100000 byte limit`.
-fn too_big(what: &str, size: usize, max: usize) -> EventError {
-    EventError::InvalidOutput(format!("{what} of {size} bytes, over the {max} byte limit"))
-}
-
-fn text(t: Text, max: usize, what: &str) -> Result<String, EventError> {
-    if t.0.len() > max {
-        return Err(too_big(what, t.0.len(), max));
-    }
-    Ok(t.0)
-}
-
-fn bytes(b: Bytes, max: usize, what: &str) -> Result<Vec<u8>, EventError> {
-    if b.0.len() > max {
-        return Err(too_big(what, b.0.len(), max));
-    }
-    Ok(b.0)
-}
-
-impl<'l> Reader<'l> {
-    pub(crate) fn new(limits: &'l Limits) -> Self {
-        Reader { limits }
-    }
-
-    fn headers(&self, list: List<RawHeader>) -> Result<Vec<Header>, EventError> {
-        let max = self.limits.max_header_bytes;
-        if list.0.len() > self.limits.max_headers {
-            return Err(over("headers", list.0.len(), self.limits.max_headers));
-        }
-        let total: usize = list
-            .0
-            .iter()
-            .map(|h| h.name.0.len() + h.value.0.len())
-            .sum();
-        if total > max {
-            return Err(too_big("headers", total, max));
-        }
-        Ok(list
-            .0
-            .into_iter()
-            .map(|h| Header {
-                name: h.name.0,
-                value: h.value.0,
-            })
-            .collect())
-    }
-
-    fn attributes(&self, list: List<(Text, Text)>) -> Result<Vec<(String, String)>, EventError> {
-        let max = self.limits.max_session_bytes;
-        let total: usize = list.0.iter().map(|(k, v)| k.0.len() + v.0.len()).sum();
-        if total > max {
-            return Err(too_big("session attributes", total, max));
-        }
-        Ok(list.0.into_iter().map(|(k, v)| (k.0, v.0)).collect())
-    }
-
-    fn channels(&self, list: List<Text>) -> Result<Vec<String>, EventError> {
-        list.0
-            .into_iter()
-            .map(|c| text(c, MAX_SHORT_TEXT, "a channel name"))
-            .collect()
-    }
-
-    fn payload(&self, p: RawPayload, max: usize, what: &str) -> Result<Payload, EventError> {
-        Ok(match p {
-            RawPayload::Text(t) => Payload::Text(text(t, max, what)?),
-            RawPayload::Binary(b) => Payload::Binary(bytes(b, max, what)?),
-        })
-    }
-
-    /// on-request's answer.
-    pub(crate) fn request_outcome(
-        &self,
-        raw: RawRequestOutcome,
-    ) -> Result<RequestOutcome, EventError> {
-        Ok(match raw {
-            RawRequestOutcome::Respond(r) => RequestOutcome::Respond(Response {
-                status: r.status,
-                headers: self.headers(r.headers)?,
-                body: bytes(r.body, self.limits.max_response_body, "a response body")?,
-            }),
-            RawRequestOutcome::Hold(h) => RequestOutcome::Hold(Hold {
-                channels: self.channels(h.channels)?,
-                format: match h.format {
-                    RawStreamFormat::Sse => StreamFormat::Sse,
-                    RawStreamFormat::Ndjson => StreamFormat::Ndjson,
-                    RawStreamFormat::LongPoll => StreamFormat::LongPoll,
-                },
-                since: h
-                    .since
-                    .map(|s| text(s, MAX_SHORT_TEXT, "a cursor"))
-                    .transpose()?,
-                timeout_ms: h.timeout_ms,
-                headers: self.headers(h.headers)?,
-            }),
-            RawRequestOutcome::Upgrade(a) => RequestOutcome::Upgrade(WebsocketAccept {
-                channels: self.channels(a.channels)?,
-                session: self.attributes(a.session)?,
-            }),
-        })
-    }
-
-    /// on-connect's answer.
-    pub(crate) fn connect_outcome(
-        &self,
-        raw: RawConnectOutcome,
-    ) -> Result<ConnectOutcome, EventError> {
-        Ok(match raw {
-            RawConnectOutcome::Accept(session) => ConnectOutcome::Accept(self.attributes(session)?),
-            RawConnectOutcome::Reject(r) => ConnectOutcome::Reject(Rejection {
-                status: r.status,
-                reason: text(r.reason, MAX_SHORT_TEXT, "a rejection reason")?,
-            }),
-        })
-    }
-
-    /// on-subscribe's answer.
-    pub(crate) fn subscribe_outcome(
-        &self,
-        raw: RawSubscribeOutcome,
-    ) -> Result<SubscribeOutcome, EventError> {
-        Ok(match raw {
-            RawSubscribeOutcome::Allow => SubscribeOutcome::Allow,
-            RawSubscribeOutcome::Deny(r) => {
-                SubscribeOutcome::Deny(text(r, MAX_SHORT_TEXT, "a denial reason")?)
-            }
-        })
-    }
-
-    /// on-publish's answer.
-    pub(crate) fn publish_verdict(
-        &self,
-        raw: RawPublishVerdict,
-    ) -> Result<PublishVerdict, EventError> {
-        Ok(match raw {
-            RawPublishVerdict::Accept => PublishVerdict::Accept,
-            RawPublishVerdict::Replace(p) => PublishVerdict::Replace(self.payload(
-                p,
-                self.limits.max_payload_bytes,
-                "a replacement payload",
-            )?),
-            RawPublishVerdict::Reject(r) => {
-                PublishVerdict::Reject(text(r, MAX_SHORT_TEXT, "a rejection reason")?)
-            }
-        })
-    }
-
-    /// on-message's actions.
-    pub(crate) fn actions(&self, raw: List<RawAction>) -> Result<Vec<Action>, EventError> {
-        if raw.0.len() > self.limits.max_actions {
-            return Err(over("actions", raw.0.len(), self.limits.max_actions));
-        }
-        let (max_send, max_payload) = (self.limits.max_send_bytes, self.limits.max_payload_bytes);
-        raw.0
-            .into_iter()
-            .map(|a| {
-                Ok(match a {
-                    RawAction::Send(p) => {
-                        Action::Send(self.payload(p, max_send, "a sent frame")?)
-                    }
-                    RawAction::Publish(o) => Action::Publish(Outgoing {
-                        channel: text(o.channel, MAX_SHORT_TEXT, "a channel name")?,
-                        payload: self.payload(o.payload, max_payload, "a published payload")?,
-                    }),
-                    RawAction::Subscribe(c) => {
-                        Action::Subscribe(text(c, MAX_SHORT_TEXT, "a channel name")?)
-                    }
-                    RawAction::Unsubscribe(c) => {
-                        Action::Unsubscribe(text(c, MAX_SHORT_TEXT, "a channel name")?)
-                    }
-                    RawAction::SetSession(s) => Action::SetSession(self.attributes(s)?),
-                    RawAction::Close(f) => Action::Close(CloseFrame {
-                        code: f.code,
-                        // A close reason is at most 123 bytes on the wire.
-                        reason: text(f.reason, 123, "a close reason")?,
-                    }),
-                })
-            })
-            .collect()
     }
 }

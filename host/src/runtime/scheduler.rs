@@ -28,7 +28,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 use wasmtime::UpdateDeadline;
 
-use crate::engine::EPOCH_TICK;
+use super::engine::EPOCH_TICK;
 use crate::metrics::EventMeter;
 
 /// Ticks an event may compute before it counts as hot: 5 ms. An ordinary

@@ -1,12 +1,6 @@
-//! The `kv` import and the [`KvStore`] boundary behind it, with the in-memory
-//! store used by default (the Redis store is `crate::redis::RedisKv`).
-//!
-//! Every module has its own namespace and its own budget: at most
-//! [`MAX_KEYS_PER_NAMESPACE`] keys and [`MAX_BYTES_PER_NAMESPACE`] bytes
-//! (keys and values). In memory, each namespace has its own lock, so a module
-//! filling its store does not slow another one, and a set on a full
-//! namespace costs a lookup, not a scan: expired entries leave through an
-//! index ordered by expiry.
+//! The embedded kv store ([`MemoryKv`]: one space per namespace, each
+//! behind its own lock, expired entries leaving through an index ordered by
+//! expiry), and the store of a module not granted kv ([`DeniedKv`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -14,106 +8,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::bindings::kv::{Host, KvError};
+use super::{
+    KvStore, MAX_BYTES_PER_NAMESPACE, MAX_KEYS_PER_NAMESPACE, StoreError, check_key, check_value,
+    entry_bytes,
+};
 use crate::channels::lock;
-use crate::imports::HostState;
-
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
-/// Largest value, in bytes. kv holds counters and small documents, not blobs.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-/// Most keys one module may hold.
-pub const MAX_KEYS_PER_NAMESPACE: usize = 100_000;
-/// Most bytes (keys, values and a fixed overhead per entry) one module may
-/// hold: a module cannot grow the host's memory (or Redis's) without bound.
-pub const MAX_BYTES_PER_NAMESPACE: usize = 32 << 20;
-/// What an entry costs on top of its key and value, for the byte budget.
-pub const ENTRY_OVERHEAD_BYTES: usize = 64;
-
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// Empty or too long key.
-    #[error("key must be 1..={MAX_KEY_BYTES} bytes, got {0}")]
-    InvalidKey(usize),
-    /// Value over [`MAX_VALUE_BYTES`].
-    #[error("value of {0} bytes is over the {MAX_VALUE_BYTES} byte limit")]
-    TooLarge(usize),
-    /// `increment` on a value that is not a decimal i64.
-    #[error("value is not a decimal 64-bit integer")]
-    NotANumber,
-    /// `increment` would overflow.
-    #[error("increment overflows a 64-bit integer")]
-    Overflow,
-    /// The namespace holds its maximum of keys.
-    #[error("the store is full ({MAX_KEYS_PER_NAMESPACE} keys)")]
-    Full,
-    /// The namespace holds its maximum of bytes.
-    #[error("the store is full ({MAX_BYTES_PER_NAMESPACE} bytes)")]
-    FullBytes,
-    /// The module was not granted the store.
-    #[error("kv is not granted to this module (set `kv = true` in its manifest entry)")]
-    NotGranted,
-    /// The backend is down.
-    #[error("kv unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl From<StoreError> for KvError {
-    fn from(e: StoreError) -> Self {
-        let msg = e.to_string();
-        match e {
-            StoreError::InvalidKey(_) => KvError::InvalidKey(msg),
-            StoreError::TooLarge(_) | StoreError::FullBytes => KvError::TooLarge(msg),
-            StoreError::NotANumber | StoreError::Overflow => KvError::NotANumber(msg),
-            StoreError::Full | StoreError::NotGranted | StoreError::Unavailable(_) => {
-                KvError::Unavailable(msg)
-            }
-        }
-    }
-}
-
-/// A key-value backend. Every call names the namespace (the module), so two
-/// modules never see each other's keys.
-#[async_trait]
-pub trait KvStore: Send + Sync + std::fmt::Debug {
-    /// The live value under `key`.
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Store `value`, optionally expiring after `ttl`.
-    async fn set(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError>;
-    /// Remove `key`; true if a live value was there.
-    async fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
-    /// Add `delta` to the decimal integer under `key` (missing: 0). Keeps
-    /// the key's expiry.
-    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, StoreError>;
-}
-
-/// Check a key against the rules.
-pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(StoreError::InvalidKey(key.len()));
-    }
-    Ok(())
-}
-
-/// Check a value against the size limit.
-pub(crate) fn check_value(value: &[u8]) -> Result<(), StoreError> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(StoreError::TooLarge(value.len()));
-    }
-    Ok(())
-}
-
-/// What an entry costs against the byte budget.
-pub(crate) fn entry_bytes(key: &str, value: &[u8]) -> usize {
-    key.len() + value.len() + ENTRY_OVERHEAD_BYTES
-}
 
 #[derive(Debug)]
 struct Entry {
@@ -299,48 +198,9 @@ impl KvStore for MemoryKv {
     }
 }
 
-impl Host for HostState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
-        self.services.metrics.kv("get", 0);
-        let services = &self.services;
-        let get = services.kv.get(&services.name, &key);
-        Ok(self.turn.waiting(get).await.map_err(Into::into))
-    }
-
-    async fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        ttl_ms: Option<u64>,
-    ) -> wasmtime::Result<Result<(), KvError>> {
-        let ttl = ttl_ms.map(Duration::from_millis);
-        self.services.metrics.kv("set", value.len());
-        let services = &self.services;
-        let set = services.kv.set(&services.name, &key, value, ttl);
-        Ok(self.turn.waiting(set).await.map_err(Into::into))
-    }
-
-    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
-        self.services.metrics.kv("delete", 0);
-        let services = &self.services;
-        let delete = services.kv.delete(&services.name, &key);
-        Ok(self.turn.waiting(delete).await.map_err(Into::into))
-    }
-
-    async fn increment(
-        &mut self,
-        key: String,
-        delta: i64,
-    ) -> wasmtime::Result<Result<i64, KvError>> {
-        self.services.metrics.kv("increment", 0);
-        let services = &self.services;
-        let increment = services.kv.increment(&services.name, &key, delta);
-        Ok(self.turn.waiting(increment).await.map_err(Into::into))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
     use super::*;
 
     #[tokio::test]

@@ -1,6 +1,7 @@
-//! The `comet:edge` WIT world as Rust types. The `bindgen!` output stays in a
-//! private module; the rest of the host sees the re-exports below and
-//! [`HandlerExports`], which calls one export without loading the others.
+//! Calling one handler export: where each export lives in a component,
+//! resolved once per module, and the typed calls, which take the host's
+//! event types and return the guest's answer lifted within the output
+//! budget (`lift::raw`), for `convert::Reader` to check.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,34 +12,20 @@ use wasmtime::component::{
     TypedFunc,
 };
 
-use crate::guest_output::List;
-use crate::guest_output::raw::{
+use super::HANDLER_INTERFACE;
+use super::convert;
+use super::generated::EdgeHandlerPre;
+use super::generated::comet::edge::types::{
+    CloseInfo, ConnectRequest, Connection, Payload, Publication, Request, SubscribeRequest,
+};
+use super::lift::List;
+use super::lift::raw::{
     RawAction, RawConnectOutcome, RawPublishVerdict, RawRequestOutcome, RawSubscribeOutcome,
 };
-
-mod generated {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "edge-handler",
-        imports: { default: async | trappable },
-        exports: { default: async },
-    });
-}
-
-pub(crate) use generated::comet::edge::types::{
-    Action, CloseFrame, CloseInfo, ConnectOutcome, ConnectRequest, Connection, Header, Hold,
-    Message, Outgoing, Payload, Publication, PublishSource, PublishVerdict, Rejection, Request,
-    RequestOutcome, Response, StreamFormat, SubscribeOutcome, SubscribeRequest, Transport,
-    WebsocketAccept,
-};
-pub(crate) use generated::comet::edge::{channels, config, kv, log, types};
-pub(crate) use generated::{EdgeHandler, EdgeHandlerPre};
-
-/// The WIT interface a component must export to be a Comet handler.
-pub const HANDLER_INTERFACE: &str = "comet:edge/handler@0.1.0";
+use crate::hooks;
 
 /// Where each handler export lives in a component, resolved once per module.
-/// The calls return lazy handles into guest memory (`guest_output::raw`):
+/// The calls return the guest's answer as `lift::raw` types:
 /// the caller copies them out within the limits.
 ///
 /// bindgen's `EdgeHandlerPre::instantiate_async` type-checks all six exports
@@ -133,13 +120,14 @@ impl HandlerExports {
         &self,
         store: &mut Store<T>,
         instance: &Instance,
-        request: &Request,
+        request: hooks::Request,
     ) -> wasmtime::Result<RawRequestOutcome> {
+        let request = convert::request(request);
         let func = self
             .0
             .on_request
             .typed::<_, (&Request,), (RawRequestOutcome,)>(store, instance)?;
-        Ok(func.call_async(&mut *store, (request,)).await?.0)
+        Ok(func.call_async(&mut *store, (&request,)).await?.0)
     }
 
     /// Call on-connect.
@@ -147,13 +135,14 @@ impl HandlerExports {
         &self,
         store: &mut Store<T>,
         instance: &Instance,
-        request: &ConnectRequest,
+        request: hooks::ConnectRequest,
     ) -> wasmtime::Result<RawConnectOutcome> {
+        let request = convert::connect_request(request);
         let func = self
             .0
             .on_connect
             .typed::<_, (&ConnectRequest,), (RawConnectOutcome,)>(store, instance)?;
-        Ok(func.call_async(&mut *store, (request,)).await?.0)
+        Ok(func.call_async(&mut *store, (&request,)).await?.0)
     }
 
     /// Call on-subscribe.
@@ -161,16 +150,21 @@ impl HandlerExports {
         &self,
         store: &mut Store<T>,
         instance: &Instance,
-        connection: &Connection,
-        request: &SubscribeRequest,
+        connection: hooks::ConnectionInfo,
+        request: hooks::SubscribeRequest,
     ) -> wasmtime::Result<RawSubscribeOutcome> {
+        let connection = convert::connection(connection);
+        let request = convert::subscribe_request(request);
         let func = self
             .0
             .on_subscribe
             .typed::<_, (&Connection, &SubscribeRequest), (RawSubscribeOutcome,)>(
                 store, instance,
             )?;
-        Ok(func.call_async(&mut *store, (connection, request)).await?.0)
+        Ok(func
+            .call_async(&mut *store, (&connection, &request))
+            .await?
+            .0)
     }
 
     /// Call on-publish.
@@ -178,13 +172,14 @@ impl HandlerExports {
         &self,
         store: &mut Store<T>,
         instance: &Instance,
-        publication: &Publication,
+        publication: hooks::Publication,
     ) -> wasmtime::Result<RawPublishVerdict> {
+        let publication = convert::publication(publication);
         let func = self
             .0
             .on_publish
             .typed::<_, (&Publication,), (RawPublishVerdict,)>(store, instance)?;
-        Ok(func.call_async(&mut *store, (publication,)).await?.0)
+        Ok(func.call_async(&mut *store, (&publication,)).await?.0)
     }
 
     /// Call on-message.
@@ -192,14 +187,16 @@ impl HandlerExports {
         &self,
         store: &mut Store<T>,
         instance: &Instance,
-        connection: &Connection,
-        frame: &Payload,
+        connection: hooks::ConnectionInfo,
+        frame: crate::channels::Payload,
     ) -> wasmtime::Result<List<RawAction>> {
+        let connection = convert::connection(connection);
+        let frame = convert::payload(frame);
         let func = self
             .0
             .on_message
             .typed::<_, (&Connection, &Payload), (List<RawAction>,)>(store, instance)?;
-        Ok(func.call_async(&mut *store, (connection, frame)).await?.0)
+        Ok(func.call_async(&mut *store, (&connection, &frame)).await?.0)
     }
 
     /// Call on-close.
@@ -207,69 +204,15 @@ impl HandlerExports {
         &self,
         store: &mut Store<T>,
         instance: &Instance,
-        connection: &Connection,
-        info: &CloseInfo,
+        connection: hooks::ConnectionInfo,
+        info: hooks::CloseInfo,
     ) -> wasmtime::Result<()> {
+        let connection = convert::connection(connection);
+        let info = convert::close_info(info);
         let func = self
             .0
             .on_close
             .typed::<_, (&Connection, &CloseInfo), ()>(store, instance)?;
-        func.call_async(&mut *store, (connection, info)).await
+        func.call_async(&mut *store, (&connection, &info)).await
     }
-}
-
-impl From<&crate::channels::Payload> for Payload {
-    fn from(p: &crate::channels::Payload) -> Self {
-        match p {
-            crate::channels::Payload::Text(t) => Payload::Text(t.clone()),
-            crate::channels::Payload::Binary(b) => Payload::Binary(b.to_vec()),
-        }
-    }
-}
-
-impl From<Payload> for crate::channels::Payload {
-    fn from(p: Payload) -> Self {
-        match p {
-            Payload::Text(t) => crate::channels::Payload::Text(t),
-            Payload::Binary(b) => crate::channels::Payload::Binary(b.into()),
-        }
-    }
-}
-
-impl From<&crate::channels::Message> for Message {
-    fn from(m: &crate::channels::Message) -> Self {
-        Message {
-            channel: m.channel.to_string(),
-            payload: (&m.payload()).into(),
-            cursor: m.cursor().encode(),
-            published_at_ms: m.published_at_ms,
-        }
-    }
-}
-
-/// HTTP headers as the guest sees them.
-pub(crate) fn guest_headers(headers: &http::HeaderMap) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|(name, value)| Header {
-            name: name.as_str().to_string(),
-            value: value.as_bytes().to_vec(),
-        })
-        .collect()
-}
-
-/// A guest's headers as HTTP headers, or what is wrong with one of them.
-pub(crate) fn http_headers(
-    headers: Vec<Header>,
-) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, String> {
-    headers
-        .into_iter()
-        .map(|header| {
-            let name = http::HeaderName::from_bytes(header.name.as_bytes())
-                .map_err(|_| format!("an invalid header name {:?}", header.name))?;
-            let value = http::HeaderValue::from_bytes(&header.value)
-                .map_err(|_| format!("an invalid value for header {:?}", header.name))?;
-            Ok((name, value))
-        })
-        .collect()
 }

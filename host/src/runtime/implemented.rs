@@ -12,42 +12,11 @@
 //! says the module opts in to instance reuse: its events may share an
 //! instance, one at a time (see `HandlerModule`'s idle instances).
 
-/// The events of `comet:edge/handler`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hook {
-    Request,
-    Connect,
-    Subscribe,
-    Publish,
-    Message,
-    Close,
-}
+use crate::hooks::Hook;
 
-impl Hook {
-    const ALL: [Hook; 6] = [
-        Hook::Request,
-        Hook::Connect,
-        Hook::Subscribe,
-        Hook::Publish,
-        Hook::Message,
-        Hook::Close,
-    ];
-
-    /// The name in the WIT world and in the section.
-    pub(crate) fn wit_name(self) -> &'static str {
-        match self {
-            Hook::Request => "on-request",
-            Hook::Connect => "on-connect",
-            Hook::Subscribe => "on-subscribe",
-            Hook::Publish => "on-publish",
-            Hook::Message => "on-message",
-            Hook::Close => "on-close",
-        }
-    }
-
-    fn bit(self) -> u8 {
-        1 << self as u8
-    }
+/// The bit of `hook` in [`Implemented`].
+fn bit(hook: Hook) -> u8 {
+    1 << hook as u8
 }
 
 /// The name of the custom section.
@@ -101,7 +70,7 @@ impl Implemented {
                 Hook::ALL
                     .into_iter()
                     .find(|h| h.wit_name() == line)
-                    .map(Hook::bit)
+                    .map(bit)
             })
             .fold(0, |bits, bit| bits | bit);
         Implemented { bits }
@@ -109,7 +78,7 @@ impl Implemented {
 
     /// Whether `hook` runs in the guest.
     pub(crate) fn runs(self, hook: Hook) -> bool {
-        self.bits & hook.bit() != 0
+        self.bits & bit(hook) != 0
     }
 
     /// Whether the module opts in to instance reuse.

@@ -1,7 +1,25 @@
-//! The public HTTP listener: accepts connections, serves HTTP/1.1 and HTTP/2
-//! with hyper, sends `/comet/...` to the built-in endpoints and everything
-//! else to the module its route names, and shuts down gracefully (streaming
-//! clients are told to reconnect, then open connections get a bounded drain).
+//! The edge: the public listener. It accepts connections (within the
+//! per-address bound, `addresses`), peeks at a first request the transports
+//! serve straight on the socket (`peek`), serves everything else with hyper
+//! (HTTP/1.1 and HTTP/2), sends `/comet/...` to the built-in endpoints and
+//! every other path to the module its route names (`routes`, `dispatch`),
+//! and shuts down gracefully (streaming clients are told to reconnect, then
+//! open connections get a bounded drain). `errors` is where the layers
+//! below get their HTTP status.
+//!
+//! What the edge knows of a connection (the client's address, its address
+//! slot, its hang-up signal) travels to the transports as a value,
+//! `transports::Conn`.
+
+mod addresses;
+mod dispatch;
+mod errors;
+mod peek;
+mod routes;
+
+pub use addresses::{AddressTicket, DEFAULT_MAX_PER_ADDRESS, PerAddress};
+pub use dispatch::handle as dispatch;
+pub use routes::{Route, Routes};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,12 +37,10 @@ use tokio::net::TcpListener;
 use http::StatusCode;
 use http::header::HOST;
 
-use crate::addresses::{AddressTicket, DEFAULT_MAX_PER_ADDRESS, PerAddress};
-use crate::dispatch;
+use crate::channels::Node;
+use crate::hooks::{Modules, Router};
 use crate::http::{ApiError, Body, Peer};
-use crate::registry::Registry;
-use crate::routes::Routes;
-use crate::transports::{self, EndpointConfig, Hangup, direct};
+use crate::transports::{self, Conn, Endpoints, Hangup};
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,31 +69,32 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// What the public listener serves: routes to modules in the registry, and
-/// the built-in endpoints. Deploys swap modules inside the registry; a
+/// What the public listener serves: routes to the modules deployed now,
+/// and the built-in endpoints. Deploys swap modules behind `modules`; a
 /// request in flight keeps the version it started with.
 #[derive(Debug)]
-pub struct App {
-    registry: Arc<Registry>,
+pub struct Edge {
+    router: Arc<Router>,
     routes: Routes,
     channel_module: String,
-    endpoints: EndpointConfig,
+    endpoints: Arc<Endpoints>,
     limits: ConnectionLimits,
 }
 
-impl App {
-    /// An app over `registry`. `channel_module` runs the connection hooks
-    /// (on-connect, on-message, on-close) of the `/comet/` endpoints, and the
-    /// channel hooks of channels whose namespace names no other module.
+impl Edge {
+    /// An edge over the modules `router` finds. `channel_module` runs the
+    /// connection hooks (on-connect, on-message, on-close) of the `/comet/`
+    /// endpoints, and the channel hooks of channels whose namespace names
+    /// no other module.
     pub fn new(
-        registry: Arc<Registry>,
+        router: Arc<Router>,
         routes: Routes,
         channel_module: String,
-        endpoints: EndpointConfig,
+        endpoints: Arc<Endpoints>,
         limits: ConnectionLimits,
-    ) -> Arc<App> {
-        Arc::new(App {
-            registry,
+    ) -> Arc<Edge> {
+        Arc::new(Edge {
+            router,
             routes,
             channel_module,
             endpoints,
@@ -85,32 +102,30 @@ impl App {
         })
     }
 
-    /// The modules.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    fn modules(&self) -> &Arc<dyn Modules> {
+        self.router.modules()
     }
 
-    /// The routing table.
-    pub fn routes(&self) -> &Routes {
-        &self.routes
+    fn node(&self) -> &Arc<Node> {
+        self.endpoints.node()
     }
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves, then stop accepting
+/// Serve `edge` on `listener` until `shutdown` resolves, then stop accepting
 /// and give open connections up to `drain` to finish.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    edge: Arc<Edge>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
     // Shared, not cloned into each connection's task: a task serving a
-    // direct stream keeps its captures for the stream's life.
+    // raw stream keeps its captures for the stream's life.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(app.limits.header_timeout);
+        .header_read_timeout(edge.limits.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -118,7 +133,7 @@ pub async fn serve(
         .keep_alive_interval(Some(DEFAULT_HEADER_TIMEOUT * 3))
         .keep_alive_timeout(DEFAULT_HEADER_TIMEOUT);
     let builder = Arc::new(builder);
-    let per_address = PerAddress::new(app.limits.max_per_address);
+    let per_address = PerAddress::new(edge.limits.max_per_address);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -131,36 +146,41 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let edge = edge.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        // Shared with a WebSocket the connection is upgraded to, which
-        // outlives this task: the address's slot is held until both end.
-        let ticket = Arc::new(ticket);
         tokio::spawn(async move {
+            // Held by whatever serves the connection (a WebSocket outlives
+            // this task): the address's slot is held until all of it ends.
+            let conn = Conn {
+                peer: Peer::new(remote),
+                slot: Arc::new(ticket),
+                hangup: None,
+            };
             // A first request that opens an SSE stream or a WebSocket is
-            // served without hyper (see transports::direct).
-            let first = tokio::time::timeout(app.limits.header_timeout, direct::peek(&stream));
+            // served without hyper (see `transports::serve_raw`).
+            let first = tokio::time::timeout(edge.limits.header_timeout, peek::peek(&stream));
             let Ok(first) = first.await else {
                 // Nothing (or not a whole head) within the timeout.
                 return;
             };
-            if let Some(head) = first
-                && app.endpoints.transports.serves(head.endpoint())
-                && let Some(module) = app.registry.current(&app.channel_module)
+            if let Some(request) = first
+                && transports::serves_raw(&edge.endpoints, request.endpoint)
+                && let Some(module) = edge.modules().current(&edge.channel_module)
             {
-                direct::serve(&module, &app.endpoints, stream, head, remote, ticket).await;
+                let hooks = edge.router.route(module);
+                transports::serve_raw(hooks, &edge.endpoints, stream, request, conn).await;
                 return;
             }
-            // Boxed, so a task serving a direct stream is not sized for
+            // Boxed, so a task serving a raw stream is not sized for
             // hyper's connection state as well.
-            Box::pin(serve_hyper(app, builder, watcher, stream, remote, ticket)).await;
+            Box::pin(serve_hyper(edge, builder, watcher, stream, conn)).await;
         });
     }
     tracing::info!("shutting down: telling clients to reconnect, draining");
-    let channels = app.registry.channels();
+    let channels = edge.node();
     channels.close_all();
-    // WebSocket sessions and direct SSE streams are not hyper connections,
+    // WebSocket sessions and raw SSE streams are not hyper connections,
     // but each holds a channel connection until it has said goodbye.
     let drained = async { tokio::join!(graceful.shutdown(), channels.admission().drained()) };
     if tokio::time::timeout(drain, drained).await.is_err() {
@@ -173,25 +193,20 @@ pub async fn serve(
 /// its streams is dropped as a slow consumer and cannot be written to its
 /// end (see `transports::hangup`).
 async fn serve_hyper(
-    app: Arc<App>,
+    edge: Arc<Edge>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     stream: tokio::net::TcpStream,
-    remote: SocketAddr,
-    ticket: Arc<AddressTicket>,
+    mut conn: Conn,
 ) {
     let hangup = Arc::new(Hangup::default());
-    let grace = app.endpoints.write_timeout;
-    let peer = Peer::new(remote);
-    let service = service_fn({
-        let hangup = hangup.clone();
-        move |mut request: hyper::Request<Incoming>| {
-            let app = app.clone();
-            request.extensions_mut().insert(hangup.clone());
-            request.extensions_mut().insert(ticket.clone());
-            let peer = peer.clone();
-            async move { Ok::<_, Infallible>(route(&app, request, &peer).await) }
-        }
+    let grace = edge.endpoints.config.write_timeout;
+    let remote = conn.peer.addr;
+    conn.hangup = Some(hangup.clone());
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let edge = edge.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(route(&edge, request, conn).await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     match hangup
@@ -207,19 +222,18 @@ async fn serve_hyper(
 /// Answer a connection from an address over its bound with a 503 (if the
 /// socket takes it at once) and close it.
 fn refuse_address(stream: &tokio::net::TcpStream, max: usize) {
-    let body = format!(
-        "{{\"error\":\"too-many-connections\",\"message\":\"this address holds its maximum of {max} connections\"}}"
-    );
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.try_write(response.as_bytes());
+    let error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too-many-connections",
+        format!("this address holds its maximum of {max} connections"),
+    )
+    .retry_after(5);
+    let _ = stream.try_write(&crate::http::raw::error_response(&error, &[]));
 }
 
 /// The next connection. Accept errors (out of file descriptors and the like)
 /// are logged and retried after a pause: the listener keeps serving.
-pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(pair) => return pair,
@@ -231,17 +245,21 @@ pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, So
     }
 }
 
-async fn route(app: &App, request: hyper::Request<Incoming>, peer: &Peer) -> hyper::Response<Body> {
+async fn route(
+    edge: &Edge,
+    request: hyper::Request<Incoming>,
+    conn: Conn,
+) -> hyper::Response<Body> {
     let path = request.uri().path();
     let name = if path.starts_with(transports::PREFIX) {
-        Some(app.channel_module.as_str())
+        Some(edge.channel_module.as_str())
     } else {
         let host = request
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri().host());
-        app.routes.resolve(host, path)
+        edge.routes.resolve(host, path)
     };
     if name.is_some_and(str::is_empty) {
         return ApiError::new(
@@ -259,7 +277,7 @@ async fn route(app: &App, request: hyper::Request<Incoming>, peer: &Peer) -> hyp
         )
         .into_response();
     };
-    let Some(module) = app.registry.current(name) else {
+    let Some(module) = edge.modules().current(name) else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-deployed",
@@ -268,8 +286,9 @@ async fn route(app: &App, request: hyper::Request<Incoming>, peer: &Peer) -> hyp
         .retry_after(5)
         .into_response();
     };
+    let hooks = edge.router.route(module);
     if path.starts_with(transports::PREFIX) {
-        return transports::handle(&module, &app.endpoints, request, peer.addr).await;
+        return transports::serve(hooks, &edge.endpoints, request, conn).await;
     }
-    dispatch::handle(&module, &app.endpoints, request, peer).await
+    dispatch::handle(hooks, &edge.endpoints, request, conn).await
 }

@@ -1,10 +1,69 @@
-//! The `log` import: guest log lines into the host's tracing output, tagged
-//! with the module name and the event id.
+//! The `log` capability: guest log lines into the host's tracing output
+//! (target `guest`), tagged with the module name and the event id, at most
+//! [`MAX_LOG_LINES_PER_EVENT`] per event, each on one line.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
-use crate::bindings::log::{Host, Level};
-use crate::imports::HostState;
+use super::{Capability, EventInfo, Grant};
+
+/// Log lines one event may write; past it they are counted, and one line
+/// says how many were suppressed.
+pub const MAX_LOG_LINES_PER_EVENT: u32 = 100;
+
+/// The severity of a guest's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// `trace`.
+    Trace,
+    /// `debug`.
+    Debug,
+    /// `info`.
+    Info,
+    /// `warn`.
+    Warn,
+    /// `error`.
+    Error,
+}
+
+/// The `log` capability (every module has it).
+#[derive(Debug, Default)]
+pub struct LogCapability;
+
+/// One module's log: the name its lines carry.
+#[derive(Debug)]
+pub struct ModuleLog {
+    module: Arc<str>,
+}
+
+/// One event's log: its id, and its line budget.
+#[derive(Debug)]
+pub struct EventLog {
+    module: Arc<ModuleLog>,
+    event: Arc<str>,
+    lines: u32,
+    suppressed: u32,
+}
+
+impl Capability for LogCapability {
+    type Module = ModuleLog;
+    type Event = EventLog;
+
+    fn configure(&self, grant: &Grant<'_>) -> ModuleLog {
+        ModuleLog {
+            module: grant.name.clone(),
+        }
+    }
+
+    fn prepare(module: &Arc<ModuleLog>, event: &EventInfo) -> EventLog {
+        EventLog {
+            module: module.clone(),
+            event: event.id.clone(),
+            lines: 0,
+            suppressed: 0,
+        }
+    }
+}
 
 /// Longest message or field list kept from one guest log call; the rest is cut
 /// so a guest cannot flood the log with one call.
@@ -21,25 +80,21 @@ fn clip(s: &str) -> &str {
     &s[..end]
 }
 
-impl Host for HostState {
-    async fn log(
-        &mut self,
-        level: Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
+impl EventLog {
+    /// Write one line, within the event's budget.
+    pub fn log(&mut self, level: Level, message: &str, fields: &[(String, String)]) {
         // A budget per event: one event may not flood the log.
-        self.log_lines += 1;
-        if self.log_lines > crate::imports::MAX_LOG_LINES_PER_EVENT {
-            self.logs_suppressed += 1;
-            return Ok(());
+        self.lines += 1;
+        if self.lines > MAX_LOG_LINES_PER_EVENT {
+            self.suppressed += 1;
+            return;
         }
-        let (module, event) = (&*self.services.name, &*self.event_id);
+        let (module, event) = (&*self.module.module, &*self.event);
         // The fields are formatted only for a line the filter lets through.
         macro_rules! emit {
             ($lvl:expr) => {
                 if tracing::enabled!(target: "guest", $lvl) {
-                    let fields = joined(&fields);
+                    let fields = joined(fields);
                     tracing::event!(
                         target: "guest",
                         $lvl,
@@ -47,7 +102,7 @@ impl Host for HostState {
                         event,
                         fields = clip(&fields),
                         "{}",
-                        OneLine(clip(&message))
+                        OneLine(clip(message))
                     )
                 }
             };
@@ -59,7 +114,20 @@ impl Host for HostState {
             Level::Warn => emit!(tracing::Level::WARN),
             Level::Error => emit!(tracing::Level::ERROR),
         }
-        Ok(())
+    }
+
+    /// At the end of the event: say how many lines were over the budget.
+    pub fn finish(&self) {
+        if self.suppressed > 0 {
+            tracing::warn!(
+                target: "guest",
+                module = &*self.module.module,
+                event = &*self.event,
+                "suppressed {} log lines past the limit of {} per event",
+                self.suppressed,
+                MAX_LOG_LINES_PER_EVENT
+            );
+        }
     }
 }
 
