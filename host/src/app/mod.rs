@@ -24,10 +24,10 @@ use crate::channels::{Broker, MemoryBroker, MemoryBrokerConfig, Node, NodeConfig
 use crate::deploy::{DEFAULT_MAX_MODULE_BYTES, Registry, RegistryConfig};
 use crate::edge::{self, ConnectionLimits, Edge, Routes};
 use crate::hooks::{Publisher, Router};
-use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::runtime::{EngineSettings, Runtime};
 use crate::transports::{EndpointConfig, Endpoints};
+use comet_config::manifest::Manifest;
 
 /// Everything a host is made from.
 #[derive(Debug)]

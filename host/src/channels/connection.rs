@@ -24,12 +24,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::admission::Ticket;
+use super::admission::{Ticket, TransportKind};
 use super::broker::Gap;
 use super::cursor::{Cursor, Position};
 use super::error::ChannelError;
-use super::hub::{Session, Subscriber};
-use super::inbox::{Inbox, Outlet, Popped};
+use super::hub::Subscriber;
+use super::inbox::{Inbox, Outlet, Popped, Session};
 use super::lock;
 use super::message::Message;
 use super::name::ChannelName;
@@ -114,18 +114,22 @@ struct Recovery {
     ready: VecDeque<Event>,
 }
 
-impl Connection {
-    pub(crate) fn new(node: Arc<Node>, id: u64, ticket: Ticket) -> Connection {
-        let inbox = Arc::new(Inbox::new(node.queue_len()));
-        Connection {
-            node,
+impl Node {
+    /// A new client connection, unless the host is full or shutting down.
+    pub fn connect(self: &Arc<Self>, kind: TransportKind) -> Result<Connection, ChannelError> {
+        let (ticket, id) = self.admit(kind)?;
+        let inbox = Arc::new(Inbox::new(self.queue_len()));
+        Ok(Connection {
+            node: self.clone(),
             me: Subscriber { id, inbox },
             recovery: None,
             closing: Watch::default(),
             _ticket: ticket,
-        }
+        })
     }
+}
 
+impl Connection {
     /// Id unique within this process.
     pub fn id(&self) -> u64 {
         self.me.id

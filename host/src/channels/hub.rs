@@ -31,9 +31,6 @@ const SHARDS: usize = 64;
 /// runtime's workers in drains of this size.
 pub const DRAIN_CHUNK: usize = 256;
 
-/// Session attributes of a connection.
-pub type Session = Vec<(String, String)>;
-
 /// What the hub keeps per subscribed connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Subscriber {

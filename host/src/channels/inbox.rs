@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::cursor::Position;
-use super::hub::Session;
 use super::lock;
 use super::message::Message;
 use super::name::ChannelName;
@@ -43,6 +42,10 @@ pub trait Outlet: Send + Sync + std::fmt::Debug {
     /// connection is dropped as a slow consumer.
     fn write(&self, message: &Message) -> Result<(), OutletFull>;
 }
+
+/// Session attributes of a connection (seen by presence and by every
+/// later event of the connection).
+pub type Session = Vec<(String, String)>;
 
 /// An [`Outlet`] holds as much unwritten data as it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,8 +36,8 @@ pub use broker::{
 pub use connection::{Backlog, Connection, Event, Reset};
 pub use cursor::{Cursor, CursorError, Position};
 pub use error::ChannelError;
-pub use hub::{Hub, Session};
-pub use inbox::{Outlet, OutletFull};
+pub use hub::Hub;
+pub use inbox::{Outlet, OutletFull, Session};
 pub use memory::{MemoryBroker, MemoryBrokerConfig};
 pub use message::{Message, Payload};
 pub use name::{ChannelName, NameError};

@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::admission::{Admission, DEFAULT_MAX_CONNECTIONS, TransportKind};
+use super::admission::{Admission, DEFAULT_MAX_CONNECTIONS, Ticket, TransportKind};
 use super::broker::{Broker, BrokerStats, History, Published};
 use super::broker::{Presence, Sink};
-use super::connection::Connection;
 use super::cursor::Position;
 use super::error::ChannelError;
 use super::hub::{Hub, Subscriber};
@@ -227,11 +226,12 @@ impl Node {
         }
     }
 
-    /// A new client connection, unless the host is full or shutting down.
-    pub fn connect(self: &Arc<Self>, kind: TransportKind) -> Result<Connection, ChannelError> {
+    /// A slot for a new client connection of `kind` and its id, unless the
+    /// host is full or shutting down (see `Node::connect`, in
+    /// `connection`).
+    pub(super) fn admit(&self, kind: TransportKind) -> Result<(Ticket, u64), ChannelError> {
         let ticket = self.admission.admit(kind)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok(Connection::new(self.clone(), id, ticket))
+        Ok((ticket, self.next_id.fetch_add(1, Ordering::Relaxed)))
     }
 
     /// Check a payload against the size limit.

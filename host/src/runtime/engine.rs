@@ -72,7 +72,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             max_instances: DEFAULT_MAX_INSTANCES,
-            max_memory_bytes: crate::limits::DEFAULT_MEMORY_BYTES,
+            max_memory_bytes: comet_config::limits::DEFAULT_MEMORY_BYTES,
             max_stack_bytes: DEFAULT_MAX_STACK_BYTES,
             keep_resident_bytes: DEFAULT_KEEP_RESIDENT_BYTES,
         }

@@ -26,7 +26,7 @@ use wasmtime::component::{Instance, InstancePre};
 use super::engine::{EPOCH_TICK, Ticking};
 use super::error::{EventError, GuestFault, OutputTooLarge};
 use super::scheduler::Turn;
-use crate::limits::Limits;
+use comet_config::limits::Limits;
 
 /// The trap raised when an event uses up its CPU budget.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use super::implemented::Implemented;
 use super::module::HandlerModule;
 use super::wit::{HANDLER_INTERFACE, HandlerExports};
 use super::{ModuleEnv, Runtime};
-use crate::limits::Limits;
+use comet_config::limits::Limits;
 
 /// Why a file could not be loaded as a handler. Each message says what is
 /// wrong and, where there is one, the usual fix.

@@ -36,8 +36,8 @@ pub use reuse::IDLE_INSTANCES;
 pub use wit::HANDLER_INTERFACE;
 
 use crate::capabilities::Granted;
-use crate::limits::{DEFAULT_MAX_CONCURRENT_CLOSES, Limits};
 use crate::metrics::Metrics;
+use comet_config::limits::{DEFAULT_MAX_CONCURRENT_CLOSES, Limits};
 use engine::SandboxEngine;
 use event::StoreState;
 use reuse::{IDLE_SHARE_OF_SLOTS, IdleBudget};

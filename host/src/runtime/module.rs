@@ -26,8 +26,8 @@ use crate::hooks::{
     SubscribeRequest,
 };
 use crate::http::next_request_id;
-use crate::limits::Limits;
 use crate::metrics::EventMeter;
+use comet_config::limits::Limits;
 
 /// Call export `$export` of `$event` (a started `Event`, moved in and handed
 /// back with the result) with `$args` (moved in), within the module's output

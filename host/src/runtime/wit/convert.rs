@@ -17,8 +17,8 @@ use crate::hooks::{
     Outgoing, Publication, PublishSource, PublishVerdict, Rejection, Request, RequestOutcome,
     Response, StreamFormat, SubscribeOutcome, SubscribeRequest, WebSocketAccept,
 };
-use crate::limits::Limits;
 use crate::runtime::error::GuestFault;
+use comet_config::limits::Limits;
 
 fn headers(headers: Vec<Header>) -> Vec<wit::Header> {
     headers
