@@ -1,13 +1,14 @@
-//! A host started in this process (through the library's composition root)
-//! with a broker of the test's choosing, served on a real socket.
+//! A host started in this process (through the library's composition root
+//! and its start-up policy) with a broker of the test's choosing, served on
+//! a real socket.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use comet_host::app::{Host, HostConfig, RunningHost};
+use comet_host::app::{Host, HostConfig, RunningHost, Served, serve_versions};
 use comet_host::channels::Broker;
-use comet_host::deploy::Origin;
 use comet_host::manifest::Manifest;
+use comet_host::metrics::Snapshot;
 use comet_host::runtime::EngineSettings;
 use comet_testkit::guests;
 
@@ -30,7 +31,7 @@ impl InProcess {
         let host = runtime.block_on(async {
             let text = format!("[modules.app]\npath = {:?}\n", guests::CHANNELS_APP);
             let manifest = Manifest::parse(&text, Path::new("inproc.toml"))?;
-            let mut config = HostConfig::new(manifest, TOKEN.into());
+            let mut config = HostConfig::new(manifest.clone(), TOKEN.into());
             config.engine = EngineSettings {
                 max_instances: 64,
                 ..EngineSettings::default()
@@ -40,10 +41,11 @@ impl InProcess {
             // Quick, so a test sees a lost last message come back.
             config.position_check = std::time::Duration::from_millis(200);
             let host = Host::new(config)?;
-            let bytes = std::fs::read(guests::CHANNELS_APP)?;
-            host.registry()
-                .deploy("app", bytes, Origin::File(guests::CHANNELS_APP.into()))
-                .await?;
+            let started = serve_versions(host.registry(), &manifest, false, true).await?;
+            anyhow::ensure!(
+                matches!(&started.served[..], [Served::File { name, .. }] if name == "app"),
+                "{started:?}"
+            );
             anyhow::Ok(host.start("127.0.0.1:0".parse()?, None).await?)
         })?;
         Ok(InProcess {
@@ -56,6 +58,12 @@ impl InProcess {
     pub(crate) fn url(&self, path: &str) -> String {
         let addr = self.host.as_ref().map(|h| h.addr).expect("running");
         format!("http://{addr}{path}")
+    }
+
+    /// The host's metrics as `/metrics` serves them (its counters only).
+    pub(crate) fn metrics(&self) -> String {
+        let host = self.host.as_ref().expect("running");
+        host.metrics.encode(Snapshot::default(), false)
     }
 
     /// Publish `text` to `channel` through the publish API.
@@ -80,4 +88,25 @@ impl Drop for InProcess {
             let _ = self.runtime.block_on(host.stop());
         }
     }
+}
+
+/// Two hosts in one process count apart: a publish through one shows in its
+/// metrics only.
+#[test]
+fn two_hosts_keep_their_own_metrics() -> anyhow::Result<()> {
+    let a = InProcess::start(None)?;
+    let b = InProcess::start(None)?;
+    a.publish("counted", "once")?;
+    let published = "comet_publishes_total{source=\"api\",verdict=\"published\"} 1";
+    assert!(
+        a.metrics().lines().any(|l| l == published),
+        "{}",
+        a.metrics()
+    );
+    assert!(
+        !b.metrics().contains("comet_publishes_total{"),
+        "{}",
+        b.metrics()
+    );
+    Ok(())
 }

@@ -1,351 +1,189 @@
-//! The composition root: from what `comet run` reads off its flags or a
-//! manifest (or what a test sets) to a serving host. [`Host::new`] builds
-//! the engine, the channels (node, broker) and the module registry;
-//! modules are then deployed into [`Host::registry`]; [`Host::serve`] or
-//! [`Host::start`] runs the public and admin listeners until shutdown.
+//! The composition root: from what `comet run` is asked for (or what a test
+//! sets) to a serving host. `config` turns the flags and the manifest into
+//! a [`Plan`] (every check, every default); `host` builds a [`Host`] from
+//! its [`HostConfig`]; `startup` decides which version each module name
+//! serves; `watch` rebuilds modules whose sources change; [`launch`] does
+//! all of it in order, the broker choice (Redis) included, and binds the
+//! listeners. The `comet` binary only parses arguments and prints.
 
-use std::future::Future;
+mod config;
+mod host;
+mod startup;
+mod watch;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
+use comet_config::broker::BrokerSpec;
 use tokio::net::TcpListener;
 
-use crate::admin::{self, Admin};
-use crate::capabilities::Capabilities;
-use crate::capabilities::channels::GuestPublisher;
-use crate::capabilities::kv::{KvStore, MemoryKv};
-use crate::channels::admission::DEFAULT_MAX_CONNECTIONS;
-use crate::channels::node::{
-    DEFAULT_MAX_CHANNELS_PER_CONNECTION, DEFAULT_POSITION_CHECK, DEFAULT_QUEUE_LEN,
+pub use config::{
+    ConfigError, DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HostConfig, ModuleFlags,
+    Plan, RunFlags, Source, Token, default_module_name,
 };
-use crate::channels::{Broker, MemoryBroker, MemoryBrokerConfig, Node, NodeConfig};
-use crate::deploy::{DEFAULT_MAX_MODULE_BYTES, Registry, RegistryConfig};
-use crate::edge::{self, ConnectionLimits, Edge, Routes};
-use crate::hooks::{Publisher, Router};
-use crate::metrics::Metrics;
-use crate::runtime::{EngineSettings, Runtime};
-use crate::transports::{EndpointConfig, Endpoints};
-use comet_config::manifest::Manifest;
+pub use host::{Host, RunningHost, StartError};
+pub use startup::{
+    Served, SourceError, Started, StartupError, component, component_file, serve_versions,
+};
+pub use watch::{WatchError, WatchEvent, Watcher, spawn as watch};
 
-/// Everything a host is made from.
-#[derive(Debug)]
-pub struct HostConfig {
-    /// Modules (specs), routes, namespaces, the channel module.
-    pub manifest: Manifest,
-    /// Engine-wide sandbox settings.
-    pub engine: EngineSettings,
-    /// Uploads and the compile cache; `None`: uploads in memory, no cache.
-    pub data_dir: Option<PathBuf>,
-    /// Use the compile cache in `data_dir`.
-    pub compile_cache: bool,
-    /// Largest module upload.
-    pub max_module_bytes: usize,
-    /// Per-connection queue length.
-    pub queue_len: usize,
-    /// Client connections held at once.
-    pub max_connections: usize,
-    /// How often the node checks for messages lost on the way from the
-    /// broker (see `channels::node::DEFAULT_POSITION_CHECK`).
-    pub position_check: Duration,
-    /// Budgets of the memory broker (when no other broker is given).
-    pub memory_broker: MemoryBrokerConfig,
-    /// The broker; `None`: the memory broker.
-    pub broker: Option<Arc<dyn Broker>>,
-    /// The kv store; `None`: in memory.
-    pub kv: Option<Arc<dyn KvStore>>,
-    /// The built-in endpoints' settings (publish token, timeouts).
-    pub endpoints: EndpointConfig,
-    /// Header timeout and connections per client address.
-    pub connection_limits: ConnectionLimits,
-}
+use crate::redis::{RedisBroker, RedisConfig, RedisError, redacted};
 
-impl HostConfig {
-    /// The defaults for `manifest`, with `publish_token` for the publish API.
-    pub fn new(manifest: Manifest, publish_token: String) -> HostConfig {
-        let mut memory_broker = MemoryBrokerConfig::default();
-        if let Some(bytes) = manifest.history_bytes {
-            memory_broker.max_history_bytes = bytes;
-        }
-        if let Some(max) = manifest.max_channels {
-            memory_broker.max_channels = max;
-        }
-        HostConfig {
-            engine: EngineSettings::default(),
-            data_dir: manifest.data_dir.clone(),
-            compile_cache: true,
-            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
-            queue_len: manifest.queue_len.unwrap_or(DEFAULT_QUEUE_LEN),
-            max_connections: manifest.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-            position_check: DEFAULT_POSITION_CHECK,
-            memory_broker,
-            broker: None,
-            kv: None,
-            endpoints: EndpointConfig::new(publish_token),
-            connection_limits: ConnectionLimits::default(),
-            manifest,
-        }
-    }
-}
-
-/// Why a host could not be built.
+/// Why `comet run` could not start serving.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The WebAssembly engine did not start.
-    #[error("cannot start the WebAssembly engine: {0:#}")]
-    Engine(anyhow::Error),
-    /// The compile cache directory is not usable.
-    #[error("cannot use {} as compile cache: {source}", dir.display())]
-    Cache {
-        /// The directory.
-        dir: PathBuf,
-        /// Why.
+pub enum LaunchError {
+    /// Redis could not be used as the broker.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// The host could not be built.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A module could not be served.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// An address could not be listened on.
+    #[error("cannot listen on {addr} {what}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// What for, and how to choose another.
+        what: &'static str,
+        /// The OS error.
         source: std::io::Error,
     },
 }
 
-/// A host with no listener yet: deploy modules into its registry, then
-/// serve.
-#[derive(Debug)]
-pub struct Host {
-    registry: Arc<Registry>,
-    node: Arc<Node>,
-    publisher: Arc<Publisher>,
-    metrics: Arc<Metrics>,
-    routes: Routes,
-    channel_module: String,
-    endpoints: EndpointConfig,
-    connection_limits: ConnectionLimits,
-    metrics_listener: Option<TcpListener>,
+/// Where the channels of a launched host live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerInfo {
+    /// In this process.
+    Memory,
+    /// On Redis.
+    Redis {
+        /// The URL, password hidden.
+        url: String,
+        /// The key prefix.
+        prefix: String,
+        /// This node's id.
+        node: String,
+    },
 }
 
-impl Host {
-    /// Also serve `GET /metrics`, without a token, on `listener`.
-    pub fn serve_metrics_on(mut self, listener: TcpListener) -> Host {
-        self.metrics_listener = Some(listener);
-        self
-    }
+/// A host ready to serve: its listeners bound, its modules deployed.
+#[derive(Debug)]
+pub struct Launched {
+    /// The host.
+    pub host: Host,
+    /// The public listener.
+    pub listener: TcpListener,
+    /// The admin API's listener and token.
+    pub admin: Option<(TcpListener, String)>,
+    /// The token-less metrics listener's address, if one serves.
+    pub metrics_addr: Option<SocketAddr>,
+    /// What each module name serves.
+    pub started: Started,
+    /// Where the channels live.
+    pub broker: BrokerInfo,
+}
 
-    /// Build the engine, the channels and an empty registry.
-    ///
-    /// Strategy: the publish path finds modules through the registry, and
-    /// every module's `channels` capability publishes through it, so the
-    /// publisher is made with [`Arc::new_cyclic`]: the capabilities get its
-    /// `Weak` (why weakly: `capabilities::channels`), then the registry,
-    /// then the router and the publisher itself.
-    pub fn new(config: HostConfig) -> Result<Host, StartError> {
-        // One set of counters per host (a process running two hosts, as
-        // tests do, counts them apart).
-        let metrics = Arc::new(Metrics::default());
-        let broker = config
-            .broker
-            .unwrap_or_else(|| Arc::new(MemoryBroker::new(config.memory_broker)));
-        let manifest = config.manifest;
-        let node = Node::new(
-            broker,
-            NodeConfig {
-                queue_len: config.queue_len,
-                max_connections: config.max_connections,
-                max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
-                namespaces: crate::channels::Namespaces::from_manifest(&manifest),
-                position_check: config.position_check,
-            },
-            metrics.clone(),
-        );
-        let kv = config.kv.unwrap_or_else(|| Arc::new(MemoryKv::default()));
-        let registry_config = RegistryConfig {
-            specs: manifest
-                .modules
-                .iter()
-                .map(|(name, m)| (name.clone(), m.spec.clone()))
-                .collect(),
-            data_dir: config.data_dir.clone(),
-            in_use: manifest.uses(),
-            max_module_bytes: config.max_module_bytes,
+/// Build the host `plan` describes (connecting to Redis if the manifest or
+/// the flags name it), deploy what each name serves at start, and bind the
+/// listeners.
+pub async fn launch(plan: Plan) -> Result<Launched, LaunchError> {
+    let mut config = plan.host;
+    let mut broker = BrokerInfo::Memory;
+    if config.broker.is_none()
+        && let BrokerSpec::Redis { url, prefix } = &config.manifest.broker
+    {
+        let mut redis = RedisConfig::new(url.as_str());
+        redis.prefix = prefix.clone();
+        let connected = RedisBroker::connect(redis).await?;
+        broker = BrokerInfo::Redis {
+            url: redacted(url),
+            prefix: prefix.clone(),
+            node: connected.node_id().to_string(),
         };
-        let mut runtime =
-            Runtime::new(config.engine, metrics.clone()).map_err(StartError::Engine)?;
-        if let (true, Some(dir)) = (config.compile_cache, &config.data_dir) {
-            let dir = dir.join("cache");
-            runtime
-                .enable_cache(&dir)
-                .map_err(|source| StartError::Cache { dir, source })?;
-        }
-        let mut registry = None;
-        let publisher = Arc::new_cyclic(|me: &Weak<Publisher>| {
-            let capabilities = Capabilities::new(
-                kv,
-                node.clone(),
-                me.clone() as Weak<dyn GuestPublisher>,
-                metrics.clone(),
-            );
-            let modules = Registry::new(runtime, capabilities, registry_config);
-            registry = Some(modules.clone());
-            Publisher::new(
-                node.clone(),
-                Router::new(modules, node.clone()),
-                metrics.clone(),
-            )
-        });
-        let registry = registry.expect("made in the publisher's constructor");
-        Ok(Host {
-            registry,
-            node,
-            publisher,
-            metrics,
-            routes: Routes::new(manifest.routes.clone()),
-            channel_module: manifest.channel_module.unwrap_or_default(),
-            endpoints: config.endpoints,
-            connection_limits: config.connection_limits,
-            metrics_listener: None,
-        })
+        config.kv = Some(Arc::new(connected.kv()));
+        config.broker = Some(connected);
     }
-
-    /// The modules: deploy into it before serving.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
-    /// The names routes and the `/comet/` endpoints serve.
-    pub fn served_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .routes
-            .iter()
-            .map(|r| r.module.clone())
-            .chain([self.channel_module.clone()])
-            .filter(|n| !n.is_empty())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    /// Serve on `public` (and the admin API on `admin`, with its token)
-    /// until `shutdown` resolves; then drain (see `server::serve`).
-    pub async fn serve(
-        self,
-        public: TcpListener,
-        admin: Option<(TcpListener, String)>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        };
-        // One Admin for both listeners. Without an admin listener its token
-        // is random and never given out; the metrics listener checks none.
-        let (admin_listener, token) = match admin {
-            Some((listener, token)) => (Some(listener), token),
-            None => (None, crate::http::auth::random_token()),
-        };
-        let state = Admin::new(
-            self.registry.clone(),
-            self.node.clone(),
-            self.metrics.clone(),
-            self.routes.clone(),
-            token,
-        );
-        let metrics_task = self
-            .metrics_listener
-            .map(|listener| tokio::spawn(admin::serve_metrics(listener, state.clone(), stopped())));
-        let admin_task =
-            admin_listener.map(|listener| tokio::spawn(admin::serve(listener, state, stopped())));
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-        let endpoints = Arc::new(Endpoints {
-            config: self.endpoints,
-            publisher: self.publisher.clone(),
-        });
-        let edge = Edge::new(
-            self.publisher.router().clone(),
-            self.routes,
-            self.channel_module,
-            endpoints,
-            self.connection_limits,
-        );
-        // The accept loop in a task of its own, on a worker thread, whoever
-        // awaits this (`comet run` does on the main thread): a connection's
-        // task spawned from a worker starts on that worker, while one
-        // spawned from outside the runtime wakes a worker for each connection.
-        let serving = edge::serve(public, edge, stopped(), edge::DEFAULT_DRAIN_TIMEOUT);
-        let served = tokio::spawn(serving)
+    let manifest = config.manifest.clone();
+    let mut host = Host::new(config)?;
+    let mut metrics_addr = None;
+    if let Some(at) = plan.metrics_listen {
+        let listener = TcpListener::bind(at)
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        for task in [admin_task, metrics_task].into_iter().flatten() {
-            let _ = task.await;
+            .map_err(|source| LaunchError::Listen {
+                addr: at,
+                what: "for metrics (--metrics-listen)",
+                source,
+            })?;
+        metrics_addr = Some(listener.local_addr().unwrap_or(at));
+        host = host.serve_metrics_on(listener);
+    }
+    let started = serve_versions(host.registry(), &manifest, plan.watch, plan.release).await?;
+    let listener = bind(plan.listen, plan.reuse_port).map_err(|source| LaunchError::Listen {
+        addr: plan.listen,
+        what: "(choose another with --listen)",
+        source,
+    })?;
+    let admin = match plan.admin {
+        Some((at, token)) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|source| LaunchError::Listen {
+                    addr: at,
+                    what: "for the admin API (choose another with --admin-listen, or --no-admin)",
+                    source,
+                })?;
+            Some((listener, token.value))
         }
-        served
-    }
-
-    /// Bind `public` (and `admin`, with its token) and serve in the
-    /// background (for tests and embedders). Port 0 picks a free port.
-    pub async fn start(
-        self,
-        public: SocketAddr,
-        admin: Option<(SocketAddr, String)>,
-    ) -> std::io::Result<RunningHost> {
-        let listener = TcpListener::bind(public).await?;
-        let addr = listener.local_addr()?;
-        let (admin, admin_addr) = match admin {
-            Some((at, token)) => {
-                let listener = TcpListener::bind(at).await?;
-                let addr = listener.local_addr()?;
-                (Some((listener, token)), Some(addr))
-            }
-            None => (None, None),
-        };
-        let registry = self.registry.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(self.serve(listener, admin, async {
-            let _ = stopped.await;
-        }));
-        Ok(RunningHost {
-            addr,
-            admin_addr,
-            registry,
-            stop: Some(stop),
-            task: Some(task),
-        })
-    }
+        None => None,
+    };
+    Ok(Launched {
+        host,
+        listener,
+        admin,
+        metrics_addr,
+        started,
+        broker,
+    })
 }
 
-/// A host serving in the background; shut down by [`RunningHost::stop`] or
-/// when dropped.
-#[derive(Debug)]
-pub struct RunningHost {
-    /// The public address.
-    pub addr: SocketAddr,
-    /// The admin API's address, if it serves one.
-    pub admin_addr: Option<SocketAddr>,
-    /// Its modules and channels.
-    pub registry: Arc<Registry>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+/// A listener on `addr`, shared with other processes if `reuse_port`.
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(4096)
 }
 
-impl RunningHost {
-    /// Shut down gracefully (clients are told to reconnect) and wait.
-    pub async fn stop(mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await.unwrap_or(Ok(())),
-            None => Ok(()),
-        }
-    }
+/// The open-file limits before and after [`raise_open_file_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit it was.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+    /// Whether raising the soft limit to the hard one failed.
+    pub raise_failed: bool,
 }
 
-impl Drop for RunningHost {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// Most open files comet can use: every connection is one. The soft limit
+/// is raised to the hard one.
+pub fn raise_open_file_limit() -> Option<OpenFiles> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let raise_failed = soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err();
+    Some(OpenFiles {
+        soft,
+        hard,
+        raise_failed,
+    })
 }

@@ -3,8 +3,6 @@
 
 mod remote;
 mod run;
-mod source;
-mod watch;
 
 use std::io::IsTerminal;
 

@@ -131,7 +131,7 @@ impl Server {
 }
 
 pub(crate) fn deploy(args: &DeployArgs) -> anyhow::Result<()> {
-    let wasm = crate::source::resolve_component(&args.path, !args.debug)?;
+    let wasm = comet_host::app::component_file(&args.path, !args.debug)?;
     let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
     // A server refuses an oversized upload before reading it, which a client
     // still sending sees as a broken connection: ask for the limit first.

@@ -1,37 +1,17 @@
-//! `comet run`: turn the command line or an app manifest into a running
-//! server (engine, hub, registry, public and admin listeners), optionally
-//! watching the modules' sources.
+//! `comet run`: the command line into the library's [`RunFlags`], then the
+//! library launches the host; this prints what it did and serves until a
+//! signal.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use comet_config::broker::BrokerSpec;
-use comet_host::app::{Host, HostConfig};
-use comet_host::channels::HistoryLimits;
-use comet_host::deploy::{ModuleSpec, Origin, Registry};
-use comet_host::edge::Route;
-use comet_host::http::auth;
-use comet_host::limits::{self, Limits};
-use comet_host::manifest::{Manifest, ModuleEntry};
-use comet_host::redis::{RedisBroker, RedisConfig, redacted};
+use comet_host::app::{self, BrokerInfo, ModuleFlags, RunFlags, Served, Source, Token, WatchEvent};
+use comet_host::limits;
 use comet_host::runtime::EngineSettings;
-
-use crate::source::resolve_component;
-
-/// Default admin listener: loopback only.
-const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
-
-/// Default public listener.
-const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
-/// Default data directory (uploads and the compile cache), relative to the
-/// working directory.
-const DEFAULT_DATA_DIR: &str = ".comet";
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -235,28 +215,54 @@ struct LimitArgs {
     max_headers: usize,
 }
 
-impl LimitArgs {
-    fn limits(&self) -> anyhow::Result<Limits> {
-        if self.deadline_ms == 0 {
-            bail!("--deadline-ms must be at least 1");
+impl RunArgs {
+    /// The flags, in the library's terms.
+    fn flags(self) -> RunFlags {
+        let source = match self.config {
+            Some(file) => Source::Manifest(file),
+            // clap requires one of PATH and --config.
+            None => Source::Module(ModuleFlags {
+                path: self.path.unwrap_or_default(),
+                name: self.name,
+                deadline_ms: self.limits.deadline_ms,
+                cpu_ms: self.limits.cpu_ms,
+                max_concurrent: self.limits.max_concurrent,
+                memory_mib: self.limits.memory_mib,
+                events_per_instance: self.limits.events_per_instance,
+                max_request_body: self.limits.max_request_body,
+                max_response_body: self.limits.max_response_body,
+                max_headers: self.limits.max_headers,
+                vars: self.vars,
+                history_len: self.history_len,
+                history_age_s: self.history_age_s,
+                client_publish: self.client_publish,
+            }),
+        };
+        RunFlags {
+            source,
+            watch: self.watch,
+            release: !self.debug,
+            listen: self.listen,
+            reuse_port: self.reuse_port,
+            broker: self.broker,
+            admin_listen: self.admin_listen,
+            no_admin: self.no_admin,
+            metrics_listen: self.metrics_listen,
+            admin_token: self.admin_token,
+            publish_token: self.publish_token,
+            data_dir: self.data_dir,
+            max_module_mib: self.max_module_mib,
+            no_cache: self.no_cache,
+            queue_len: self.queue_len,
+            max_connections: self.max_connections,
+            history_mib: self.history_mib,
+            max_channels: self.max_channels,
+            header_timeout_s: self.header_timeout_s,
+            max_connections_per_ip: self.max_connections_per_ip,
+            write_timeout_s: self.write_timeout_s,
+            transports: self.transports,
+            max_instances: self.max_instances,
         }
-        if self.memory_mib == 0 {
-            bail!("--memory-mib must be at least 1");
-        }
-        if self.cpu_ms == 0 || self.max_concurrent == 0 || self.events_per_instance == 0 {
-            bail!("--cpu-ms, --max-concurrent and --events-per-instance must be at least 1");
-        }
-        Ok(Limits {
-            deadline: Duration::from_millis(self.deadline_ms),
-            cpu: Duration::from_millis(self.cpu_ms),
-            max_concurrent: self.max_concurrent,
-            memory_bytes: self.memory_mib << 20,
-            events_per_instance: self.events_per_instance,
-            max_request_body: self.max_request_body,
-            max_response_body: self.max_response_body,
-            max_headers: self.max_headers,
-            ..Limits::default()
-        })
     }
 }
 
@@ -267,294 +273,122 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     }
 }
 
-impl RunArgs {
-    /// The manifest: read from --config, or made from PATH and the flags.
-    fn manifest(&self) -> anyhow::Result<Manifest> {
-        if let Some(file) = &self.config {
-            return Ok(Manifest::load(file)?);
-        }
-        let path = self.path.clone().context("give PATH or --config")?;
-        if !path.exists() {
-            bail!("{} does not exist", path.display());
-        }
-        let name = self.name.clone().unwrap_or_else(|| default_name(&path));
-        comet_host::deploy::validate_name(&name).with_context(|| {
-            format!(
-                "the module name comes from {}; choose one with --name",
-                path.display()
-            )
-        })?;
-        let spec = ModuleSpec {
-            limits: self.limits.limits()?,
-            kv: true,
-            config: self.vars.iter().cloned().collect(),
-        };
-        let mut modules = BTreeMap::new();
-        modules.insert(
-            name.clone(),
-            ModuleEntry {
-                path: Some(path),
-                spec,
-            },
-        );
-        Ok(Manifest {
-            channel_module: Some(name.clone()),
-            default_history: Some(HistoryLimits {
-                max_len: self.history_len,
-                max_age: Duration::from_secs(self.history_age_s),
-            }),
-            client_publish: self.client_publish,
-            modules,
-            routes: vec![Route {
-                host: None,
-                prefix: "/".into(),
-                module: name,
-            }],
-            ..Manifest::default()
-        })
-    }
-}
-
-/// Make the module name from a path: the crate directory or file stem,
-/// lower-cased, with other characters turned into `-`.
-fn default_name(path: &Path) -> String {
-    let stem = if path.is_dir() {
-        path.canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
-    } else {
-        path.file_stem().map(|s| s.to_string_lossy().into_owned())
-    };
-    let name: String = stem
-        .unwrap_or_else(|| "handler".into())
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    name.trim_start_matches(['-', '_'])
-        .chars()
-        .take(63)
-        .collect()
-}
-
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut manifest = args.manifest()?;
-    if args.history_mib == Some(0) || args.max_channels == Some(0) || args.queue_len == Some(0) {
-        bail!("--history-mib, --max-channels and --queue-len must be at least 1");
+    let plan = args.flags().plan()?;
+    tell_token(&plan.publish_token, "publish", "COMET_PUBLISH_TOKEN");
+    if let Some((_, token)) = &plan.admin {
+        tell_token(token, "admin", "COMET_ADMIN_TOKEN");
     }
-    if args.write_timeout_s == 0 || args.header_timeout_s == 0 {
-        bail!("--write-timeout-s and --header-timeout-s must be at least 1");
+    if let Some(files) = app::raise_open_file_limit() {
+        if files.raise_failed {
+            eprintln!(
+                "comet: cannot raise the open file limit from {} to {}",
+                files.soft, files.hard
+            );
+        }
+        if files.hard < 4096 {
+            eprintln!(
+                "comet: warning: at most {} open files (ulimit -Hn); every connection takes one",
+                files.hard
+            );
+        }
     }
-    manifest.history_bytes = args.history_mib.map(|m| m << 20).or(manifest.history_bytes);
-    manifest.max_channels = args.max_channels.or(manifest.max_channels);
-    manifest.queue_len = args.queue_len.or(manifest.queue_len);
-    manifest.max_connections = args.max_connections.or(manifest.max_connections);
-    if let Some(broker) = args.broker.clone() {
-        manifest.broker = broker;
-    }
-    raise_fd_limit();
-    let data_dir = args
-        .data_dir
-        .clone()
-        .or_else(|| manifest.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-
-    // The pool's slot size must fit the largest module's memory.
-    let max_memory = manifest
-        .modules
-        .values()
-        .map(|m| m.spec.limits.memory_bytes)
-        .chain([limits::DEFAULT_MEMORY_BYTES])
-        .max()
-        .unwrap_or(limits::DEFAULT_MEMORY_BYTES);
-    let listen = args
-        .listen
-        .or(manifest.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
-    let admin_listen = (!args.no_admin).then(|| {
-        args.admin_listen
-            .or(manifest.admin_listen)
-            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().expect("valid default"))
-    });
-    let release = !args.debug;
-
-    let publish_token = token(args.publish_token.clone(), "publish", "COMET_PUBLISH_TOKEN");
-    let mut config = HostConfig::new(manifest.clone(), publish_token);
-    config.engine = EngineSettings {
-        max_instances: args.max_instances,
-        max_memory_bytes: max_memory,
-        ..EngineSettings::default()
-    };
-    config.data_dir = Some(data_dir);
-    config.compile_cache = !args.no_cache;
-    config.max_module_bytes = args.max_module_mib << 20;
-    config.endpoints.write_timeout = Duration::from_secs(args.write_timeout_s);
-    config.endpoints.transports = args.transports;
-    config.connection_limits = comet_host::edge::ConnectionLimits {
-        header_timeout: Duration::from_secs(args.header_timeout_s),
-        max_per_address: args.max_connections_per_ip,
-    };
-
+    let (watch, release) = (plan.watch, plan.release);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        if let BrokerSpec::Redis { url, prefix } = &manifest.broker {
-            let mut redis = RedisConfig::new(url.as_str());
-            redis.prefix = prefix.clone();
-            let broker = RedisBroker::connect(redis).await?;
+        let launched = app::launch(plan).await?;
+        if let BrokerInfo::Redis { url, prefix, node } = &launched.broker {
             eprintln!(
-                "comet: channels, presence and kv on Redis at {} (prefix {prefix:?}, node {})",
-                redacted(url),
-                broker.node_id()
+                "comet: channels, presence and kv on Redis at {url} (prefix {prefix:?}, node {node})"
             );
-            config.kv = Some(Arc::new(broker.kv()));
-            config.broker = Some(broker);
         }
-        let mut host = Host::new(config)?;
-        if let Some(at) = args.metrics_listen {
-            let listener = tokio::net::TcpListener::bind(at)
-                .await
-                .with_context(|| format!("cannot listen on {at} for metrics (--metrics-listen)"))?;
-            println!("comet: metrics on http://{}/metrics", listener.local_addr()?);
-            host = host.serve_metrics_on(listener);
+        if let Some(at) = launched.metrics_addr {
+            println!("comet: metrics on http://{at}/metrics");
         }
-        let registry = host.registry().clone();
-        let watched = load_modules(&registry, &manifest, args.watch, release).await?;
-        let listener = bind(listen, args.reuse_port)
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        let admin = match admin_listen {
-            Some(at) => {
-                let listener = tokio::net::TcpListener::bind(at)
-                    .await
-                    .with_context(|| format!("cannot listen on {at} for the admin API (choose another with --admin-listen, or --no-admin)"))?;
-                let token = token(args.admin_token.clone(), "admin", "COMET_ADMIN_TOKEN");
-                println!("comet: admin API on http://{}", listener.local_addr()?);
-                Some((listener, token))
+        for served in &launched.started.served {
+            match served {
+                Served::Upload {
+                    name,
+                    version,
+                    instead_of: Some(path),
+                } => eprintln!(
+                    "comet: {name}: serving uploaded version {version} (not {}); roll back or remove uploads with `comet modules`",
+                    path.display()
+                ),
+                Served::Nothing { name } => eprintln!(
+                    "comet: {name}: no path and no upload yet; deploy it with `comet deploy {name} PATH`"
+                ),
+                Served::Upload { .. } | Served::File { .. } => {}
             }
-            None => None,
-        };
-        let _watcher = if args.watch {
-            Some(crate::watch::spawn(registry.clone(), watched, release)?)
+        }
+        if let Some((listener, _)) = &launched.admin {
+            println!("comet: admin API on http://{}", listener.local_addr()?);
+        }
+        let registry = launched.host.registry().clone();
+        let _watcher = if watch {
+            let watched = launched.started.watched.clone();
+            Some(app::watch(registry, watched, release, tell)?)
         } else {
             None
         };
+        let addr = launched.listener.local_addr()?;
         tracing::info!(elapsed = ?started.elapsed(), "ready");
         println!(
             "comet: serving {} on http://{addr}",
-            host.served_names().join(", ")
+            launched.host.served_names().join(", ")
         );
+        let app::Launched {
+            host,
+            listener,
+            admin,
+            ..
+        } = launched;
         host.serve(listener, admin, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// Load every module: its latest upload if one is stored (unless watching,
-/// where the source is the truth), else its path. Returns what to watch.
-async fn load_modules(
-    registry: &Arc<Registry>,
-    manifest: &Manifest,
-    watching: bool,
-    release: bool,
-) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    let stored = registry.stored_names();
-    let mut watched = Vec::new();
-    for (name, ModuleEntry { path, .. }) in &manifest.modules {
-        let has_upload = stored.contains(name);
-        if has_upload && !(watching && path.is_some()) {
-            let info = registry
-                .restore(name)
-                .await
-                .with_context(|| format!("cannot load the stored upload of {name}"))?;
-            if let (Some(info), Some(path)) = (info, path) {
-                eprintln!(
-                    "comet: {name}: serving uploaded version {} (not {}); roll back or remove uploads with `comet modules`",
-                    info.version,
-                    path.display()
-                );
-            }
-            continue;
-        }
-        let Some(path) = path else {
-            eprintln!(
-                "comet: {name}: no path and no upload yet; deploy it with `comet deploy {name} PATH`"
-            );
-            continue;
-        };
-        let wasm = resolve_component(path, release)?;
-        let bytes =
-            std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
-        registry
-            .deploy(name, bytes, Origin::File(wasm.clone()))
-            .await
-            .with_context(|| format!("cannot load {}", wasm.display()))?;
-        watched.push((name.clone(), path.clone()));
-    }
-    // Uploads of names the manifest does not list are served too (the admin
-    // API shows them; routes decide whether anything reaches them).
-    for name in stored {
-        if !manifest.modules.contains_key(&name) {
-            registry
-                .restore(&name)
-                .await
-                .with_context(|| format!("cannot load the stored upload of {name}"))?;
-        }
-    }
-    Ok(watched)
-}
-
-/// A token from the flag or environment, else a random one printed for the
-/// operator.
-fn token(given: Option<String>, what: &str, env: &str) -> String {
-    match given {
-        Some(t) if !t.is_empty() => t,
-        _ => {
-            let token = auth::random_token();
-            println!("comet: {what} token (set {env} to choose one): {token}");
-            token
-        }
-    }
-}
-
-/// A listener on `addr`, shared with other processes if `reuse_port`.
-fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    if reuse_port {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    // The kernel caps this at net.core.somaxconn.
-    socket.listen(4096)
-}
-
-/// Most open files comet can use: every connection is one. The soft limit
-/// is raised to the hard one; a low hard limit is worth a warning.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
-        eprintln!("comet: cannot raise the open file limit from {soft} to {hard}");
-    }
-    if hard < 4096 {
-        eprintln!(
-            "comet: warning: at most {hard} open files (ulimit -Hn); every connection takes one"
+/// Print a token the operator did not choose (and how to choose one).
+fn tell_token(token: &Token, what: &str, env: &str) {
+    if token.generated {
+        println!(
+            "comet: {what} token (set {env} to choose one): {}",
+            token.value
         );
+    }
+}
+
+/// Print what `--watch` did.
+fn tell(event: WatchEvent) {
+    match event {
+        WatchEvent::Watching { name, source } => {
+            eprintln!("comet: watching {} for {name}", source.display())
+        }
+        WatchEvent::Changed { source, .. } => {
+            eprintln!("comet: {} changed, rebuilding", source.display())
+        }
+        WatchEvent::Reloaded {
+            name,
+            version,
+            swap,
+        } => eprintln!(
+            "comet: {name}: reloaded, now serving version {version} ({:.0} ms after the build)",
+            swap.as_secs_f64() * 1000.0
+        ),
+        WatchEvent::Unchanged { name, serving } => {
+            eprintln!("comet: {name}: unchanged, still serving {serving}")
+        }
+        WatchEvent::Failed {
+            name,
+            serving,
+            stage,
+            error,
+        } => eprintln!("comet: {name}: {stage}, still serving {serving}: {error}"),
     }
 }
 
