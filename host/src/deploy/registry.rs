@@ -634,4 +634,44 @@ mod tests {
         }
         assert_eq!(stored_versions(dir.path()), vec![1, 2, 10]);
     }
+
+    /// A version that a deploy replaced is dropped once its events are
+    /// done, even with instances it kept for reuse: nothing a kept instance
+    /// holds leads back to its module.
+    #[tokio::test]
+    async fn a_retired_version_is_dropped_while_instance_reuse_is_on() {
+        use crate::hooks::{Hooks, Request, RequestOutcome};
+        let (runtime, capabilities) = Runtime::for_tests(Default::default());
+        let registry = Registry::new(runtime, capabilities, RegistryConfig::default());
+        let bytes = std::fs::read(comet_testkit::guests::REUSE_APP).unwrap();
+        let origin = Origin::File("reuse.wasm".into());
+        registry
+            .deploy("reuse", bytes.clone(), origin.clone())
+            .await
+            .unwrap();
+        let first = registry.current("reuse").unwrap();
+        assert!(first.reuses_instances());
+        for n in 0..3 {
+            let request = Request {
+                id: format!("r{n}"),
+                method: "GET".into(),
+                path: "/ok".into(),
+                query: String::new(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                remote_addr: "127.0.0.1:9".into(),
+            };
+            let outcome = first.on_request(request.id.as_str().into(), request).await;
+            assert!(matches!(outcome, Ok(RequestOutcome::Respond(r)) if r.status == 200));
+        }
+        assert_eq!(first.idle_instances(), 1, "the instance was kept for reuse");
+        let weak = Arc::downgrade(&first);
+        drop(first);
+        registry.deploy("reuse", bytes, origin).await.unwrap();
+        assert!(
+            weak.upgrade().is_none(),
+            "the replaced version is still alive"
+        );
+        assert_eq!(registry.get("reuse").unwrap().current.version, 2);
+    }
 }

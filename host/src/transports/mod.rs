@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use comet_wire::head::Endpoint;
 use http::{Response, StatusCode};
-use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
 use crate::channels::Node;
@@ -226,13 +225,18 @@ pub fn invalid_answer(what: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// Serve a request under [`PREFIX`] through hyper.
-pub async fn serve(
+/// Serve a request under [`PREFIX`] through hyper (its body `B`: hyper's
+/// `Incoming`, or in tests any other).
+pub async fn serve<B>(
     hooks: Arc<dyn Hooks>,
     endpoints: &Endpoints,
-    request: hyper::Request<Incoming>,
+    request: http::Request<B>,
     conn: Conn,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = request
         .uri()
         .path()

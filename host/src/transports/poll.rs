@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::client::{Client, RequestInfo};
 use super::{Conn, Endpoints, query};
@@ -19,10 +18,10 @@ use crate::http::{ApiError, Body, full};
 
 /// `GET /comet/poll`: on-connect, the subscriptions the query asks for,
 /// then the answer; the connection ends with it.
-pub(super) async fn serve(
+pub(super) async fn serve<B>(
     hooks: Arc<dyn Hooks>,
     endpoints: &Endpoints,
-    request: hyper::Request<Incoming>,
+    request: http::Request<B>,
     conn: Conn,
 ) -> Result<Response<Body>, ApiError> {
     let node = endpoints.node();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::Endpoints;
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
@@ -16,11 +15,15 @@ use crate::http::auth::check_bearer;
 use crate::http::{ApiError, Body, full, next_request_id};
 
 /// `POST /comet/publish/CHANNEL`: the body, published through on-publish.
-pub(super) async fn serve(
+pub(super) async fn serve<B>(
     hooks: &Arc<dyn Hooks>,
     endpoints: &Endpoints,
-    request: hyper::Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+    request: http::Request<B>,
+) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let config = &endpoints.config;
     if request.method() != http::Method::POST {
         return Err(ApiError::new(

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
 use http::{HeaderValue, Response};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -38,10 +38,10 @@ use crate::http::{ApiError, Body};
 
 /// `GET /comet/sse` or `/comet/stream` through hyper: the stream the query
 /// asks for, as the response's body.
-pub(super) async fn serve(
+pub(super) async fn serve<B>(
     hooks: Arc<dyn Hooks>,
     endpoints: &Endpoints,
-    request: hyper::Request<Incoming>,
+    request: http::Request<B>,
     conn: Conn,
     format: Format,
 ) -> Result<Response<Body>, ApiError> {

@@ -24,7 +24,6 @@ use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderValue, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -73,10 +72,10 @@ const CLOSE_SLOW: u16 = 4008;
 
 /// `GET /comet/ws` through hyper (see [`open`]), answered by hyper's
 /// upgrade; the session runs in a task of its own.
-pub(super) async fn serve(
+pub(super) async fn serve<B>(
     hooks: Arc<dyn Hooks>,
     endpoints: &Endpoints,
-    mut request: hyper::Request<Incoming>,
+    mut request: http::Request<B>,
     conn: Conn,
 ) -> Result<Response<Body>, ApiError> {
     match open(&hooks, endpoints, &request, &conn).await {
