@@ -40,6 +40,8 @@ mod reuse;
 // Chaos: clients of every transport dropping and resuming under load while
 // the module is swapped.
 mod chaos;
+// Evolving the WIT world: a component built against 0.1.0 still runs.
+mod wit;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");
