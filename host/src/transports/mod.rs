@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use comet_wire::head::Endpoint;
 use http::{Response, StatusCode};
-use tokio::net::TcpStream;
 
 use crate::channels::Node;
 use crate::hooks::{Hooks, Publisher};
@@ -47,7 +46,7 @@ use crate::http::{ApiError, Body, Peer};
 pub use client::Denied;
 pub use hangup::Hangup;
 pub use hold::{accept_websocket, hold};
-pub use socket::Wire;
+pub use socket::{Socket, Wire};
 
 /// Path prefix of the built-in endpoints.
 pub const PREFIX: &str = comet_wire::ENDPOINT_PREFIX;
@@ -279,34 +278,28 @@ pub fn serves_raw(endpoints: &Endpoints, endpoint: Endpoint) -> bool {
 /// the life of every HTTP/1 connection, most of an idle SSE stream's memory
 /// (heaptrack: 27 KiB per stream through hyper), and its upgrade was a fifth
 /// of the CPU of opening a WebSocket.
-pub async fn serve_raw(
+pub async fn serve_raw<S: Socket>(
     hooks: Arc<dyn Hooks>,
     endpoints: &Endpoints,
-    mut tcp: TcpStream,
+    mut socket: S,
     request: RawRequest,
     conn: Conn,
 ) {
     use tokio::io::AsyncReadExt;
     let mut head = vec![0u8; request.len];
-    if tcp.read_exact(&mut head).await.is_err() {
+    if socket.read_exact(&mut head).await.is_err() {
         return;
     }
     drop(head);
-    match request.endpoint {
+    let RawRequest {
+        endpoint, request, ..
+    } = request;
+    match endpoint {
         // Boxed: the hooks' futures are large and only live until the
         // stream opens; the task keeps only what streaming needs.
-        Endpoint::Sse => {
-            Box::pin(stream::serve_raw(
-                hooks,
-                endpoints,
-                tcp,
-                request.request,
-                conn,
-            ))
-            .await
-        }
+        Endpoint::Sse => Box::pin(stream::serve_raw(hooks, endpoints, socket, request, conn)).await,
         Endpoint::WebSocket => {
-            Box::pin(ws::serve_raw(hooks, endpoints, tcp, request.request, conn)).await
+            Box::pin(ws::serve_raw(hooks, endpoints, socket, request, conn)).await
         }
     }
 }

@@ -81,6 +81,13 @@ impl Wire for TcpStream {
     }
 }
 
+/// A connection's socket as the raw entry points take it: a [`Wire`] that
+/// is also an async reader and writer (for the request head read and the
+/// answer written before the socket is shared). A TCP stream is one.
+pub trait Socket: Wire + AsyncRead + AsyncWrite + Unpin {}
+
+impl<S: Wire + AsyncRead + AsyncWrite + Unpin> Socket for S {}
+
 /// What a stream whose live messages the drains write asks of its socket.
 pub(super) trait Through: Send + Sync + std::fmt::Debug {
     /// The position of the last message an outlet write took since the

@@ -23,12 +23,11 @@ use http::{HeaderValue, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::io::ReadBuf;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::client::{Client, RequestInfo};
 use super::hangup::{Hangup, Stall};
-use super::socket::{Framing, Pump, PumpEnd, SharedSocket, Through, Wire};
+use super::socket::{Framing, Pump, PumpEnd, SharedSocket, Socket, Through, Wire};
 use super::{Conn, Endpoints, query};
 use crate::channels::signal::Listener;
 use crate::channels::{Backlog, ChannelName, Cursor, Event, Message, Reset, TransportKind};
@@ -55,10 +54,10 @@ pub(super) async fn serve<B>(
 /// `GET /comet/sse` as a connection's first request, on the socket itself:
 /// the same hooks and checks as through hyper, the stream written as one
 /// chunked response, the connection closing after it.
-pub(super) async fn serve_raw(
+pub(super) async fn serve_raw<S: Socket>(
     hooks: Arc<dyn Hooks>,
     endpoints: &Endpoints,
-    mut tcp: TcpStream,
+    mut socket: S,
     request: http::Request<()>,
     conn: Conn,
 ) {
@@ -69,13 +68,13 @@ pub(super) async fn serve_raw(
     match opened {
         Ok(stream) => {
             let socket = Arc::new(SharedSocket::for_connection(
-                tcp,
+                socket,
                 Framing::SseChunk,
                 stream.connection(),
             ));
             write_raw(socket, stream, write_timeout).await;
         }
-        Err(refusal) => refuse(&mut tcp, &refusal, &[], write_timeout).await,
+        Err(refusal) => refuse(&mut socket, &refusal, &[], write_timeout).await,
     }
 }
 

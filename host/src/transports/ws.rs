@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::client::{Client, RequestInfo};
 use super::query;
-use super::socket::{Framing, Pump, PumpEnd, SharedSocket, SocketIo, Through as _, Wire};
+use super::socket::{Framing, Pump, PumpEnd, SharedSocket, Socket, SocketIo, Through as _, Wire};
 use super::{Conn, DEFAULT_HEARTBEAT, Endpoints};
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
 use crate::channels::{
@@ -94,10 +94,10 @@ pub(super) async fn serve<B>(
 /// (its head is read already): the same checks and hooks as through hyper,
 /// the `101` written here, then the session in a task of its own (holding
 /// the connection's slot).
-pub(super) async fn serve_raw(
+pub(super) async fn serve_raw<S: Socket>(
     hooks: Arc<dyn Hooks>,
     endpoints: &Endpoints,
-    mut tcp: TcpStream,
+    mut socket: S,
     request: http::Request<()>,
     conn: Conn,
 ) {
@@ -108,7 +108,7 @@ pub(super) async fn serve_raw(
     let (client, backlogs) = match opened {
         Ok(opened) => opened,
         Err(e) => {
-            refuse(&mut tcp, &e, refusal_headers(&e), write_timeout).await;
+            refuse(&mut socket, &e, refusal_headers(&e), write_timeout).await;
             return;
         }
     };
@@ -123,7 +123,7 @@ pub(super) async fn serve_raw(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
          connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
     );
-    let sent = tokio::time::timeout(write_timeout, tcp.write_all(head.as_bytes())).await;
+    let sent = tokio::time::timeout(write_timeout, socket.write_all(head.as_bytes())).await;
     if !matches!(sent, Ok(Ok(()))) {
         client.closed(None, "client closed");
         return;
@@ -133,7 +133,7 @@ pub(super) async fn serve_raw(
     // task is done): an idle session keeps only its own state.
     tokio::spawn(async move {
         let _slot = conn.slot;
-        Session::new(client, publisher, tcp, Bytes::new(), write_timeout)
+        Session::new(client, publisher, socket, Bytes::new(), write_timeout)
             .await
             .run(Opening::Subscribed(backlogs))
             .await;
