@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use comet_host::capabilities::Capabilities;
-use comet_host::capabilities::channels::no_publisher;
-use comet_host::capabilities::kv::MemoryKv;
 use comet_host::channels::{MemoryBroker, Node, NodeConfig};
 use comet_host::hooks::{Hooks, Modules, Publisher, Router};
 use comet_host::http::Peer;
@@ -49,12 +47,7 @@ impl Setup {
             NodeConfig::default(),
             metrics.clone(),
         );
-        let capabilities = Capabilities::new(
-            Arc::new(MemoryKv::default()),
-            node.clone(),
-            no_publisher(),
-            metrics.clone(),
-        );
+        let capabilities = Capabilities::alone(node.clone(), metrics.clone());
         let runtime = Runtime::new(EngineSettings::default(), metrics.clone()).expect("engine");
         let router = Router::new(Arc::new(Alone), node.clone());
         let endpoints = Endpoints {

@@ -95,6 +95,17 @@ impl Capabilities {
         }
     }
 
+    /// The capabilities of a module loaded on its own (benchmarks, tests):
+    /// channels on `node`, kv in memory, and nothing to publish through.
+    pub fn alone(node: Arc<Node>, metrics: Arc<Metrics>) -> Capabilities {
+        Capabilities::new(
+            Arc::new(kv::MemoryKv::default()),
+            node,
+            channels::no_publisher(),
+            metrics,
+        )
+    }
+
     /// Configure every capability for module `name`.
     pub fn configure(&self, name: Arc<str>, spec: &ModuleSpec) -> Granted {
         let grant = Grant { name: &name, spec };

@@ -136,9 +136,6 @@ impl Runtime {
     pub(crate) fn for_tests(
         settings: EngineSettings,
     ) -> (Runtime, crate::capabilities::Capabilities) {
-        use crate::capabilities::Capabilities;
-        use crate::capabilities::channels::no_publisher;
-        use crate::capabilities::kv::MemoryKv;
         use crate::channels::{MemoryBroker, Node, NodeConfig};
         let metrics = Arc::new(Metrics::default());
         let node = Node::new(
@@ -146,12 +143,7 @@ impl Runtime {
             NodeConfig::default(),
             metrics.clone(),
         );
-        let capabilities = Capabilities::new(
-            Arc::new(MemoryKv::default()),
-            node,
-            no_publisher(),
-            metrics.clone(),
-        );
+        let capabilities = crate::capabilities::Capabilities::alone(node, metrics.clone());
         let runtime = Runtime::new(settings, metrics).expect("a runtime for tests");
         (runtime, capabilities)
     }

@@ -53,6 +53,22 @@ macro_rules! call_export {
     }};
 }
 
+/// Run event `$hook` of `$module` in a sandbox started for `$purpose`: call
+/// export `$export` with `$args` (owned), read the answer with
+/// `Reader::$read`, and count and log it (`observed`).
+macro_rules! run_event {
+    ($module:expr, $hook:expr, $id:ident, $purpose:expr, $export:ident($($arg:ident),*) => $read:ident) => {
+        $module
+            .observed($hook, $id.clone(), async {
+                let event = $module.start($id, $purpose).await?;
+                let (event, raw) = call_export!($module, event, $export($($arg),*));
+                let raw = $module.end(event, raw)?;
+                Ok(Reader::new(&$module.limits).$read(raw)?)
+            })
+            .await
+    };
+}
+
 /// A loaded handler: compiled, linked and ready to instantiate per event.
 pub struct HandlerModule {
     pre: InstancePre<StoreState<HostState>>,
@@ -324,13 +340,7 @@ impl Hooks for HandlerModule {
         if !self.implemented.runs(Hook::Request) {
             return Ok(RequestOutcome::Respond(Response::not_found()));
         }
-        self.observed(Hook::Request, id.clone(), async {
-            let event = self.start(id, Purpose::Event).await?;
-            let (event, raw) = call_export!(self, event, on_request(request));
-            let raw = self.end(event, raw)?;
-            Ok(Reader::new(&self.limits).request_outcome(raw)?)
-        })
-        .await
+        run_event!(self, Hook::Request, id, Purpose::Event, on_request(request) => request_outcome)
     }
 
     async fn on_connect(
@@ -341,13 +351,7 @@ impl Hooks for HandlerModule {
         if !self.implemented.runs(Hook::Connect) {
             return Ok(ConnectOutcome::Accept(Vec::new()));
         }
-        self.observed(Hook::Connect, id.clone(), async {
-            let event = self.start(id, Purpose::Event).await?;
-            let (event, raw) = call_export!(self, event, on_connect(request));
-            let raw = self.end(event, raw)?;
-            Ok(Reader::new(&self.limits).connect_outcome(raw)?)
-        })
-        .await
+        run_event!(self, Hook::Connect, id, Purpose::Event, on_connect(request) => connect_outcome)
     }
 
     async fn on_subscribe(
@@ -359,14 +363,8 @@ impl Hooks for HandlerModule {
         if !self.implemented.runs(Hook::Subscribe) {
             return Ok(SubscribeOutcome::Allow);
         }
-        self.observed(Hook::Subscribe, id.clone(), async {
-            let event = self.start(id, Purpose::Event).await?;
-            let connection = connection.clone();
-            let (event, raw) = call_export!(self, event, on_subscribe(connection, request));
-            let raw = self.end(event, raw)?;
-            Ok(Reader::new(&self.limits).subscribe_outcome(raw)?)
-        })
-        .await
+        let connection = connection.clone();
+        run_event!(self, Hook::Subscribe, id, Purpose::Event, on_subscribe(connection, request) => subscribe_outcome)
     }
 
     /// Publishing from inside on-publish is refused, so a hook cannot
@@ -379,14 +377,8 @@ impl Hooks for HandlerModule {
         if !self.implemented.runs(Hook::Publish) {
             return Ok(PublishVerdict::Accept);
         }
-        self.observed(Hook::Publish, id.clone(), async {
-            let event = self.start(id, Purpose::PublishHook).await?;
-            let publication = publication.clone();
-            let (event, raw) = call_export!(self, event, on_publish(publication));
-            let raw = self.end(event, raw)?;
-            Ok(Reader::new(&self.limits).publish_verdict(raw)?)
-        })
-        .await
+        let publication = publication.clone();
+        run_event!(self, Hook::Publish, id, Purpose::PublishHook, on_publish(publication) => publish_verdict)
     }
 
     async fn on_message(
@@ -398,14 +390,8 @@ impl Hooks for HandlerModule {
         if !self.implemented.runs(Hook::Message) {
             return Ok(Vec::new());
         }
-        self.observed(Hook::Message, id.clone(), async {
-            let event = self.start(id, Purpose::Event).await?;
-            let connection = connection.clone();
-            let (event, raw) = call_export!(self, event, on_message(connection, frame));
-            let raw = self.end(event, raw)?;
-            Ok(Reader::new(&self.limits).actions(raw)?)
-        })
-        .await
+        let connection = connection.clone();
+        run_event!(self, Hook::Message, id, Purpose::Event, on_message(connection, frame) => actions)
     }
 
     /// Run in the background, bounded per module (past the bound it is
