@@ -22,6 +22,8 @@ export interface Options {
   pauseWhenHidden?: boolean;
   /** A credential for on-subscribe on SSE and long-poll (one per request); WebSocket sends each subscription's own. */
   token?: string;
+  /** Send cookies to a server on another origin over SSE and long-poll (it must allow this origin and credentials); WebSocket always sends them. Default false. */
+  withCredentials?: boolean;
 }
 
 export interface Message {

@@ -102,6 +102,7 @@ export class Comet extends Emitter {
       pollTimeout: 25000,
       pauseWhenHidden: false,
       token: undefined,
+      withCredentials: false,
     };
     for (const [key, value] of Object.entries(options)) if (value !== undefined) this.options[key] = value;
     for (const t of this.options.transports) {
@@ -484,7 +485,9 @@ function openSse(client) {
 
   function start() {
     if (source) source.close();
-    source = new EventSource(`${client.url}/comet/sse?${client._query()}`);
+    source = new EventSource(`${client.url}/comet/sse?${client._query()}`, {
+      withCredentials: client.options.withCredentials,
+    });
     source.addEventListener("subscribed", (e) => {
       const m = JSON.parse(e.data);
       client._streamCursor = m.cursor;
@@ -567,7 +570,11 @@ function openPoll(client) {
       let response, body;
       try {
         const timeout = opened ? client.options.pollTimeout : 0;
-        response = await fetch(`${client.url}/comet/poll?${client._query({ timeout })}`, { signal: abort.signal, cache: "no-store" });
+        response = await fetch(`${client.url}/comet/poll?${client._query({ timeout })}`, {
+          signal: abort.signal,
+          cache: "no-store",
+          credentials: client.options.withCredentials ? "include" : "same-origin",
+        });
         body = await response.json();
       } catch (e) {
         clearTimeout(timer);

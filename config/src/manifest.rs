@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use comet_wire::origin::Allowed;
+
 use crate::broker::{BrokerSpec, DEFAULT_PREFIX, check_redis_url};
 use crate::limits::Limits;
 use crate::spec::{HistoryLimits, ModuleSpec, Route, validate_module_name};
@@ -42,6 +44,11 @@ pub struct Manifest {
     pub max_connections: Option<usize>,
     /// Per-connection queue length.
     pub queue_len: Option<usize>,
+    /// Origins whose pages may open a WebSocket and read the streams and
+    /// polls (CORS), besides the server's own.
+    pub allowed_origins: Vec<Allowed>,
+    /// Whether allowed origins may send cookies (CORS with credentials).
+    pub allow_credentials: bool,
     /// The module running the `/comet/` endpoints' connection hooks.
     pub channel_module: Option<String>,
     /// History limits of channels in no listed namespace.
@@ -108,6 +115,10 @@ struct RawServer {
     data_dir: Option<PathBuf>,
     max_connections: Option<usize>,
     queue_len: Option<Spanned<usize>>,
+    #[serde(default)]
+    allowed_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_credentials: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +240,24 @@ impl Manifest {
             {
                 return Err(fail(Some(v.span()), format!("{what} must be at least 1")));
             }
+        }
+
+        let mut allowed_origins = Vec::new();
+        for rule in &raw.server.allowed_origins {
+            let allowed = Allowed::parse(rule.get_ref())
+                .map_err(|e| fail(Some(rule.span()), e.to_string()))?;
+            allowed_origins.push(allowed);
+        }
+        let any = raw
+            .server
+            .allowed_origins
+            .iter()
+            .find(|r| r.get_ref() == "*");
+        if let (true, Some(any)) = (raw.server.allow_credentials, any) {
+            return Err(fail(
+                Some(any.span()),
+                "allow_credentials cannot go with allowed_origins = [\"*\"]: list the origins that may send cookies".into(),
+            ));
         }
 
         let mut modules = BTreeMap::new();
@@ -396,6 +425,8 @@ impl Manifest {
             data_dir: raw.server.data_dir.map(|d| base.join(d)),
             max_connections: raw.server.max_connections,
             queue_len: raw.server.queue_len.map(Spanned::into_inner),
+            allowed_origins,
+            allow_credentials: raw.server.allow_credentials,
             channel_module,
             default_history,
             client_publish: raw.channels.client_publish,
@@ -510,5 +541,24 @@ mod tests {
 
         let e = parse("[namespaces.\"a:b\"]\n").unwrap_err();
         assert!(e.message.contains("not a namespace"), "{e}");
+    }
+
+    #[test]
+    fn allowed_origins_are_checked_where_they_are_written() {
+        let m = parse(
+            "[server]\nallowed_origins = [\"https://app.example\", \"https://*.example.org\"]\n\
+             allow_credentials = true\n",
+        )
+        .unwrap();
+        assert_eq!(m.allowed_origins.len(), 2);
+        assert!(m.allow_credentials);
+        let e =
+            parse("[server]\nallowed_origins = [\"https://a\",\n  \"app.example\"]\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("not an origin"), "{e}");
+        let e =
+            parse("[server]\nallow_credentials = true\nallowed_origins = [\"*\"]\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("cannot go with"), "{e}");
     }
 }

@@ -42,6 +42,8 @@ mod reuse;
 mod chaos;
 // Evolving the WIT world: a component built against 0.1.0 still runs.
 mod wit;
+// Pages on other origins in headless Chromium: allowed, or refused.
+mod origins;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

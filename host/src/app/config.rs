@@ -14,6 +14,7 @@ use comet_config::broker::BrokerSpec;
 use comet_config::limits::{self, Limits};
 use comet_config::manifest::{Manifest, ManifestError, ModuleEntry};
 use comet_config::spec::{HistoryLimits, InvalidModuleName, ModuleSpec, Route};
+use comet_wire::origin::Allowed;
 
 use crate::capabilities::kv::KvStore;
 use crate::channels::admission::DEFAULT_MAX_CONNECTIONS;
@@ -23,7 +24,7 @@ use crate::deploy::{DEFAULT_MAX_MODULE_BYTES, validate_name};
 use crate::edge::ConnectionLimits;
 use crate::http::auth::random_token;
 use crate::runtime::EngineSettings;
-use crate::transports::{Enabled, EndpointConfig};
+use crate::transports::{Enabled, EndpointConfig, Origins};
 
 /// The public listener's address when neither a flag nor the manifest
 /// gives one.
@@ -91,7 +92,13 @@ impl HostConfig {
             memory_broker,
             broker: None,
             kv: None,
-            endpoints: EndpointConfig::new(publish_token),
+            endpoints: EndpointConfig {
+                origins: Origins {
+                    allowed: manifest.allowed_origins.clone(),
+                    credentials: manifest.allow_credentials,
+                },
+                ..EndpointConfig::new(publish_token)
+            },
             connection_limits: ConnectionLimits::default(),
             manifest,
         }
@@ -118,6 +125,11 @@ pub enum ConfigError {
     /// A setting that must be at least 1 is 0.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// Cookies from any origin at all.
+    #[error(
+        "--allow-credentials cannot go with --allowed-origin '*': list the origins that may send cookies"
+    )]
+    CredentialsFromAny,
 }
 
 /// Where the modules come from: an app manifest, or one module given by its
@@ -212,6 +224,11 @@ pub struct RunFlags {
     pub write_timeout_s: u64,
     /// The subscribing endpoints served.
     pub transports: Enabled,
+    /// Origins allowed besides the server's own (given: instead of the
+    /// manifest's).
+    pub allowed_origins: Vec<Allowed>,
+    /// Let allowed origins send cookies.
+    pub allow_credentials: bool,
     /// Events at once, in all modules (the pool's slots).
     pub max_instances: u32,
 }
@@ -290,6 +307,13 @@ impl RunFlags {
         manifest.max_connections = self.max_connections.or(manifest.max_connections);
         if let Some(broker) = self.broker {
             manifest.broker = broker;
+        }
+        if !self.allowed_origins.is_empty() {
+            manifest.allowed_origins = self.allowed_origins;
+        }
+        manifest.allow_credentials |= self.allow_credentials;
+        if manifest.allow_credentials && manifest.allowed_origins.contains(&Allowed::Any) {
+            return Err(ConfigError::CredentialsFromAny);
         }
         let data_dir = self
             .data_dir

@@ -105,8 +105,9 @@ where
     match outcome {
         RequestOutcome::Respond(response) => to_http(response),
         RequestOutcome::Hold(hold) => {
+            let cors = endpoints.config.origins.cors(request.headers());
             drop(request);
-            transports::hold(hooks, endpoints, hold, conn).await
+            transports::hold(hooks, endpoints, hold, conn, cors).await
         }
         RequestOutcome::Upgrade(accept) => {
             transports::accept_websocket(hooks, endpoints, &mut request, accept, conn)

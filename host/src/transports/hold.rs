@@ -10,13 +10,29 @@ use http::Response;
 use super::client::Client;
 use super::query::channel_list;
 use super::stream::{self, Format, Stream};
-use super::{Conn, Endpoints, invalid_answer, poll, ws};
+use super::{Conn, Cors, Endpoints, invalid_answer, poll, ws};
 use crate::channels::{ChannelError, Cursor, TransportKind};
 use crate::hooks::{Header, Hold, Hooks, StreamFormat, WebSocketAccept};
 use crate::http::{ApiError, Body};
 
-/// Serve `hold`, which the handler answered on-request with.
+/// Serve `hold`, which the handler answered on-request with; `cors`: the
+/// CORS headers of the request's origin, added unless the hold sets its own
+/// `Access-Control-*` headers (the handler's win).
 pub async fn hold(
+    hooks: &Arc<dyn Hooks>,
+    endpoints: &Endpoints,
+    hold: Hold,
+    conn: &Conn,
+    cors: Option<Cors>,
+) -> Result<Response<Body>, ApiError> {
+    let mut response = serve_hold(hooks, endpoints, hold, conn).await?;
+    if let Some(cors) = cors {
+        cors.apply(response.headers_mut());
+    }
+    Ok(response)
+}
+
+async fn serve_hold(
     hooks: &Arc<dyn Hooks>,
     endpoints: &Endpoints,
     hold: Hold,
@@ -73,7 +89,9 @@ pub fn accept_websocket<B>(
     accept: WebSocketAccept,
     conn: &Conn,
 ) -> Result<Response<Body>, ApiError> {
-    if let Err(e) = ws::check_upgrade(request) {
+    let checked =
+        ws::check_upgrade(request).and_then(|()| endpoints.config.origins.check_websocket(request));
+    if let Err(e) = checked {
         return Ok(ws::refusal(e));
     }
     let node = endpoints.node();

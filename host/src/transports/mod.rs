@@ -23,6 +23,7 @@ mod client;
 mod client_js;
 mod hangup;
 mod hold;
+mod origins;
 mod poll;
 mod publish_api;
 mod query;
@@ -46,6 +47,7 @@ use crate::http::{ApiError, Body, Peer};
 pub use client::Denied;
 pub use hangup::Hangup;
 pub use hold::{accept_websocket, hold};
+pub use origins::{Cors, Origins};
 pub use socket::{Socket, Wire};
 
 /// Path prefix of the built-in endpoints.
@@ -75,6 +77,9 @@ pub struct EndpointConfig {
     pub write_timeout: Duration,
     /// Which subscribing endpoints are served.
     pub transports: Enabled,
+    /// The pages of other origins that may open a WebSocket and read
+    /// (CORS).
+    pub origins: Origins,
 }
 
 /// The subscribing endpoints an operator serves (`--transports`): one may be
@@ -166,6 +171,7 @@ impl EndpointConfig {
             hold_timeout: DEFAULT_HOLD_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             transports: Enabled::default(),
+            origins: Origins::default(),
         }
     }
 }
@@ -242,7 +248,33 @@ where
         .strip_prefix(PREFIX)
         .unwrap_or_default()
         .to_string();
-    if !endpoints.config.transports.serves(&path) {
+    // What a page reads gets CORS headers for an allowed origin; the
+    // WebSocket checks its origin itself, the publish API is for servers.
+    let readable = matches!(path.as_str(), "sse" | "stream" | "poll" | "client.js");
+    let origins = &endpoints.config.origins;
+    if readable && request.method() == http::Method::OPTIONS {
+        return origins.preflight(request.headers());
+    }
+    let cors = readable.then(|| origins.cors(request.headers())).flatten();
+    let mut response = serve_path(hooks, endpoints, request, conn, &path).await;
+    if let Some(cors) = cors {
+        cors.apply(response.headers_mut());
+    }
+    response
+}
+
+async fn serve_path<B>(
+    hooks: Arc<dyn Hooks>,
+    endpoints: &Endpoints,
+    request: http::Request<B>,
+    conn: Conn,
+    path: &str,
+) -> Response<Body>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if !endpoints.config.transports.serves(path) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "transport-disabled",
@@ -250,7 +282,7 @@ where
         )
         .into_response();
     }
-    let answer = match path.as_str() {
+    let answer = match path {
         "sse" => stream::serve(hooks, endpoints, request, conn, stream::Format::Sse).await,
         "stream" => stream::serve(hooks, endpoints, request, conn, stream::Format::Ndjson).await,
         "poll" => poll::serve(hooks, endpoints, request, conn).await,

@@ -62,6 +62,7 @@ pub(super) async fn serve_raw<S: Socket>(
     conn: Conn,
 ) {
     let write_timeout = endpoints.config.write_timeout;
+    let cors = endpoints.config.origins.cors(request.headers());
     // Boxed: the hooks' futures are large and only live until the stream
     // opens; the task keeps only what streaming needs.
     let opened = Box::pin(open(&hooks, endpoints, request, &conn, Format::Sse)).await;
@@ -72,9 +73,24 @@ pub(super) async fn serve_raw<S: Socket>(
                 Framing::SseChunk,
                 stream.connection(),
             ));
-            write_raw(socket, stream, write_timeout).await;
+            let head = match &cors {
+                None => RESPONSE_HEAD.to_vec(),
+                // The CORS lines go before the blank line that ends the head.
+                Some(cors) => {
+                    let end = RESPONSE_HEAD.len() - 2;
+                    let mut head = RESPONSE_HEAD[..end].to_vec();
+                    head.extend_from_slice(cors.lines().as_bytes());
+                    head.extend_from_slice(b"\r\n");
+                    head
+                }
+            };
+            write_raw(socket, stream, head, write_timeout).await;
         }
-        Err(refusal) => refuse(&mut socket, &refusal, &[], write_timeout).await,
+        Err(refusal) => {
+            let pairs = cors.map(|c| c.pairs()).unwrap_or_default();
+            let headers: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            refuse(&mut socket, &refusal, &headers, write_timeout).await
+        }
     }
 }
 
@@ -130,10 +146,11 @@ transfer-encoding: chunked\r\n\r\n";
 async fn write_raw<W: Wire>(
     socket: Arc<SharedSocket<W>>,
     mut stream: Stream,
+    head: Vec<u8>,
     write_timeout: Duration,
 ) {
     // The response head goes out with the backlog.
-    let mut chunk = RESPONSE_HEAD.to_vec();
+    let mut chunk = head;
     let mut frames: Vec<Bytes> = Vec::new();
     while let Some(frame) = stream.ready_frame() {
         frames.push(frame);

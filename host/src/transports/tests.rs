@@ -636,6 +636,68 @@ async fn the_publish_api_refuses_with_a_code_or_publishes() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A handler's WebSocket accept is refused to a page of an origin the server
+/// does not allow, as the built-in endpoint is; a handler's hold answers an
+/// allowed origin with CORS headers, unless it sets its own.
+#[tokio::test]
+async fn handler_upgrades_and_holds_follow_the_origins() {
+    use crate::channels::Session;
+    use crate::hooks::{Header, Hold, StreamFormat, WebSocketAccept};
+    use comet_wire::origin::Allowed;
+    let (hooks, mut endpoints) = setup();
+    endpoints.config.origins.allowed = vec![Allowed::parse("https://app.example").unwrap()];
+    let hooks: Arc<dyn Hooks> = hooks;
+    let upgrade = |origin: &str| {
+        http::Request::get("/chat")
+            .header("host", "rt.example")
+            .header("origin", origin)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap()
+    };
+    let accept = || WebSocketAccept {
+        channels: vec!["a".into()],
+        session: Session::new(),
+    };
+    let mut evil = upgrade("https://evil.example");
+    let refused =
+        super::accept_websocket(&hooks, &endpoints, &mut evil, accept(), &conn()).unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let mut own = upgrade("https://rt.example");
+    let upgraded =
+        super::accept_websocket(&hooks, &endpoints, &mut own, accept(), &conn()).unwrap();
+    assert_eq!(upgraded.status(), StatusCode::SWITCHING_PROTOCOLS);
+
+    let hold = |headers: Vec<Header>| Hold {
+        channels: vec!["h".into()],
+        format: StreamFormat::LongPoll,
+        since: None,
+        timeout_ms: Some(0),
+        headers,
+    };
+    let mut from_app = http::HeaderMap::new();
+    from_app.insert("origin", "https://app.example".parse().unwrap());
+    let cors = endpoints.config.origins.cors(&from_app);
+    let held = super::hold(&hooks, &endpoints, hold(Vec::new()), &conn(), cors.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        held.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let own_cors = vec![Header {
+        name: "access-control-allow-origin".into(),
+        value: b"*".to_vec(),
+    }];
+    let held = super::hold(&hooks, &endpoints, hold(own_cors), &conn(), cors)
+        .await
+        .unwrap();
+    assert_eq!(held.headers()["access-control-allow-origin"], "*");
+}
+
 /// A transport turned off answers 403 `transport-disabled`.
 #[tokio::test]
 async fn a_disabled_transport_is_refused() {

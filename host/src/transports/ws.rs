@@ -151,6 +151,7 @@ async fn open<B>(
     conn: &Conn,
 ) -> Result<(Client, Vec<Backlog>), ApiError> {
     check_upgrade(request)?;
+    endpoints.config.origins.check_websocket(request)?;
     let node = endpoints.node();
     let max = node.max_channels_per_connection();
     let ask = query::parse_any(request.uri().query(), request.headers(), max)?;

@@ -12,6 +12,7 @@ use comet_config::broker::BrokerSpec;
 use comet_host::app::{self, BrokerInfo, ModuleFlags, RunFlags, Served, Source, Token, WatchEvent};
 use comet_host::limits;
 use comet_host::runtime::EngineSettings;
+use comet_wire::origin::Allowed;
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -161,6 +162,19 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "LIST", default_value = "websocket,sse,stream,poll", value_parser = comet_host::transports::Enabled::parse)]
     transports: comet_host::transports::Enabled,
 
+    /// An origin whose pages may use the /comet/ endpoints (repeatable): open
+    /// a WebSocket, and read streams, long-polls and /comet/client.js (CORS).
+    /// `scheme://host[:port]`, `scheme://*.domain` (its subdomains), `null`,
+    /// or `*` (any). Without it, only the server's own origin may open a
+    /// WebSocket, and no other may read [default: the manifest's].
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    allowed_origins: Vec<Allowed>,
+
+    /// Let the allowed origins' pages send cookies
+    /// (Access-Control-Allow-Credentials); not with `*`.
+    #[arg(long)]
+    allow_credentials: bool,
+
     /// A configuration value the handler reads with `config::get`
     /// (repeatable).
     #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var, conflicts_with = "config")]
@@ -261,9 +275,15 @@ impl RunArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             write_timeout_s: self.write_timeout_s,
             transports: self.transports,
+            allowed_origins: self.allowed_origins,
+            allow_credentials: self.allow_credentials,
             max_instances: self.max_instances,
         }
     }
+}
+
+fn parse_origin(s: &str) -> Result<Allowed, String> {
+    Allowed::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
