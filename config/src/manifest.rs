@@ -49,6 +49,8 @@ pub struct Manifest {
     pub allowed_origins: Vec<Allowed>,
     /// Whether allowed origins may send cookies (CORS with credentials).
     pub allow_credentials: bool,
+    /// TLS on the public listener (`[tls]`); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// The module running the `/comet/` endpoints' connection hooks.
     pub channel_module: Option<String>,
     /// History limits of channels in no listed namespace.
@@ -67,6 +69,16 @@ pub struct Manifest {
     pub modules: BTreeMap<String, ModuleEntry>,
     /// Routes, in file order.
     pub routes: Vec<Route>,
+}
+
+/// The PEM files a listener's certificate comes from (`[tls]`, or
+/// `--tls-cert` and `--tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// One `[modules.NAME]` entry.
@@ -96,6 +108,8 @@ struct Raw {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
     broker: Option<Spanned<RawBroker>>,
     #[serde(default)]
     channels: RawChannels,
@@ -119,6 +133,13 @@ struct RawServer {
     allowed_origins: Vec<Spanned<String>>,
     #[serde(default)]
     allow_credentials: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -427,6 +448,10 @@ impl Manifest {
             queue_len: raw.server.queue_len.map(Spanned::into_inner),
             allowed_origins,
             allow_credentials: raw.server.allow_credentials,
+            tls: raw.tls.map(|t| TlsFiles {
+                cert: base.join(t.cert),
+                key: base.join(t.key),
+            }),
             channel_module,
             default_history,
             client_publish: raw.channels.client_publish,
@@ -560,5 +585,19 @@ mod tests {
             parse("[server]\nallow_credentials = true\nallowed_origins = [\"*\"]\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.message.contains("cannot go with"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_manifest() {
+        let m = Manifest::parse(
+            "[tls]\ncert = \"certs/rt.pem\"\nkey = \"/etc/rt.key\"\n",
+            Path::new("/srv/app/app.toml"),
+        )
+        .unwrap();
+        let tls = m.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("/srv/app/certs/rt.pem"));
+        assert_eq!(tls.key, Path::new("/etc/rt.key"));
+        let e = parse("[tls]\ncert = \"rt.pem\"\n").unwrap_err();
+        assert!(e.message.contains("missing field `key`"), "{e}");
     }
 }

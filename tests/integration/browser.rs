@@ -43,6 +43,15 @@ const PAGE_WAIT_MS: u64 = 30_000;
 /// Open `url` in headless Chromium; returns the browser and the DevTools
 /// WebSocket of its page, with the page loaded.
 pub(crate) fn open_page(binary: &str, url: &str) -> anyhow::Result<(Browser, WsClient)> {
+    open_page_with(binary, url, &[])
+}
+
+/// [`open_page`] with more command-line flags for Chromium.
+pub(crate) fn open_page_with(
+    binary: &str,
+    url: &str,
+    flags: &[&str],
+) -> anyhow::Result<(Browser, WsClient)> {
     let profile = tempfile::tempdir()?;
     let mut child = Command::new(binary)
         .args([
@@ -52,6 +61,7 @@ pub(crate) fn open_page(binary: &str, url: &str) -> anyhow::Result<(Browser, WsC
             "--no-first-run",
             "--remote-debugging-port=0",
         ])
+        .args(flags)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -42,8 +42,11 @@ mod reuse;
 mod chaos;
 // Evolving the WIT world: a component built against 0.1.0 still runs.
 mod wit;
-// Pages on other origins in headless Chromium: allowed, or refused.
+// Pages on other origins in headless Chromium: allowed, or refused; over
+// plain HTTP and over comet's own TLS (HTTP/2).
 mod origins;
+// comet's own TLS: every transport, reloads, bad files.
+mod tls;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

@@ -13,7 +13,8 @@ use comet_testkit::{Comet, admin, publish, send};
 use serde_json::Value;
 
 use crate::COMET;
-use crate::browser::{chromium_or_skip, eval, open_page, settled};
+use crate::browser::{chromium_or_skip, eval, open_page, open_page_with, settled};
+use crate::tls;
 
 /// One page, served at every path of a loopback address of its own until
 /// dropped.
@@ -108,26 +109,91 @@ fn a_page_on_an_allowed_origin_receives_on_every_transport() -> anyhow::Result<(
         ],
     )?;
     let (_browser, mut devtools) = open_page(binary, &page.url())?;
+    receive_on_every_transport(&mut devtools, &comet, 1, || {
+        let r = publish(&comet, "t", "news", WANT)?;
+        anyhow::ensure!(r.status == 200, "{}", r.body);
+        Ok(())
+    })?;
+    // A request a browser preflights (a custom header) gets its answer.
+    let preflight = send(
+        "OPTIONS",
+        &comet.url("/comet/poll?channel=news"),
+        &[
+            ("origin", &page.origin()),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "x-app"),
+        ],
+        None,
+    )?;
+    assert_eq!(preflight.status, 204, "{}", preflight.body);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some(page.origin().as_str())
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("x-app")
+    );
+    Ok(())
+}
+
+/// Over comet's own TLS the same page receives on every transport, and its
+/// requests to comet share one HTTP/2 connection: ten EventSources all
+/// receive (over HTTP/1.1 a browser opens six connections to a host).
+#[test]
+fn a_page_receives_over_tls_with_ten_event_sources() -> anyhow::Result<()> {
+    let Some(binary) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let page = Page::serve("127.0.0.2", PAGE)?;
+    let dir = tempfile::tempdir()?;
+    let certificate = tls::Certificate::new();
+    certificate.write(dir.path());
+    let comet = tls::start(dir.path(), &["--allowed-origin", &page.origin()])?;
+    // The test's certificate is its own: Chromium is told not to check it.
+    let (_browser, mut devtools) =
+        open_page_with(binary, &page.url(), &["--ignore-certificate-errors"])?;
+    // Eleven streams (ten EventSources and the client's) and a long-poll
+    // at once: past the six connections HTTP/1.1 would give the page.
+    receive_on_every_transport(&mut devtools, &comet, 10, || {
+        tls::publish_blocking(comet.addr, &certificate, "news", WANT)
+    })?;
+    Ok(())
+}
+
+/// What the pages publish and wait for.
+const WANT: &str = "across origins";
+
+/// In the page open in `devtools`, subscribe to `news` with `sources`
+/// EventSources, a WebSocket and the browser client (imported from
+/// comet), then `publish` and long-poll from the stream's cursor: each
+/// must receive.
+fn receive_on_every_transport(
+    devtools: &mut comet_testkit::WsClient,
+    comet: &Comet,
+    sources: usize,
+    publish: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut id = 0;
     let base = comet.url("");
     let base = base.trim_end_matches('/');
     // Each transport subscribes; `ready` settles once all have.
     eval(
-        &mut devtools,
+        devtools,
         &mut id,
         &format!(
             r#"
             window.base = {base:?};
-            window.got = {{}};
+            window.got = {{ sse: [] }};
             const subscribed = [];
-            subscribed.push(new Promise((resolve, reject) => {{
+            for (let i = 0; i < {sources}; i++) subscribed.push(new Promise((resolve, reject) => {{
                 const es = new EventSource(base + "/comet/sse?channel=news");
                 es.addEventListener("subscribed", e => {{
                     window.cursor = JSON.parse(e.data).cursor;
                     resolve();
                 }});
-                es.onmessage = e => {{ window.got.sse = JSON.parse(e.data).data; }};
-                es.onerror = () => reject(new Error("EventSource failed"));
+                es.onmessage = e => {{ window.got.sse[i] = JSON.parse(e.data).data; }};
+                es.onerror = () => reject(new Error("EventSource " + i + " failed"));
             }}));
             subscribed.push(new Promise((resolve, reject) => {{
                 const ws = new WebSocket(base.replace("http", "ws") + "/comet/ws");
@@ -150,50 +216,32 @@ fn a_page_on_an_allowed_origin_receives_on_every_transport() -> anyhow::Result<(
             "#
         ),
     )?;
-    settled(&mut devtools, &mut id, "window.ready.then(() => 'ready')")?;
-    // The long-poll from the stream's cursor: it answers with what follows,
+    settled(devtools, &mut id, "window.ready.then(() => 'ready')")?;
+    // The long-poll from a stream's cursor: it answers with what follows,
     // even if the publish below comes first.
     eval(
-        &mut devtools,
+        devtools,
         &mut id,
         "window.polled = fetch(base + '/comet/poll?channel=news&timeout=20000&since=' \
          + encodeURIComponent(window.cursor)).then(r => r.json()); 'polling'",
     )?;
-    let r = publish(&comet, "t", "news", "across origins")?;
-    assert_eq!(r.status, 200, "{}", r.body);
+    publish()?;
     let got = settled(
-        &mut devtools,
+        devtools,
         &mut id,
-        "window.polled.then(async poll => {
-            while (!(got.sse && got.ws && got.client)) await new Promise(r => setTimeout(r, 20));
-            return { poll: poll.messages.map(m => m.data), ...got };
-        })",
+        &format!(
+            "window.polled.then(async poll => {{
+                const all = () => got.sse.filter(d => d).length === {sources} && got.ws && got.client;
+                while (!all()) await new Promise(r => setTimeout(r, 20));
+                return {{ poll: poll.messages.map(m => m.data), ...got }};
+            }})"
+        ),
     )?;
-    let want = "across origins";
-    assert_eq!(got["poll"], Value::from(vec![want]), "{got}");
-    for transport in ["sse", "ws", "client"] {
-        assert_eq!(got[transport], want, "{transport}: {got}");
+    anyhow::ensure!(got["poll"] == Value::from(vec![WANT]), "{got}");
+    anyhow::ensure!(got["sse"] == Value::from(vec![WANT; sources]), "{got}");
+    for transport in ["ws", "client"] {
+        anyhow::ensure!(got[transport] == WANT, "{transport}: {got}");
     }
-    // A request a browser preflights (a custom header) gets its answer.
-    let preflight = send(
-        "OPTIONS",
-        &comet.url("/comet/poll?channel=news"),
-        &[
-            ("origin", &page.origin()),
-            ("access-control-request-method", "GET"),
-            ("access-control-request-headers", "x-app"),
-        ],
-        None,
-    )?;
-    assert_eq!(preflight.status, 204, "{}", preflight.body);
-    assert_eq!(
-        preflight.header("access-control-allow-origin"),
-        Some(page.origin().as_str())
-    );
-    assert_eq!(
-        preflight.header("access-control-allow-headers"),
-        Some("x-app")
-    );
     Ok(())
 }
 

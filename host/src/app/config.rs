@@ -21,7 +21,7 @@ use crate::channels::admission::DEFAULT_MAX_CONNECTIONS;
 use crate::channels::node::{DEFAULT_POSITION_CHECK, DEFAULT_QUEUE_LEN};
 use crate::channels::{Broker, MemoryBrokerConfig};
 use crate::deploy::{DEFAULT_MAX_MODULE_BYTES, validate_name};
-use crate::edge::ConnectionLimits;
+use crate::edge::{ConnectionLimits, TlsFiles};
 use crate::http::auth::random_token;
 use crate::runtime::EngineSettings;
 use crate::transports::{Enabled, EndpointConfig, Origins};
@@ -69,6 +69,8 @@ pub struct HostConfig {
     pub endpoints: EndpointConfig,
     /// Header timeout and connections per client address.
     pub connection_limits: ConnectionLimits,
+    /// The public listener's certificate and key; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl HostConfig {
@@ -100,6 +102,7 @@ impl HostConfig {
                 ..EndpointConfig::new(publish_token)
             },
             connection_limits: ConnectionLimits::default(),
+            tls: manifest.tls.clone(),
             manifest,
         }
     }
@@ -229,6 +232,8 @@ pub struct RunFlags {
     pub allowed_origins: Vec<Allowed>,
     /// Let allowed origins send cookies.
     pub allow_credentials: bool,
+    /// Serve TLS with these files (given: instead of the manifest's).
+    pub tls: Option<TlsFiles>,
     /// Events at once, in all modules (the pool's slots).
     pub max_instances: u32,
 }
@@ -312,6 +317,9 @@ impl RunFlags {
             manifest.allowed_origins = self.allowed_origins;
         }
         manifest.allow_credentials |= self.allow_credentials;
+        if let Some(tls) = self.tls {
+            manifest.tls = Some(tls);
+        }
         if manifest.allow_credentials && manifest.allowed_origins.contains(&Allowed::Any) {
             return Err(ConfigError::CredentialsFromAny);
         }

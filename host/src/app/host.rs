@@ -18,7 +18,7 @@ use crate::capabilities::kv::MemoryKv;
 use crate::channels::node::DEFAULT_MAX_CHANNELS_PER_CONNECTION;
 use crate::channels::{MemoryBroker, Node, NodeConfig};
 use crate::deploy::{Registry, RegistryConfig};
-use crate::edge::{self, ConnectionLimits, Edge, Routes};
+use crate::edge::{self, ConnectionLimits, Edge, Routes, Tls, TlsError};
 use crate::hooks::{Publisher, Router};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -38,6 +38,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The public listener's certificate or key is not usable.
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A host with no listener yet: deploy modules into its registry, then
@@ -52,6 +55,7 @@ pub struct Host {
     channel_module: String,
     endpoints: EndpointConfig,
     connection_limits: ConnectionLimits,
+    tls: Option<Arc<Tls>>,
     metrics_listener: Option<TcpListener>,
 }
 
@@ -88,6 +92,7 @@ impl Host {
             },
             metrics.clone(),
         );
+        let tls = config.tls.map(Tls::new).transpose()?;
         let kv = config.kv.unwrap_or_else(|| Arc::new(MemoryKv::default()));
         let registry_config = RegistryConfig {
             specs: manifest
@@ -133,6 +138,7 @@ impl Host {
             channel_module: manifest.channel_module.unwrap_or_default(),
             endpoints: config.endpoints,
             connection_limits: config.connection_limits,
+            tls,
             metrics_listener: None,
         })
     }
@@ -145,6 +151,12 @@ impl Host {
     /// Its counters (what `/metrics` serves).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The public listener's TLS, if it serves TLS: reload its
+    /// certificate with [`Tls::reload`].
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
     }
 
     /// The names routes and the `/comet/` endpoints serve.
@@ -208,6 +220,7 @@ impl Host {
             self.channel_module,
             endpoints,
             self.connection_limits,
+            self.tls,
         );
         // The accept loop in a task of its own, on a worker thread, whoever
         // awaits this (`comet run` does on the main thread): a connection's

@@ -2,10 +2,12 @@
 //! sets) to a serving host. `config` turns the flags and the manifest into
 //! a [`Plan`] (every check, every default); `host` builds a [`Host`] from
 //! its [`HostConfig`]; `startup` decides which version each module name
-//! serves; `watch` rebuilds modules whose sources change; [`launch`] does
+//! serves; `watch` rebuilds modules whose sources change; `certs` re-reads
+//! the public listener's certificate; [`launch`] does
 //! all of it in order, the broker choice (Redis) included, and binds the
 //! listeners. The `comet` binary only parses arguments and prints.
 
+mod certs;
 mod config;
 mod host;
 mod startup;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use comet_config::broker::BrokerSpec;
 use tokio::net::TcpListener;
 
+pub use certs::{CertEvent, CertReloader, Trigger, reload_certificates};
 pub use config::{
     ConfigError, DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HostConfig, ModuleFlags,
     Plan, RunFlags, Source, Token, default_module_name,

@@ -7,6 +7,10 @@
 //! open connections get a bounded drain). `errors` is where the layers
 //! below get their HTTP status.
 //!
+//! With TLS (`tls`), the handshake comes first, and the connection is a
+//! `transports::TlsWire` from then on: HTTP/2 (ALPN) goes to hyper, an
+//! HTTP/1.1 connection's first request is looked at as on plain TCP.
+//!
 //! What the edge knows of a connection (the client's address, its address
 //! slot, its hang-up signal) travels to the transports as a value,
 //! `transports::Conn`.
@@ -16,10 +20,12 @@ mod dispatch;
 mod errors;
 mod peek;
 mod routes;
+mod tls;
 
 pub use addresses::{AddressTicket, DEFAULT_MAX_PER_ADDRESS, PerAddress};
 pub use dispatch::handle as dispatch;
 pub use routes::{Route, Routes};
+pub use tls::{Reloaded, Tls, TlsError, TlsFiles};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,9 +44,9 @@ use http::StatusCode;
 use http::header::HOST;
 
 use crate::channels::Node;
-use crate::hooks::{Modules, Router};
+use crate::hooks::{Hooks, Modules, Router};
 use crate::http::{ApiError, Body, Peer};
-use crate::transports::{self, Conn, Endpoints, Hangup};
+use crate::transports::{self, Conn, Endpoints, Hangup, TlsWire};
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +85,7 @@ pub struct Edge {
     channel_module: String,
     endpoints: Arc<Endpoints>,
     limits: ConnectionLimits,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Edge {
@@ -92,6 +99,7 @@ impl Edge {
         channel_module: String,
         endpoints: Arc<Endpoints>,
         limits: ConnectionLimits,
+        tls: Option<Arc<Tls>>,
     ) -> Arc<Edge> {
         Arc::new(Edge {
             router,
@@ -99,6 +107,7 @@ impl Edge {
             channel_module,
             endpoints,
             limits,
+            tls,
         })
     }
 
@@ -108,6 +117,16 @@ impl Edge {
 
     fn node(&self) -> &Arc<Node> {
         self.endpoints.node()
+    }
+
+    /// The hooks that serve `endpoint` as a connection's first request on
+    /// the raw path, if it is served there.
+    fn raw_hooks(&self, endpoint: comet_wire::head::Endpoint) -> Option<Arc<dyn Hooks>> {
+        if !transports::serves_raw(&self.endpoints, endpoint) {
+            return None;
+        }
+        let module = self.modules().current(&self.channel_module)?;
+        Some(self.router.route(module))
     }
 }
 
@@ -142,7 +161,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Some(ticket) = per_address.admit(remote.ip()) else {
-            refuse_address(&stream, per_address.max());
+            // Over TLS the refusal could only be read after a handshake,
+            // which is what an address over its bound must not cost: closed.
+            if edge.tls.is_none() {
+                refuse_address(&stream, per_address.max());
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -157,6 +180,36 @@ pub async fn serve(
                 slot: Arc::new(ticket),
                 hangup: None,
             };
+            if let Some(tls) = &edge.tls {
+                let handshake = tls.acceptor().accept(stream);
+                let wire = match tokio::time::timeout(edge.limits.header_timeout, handshake).await {
+                    Ok(Ok(stream)) => {
+                        let (tcp, session) = stream.into_inner();
+                        TlsWire::new(tcp, session)
+                    }
+                    Ok(Err(e)) => {
+                        return tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        return tracing::debug!(%remote, "no TLS handshake within the timeout");
+                    }
+                };
+                // HTTP/2 (a browser's choice) is hyper's; an HTTP/1.1
+                // connection's first request may be served raw, as below.
+                if wire.alpn().as_deref() != Some(b"h2") {
+                    let first =
+                        tokio::time::timeout(edge.limits.header_timeout, peek::peek_tls(&wire));
+                    let Ok(first) = first.await else { return };
+                    if let Some(request) = first
+                        && let Some(hooks) = edge.raw_hooks(request.endpoint)
+                    {
+                        transports::serve_raw(hooks, &edge.endpoints, wire, request, conn).await;
+                        return;
+                    }
+                }
+                Box::pin(serve_hyper(edge, builder, watcher, wire, conn)).await;
+                return;
+            }
             // A first request that opens an SSE stream or a WebSocket is
             // served without hyper (see `transports::serve_raw`).
             let first = tokio::time::timeout(edge.limits.header_timeout, peek::peek(&stream));
@@ -165,10 +218,8 @@ pub async fn serve(
                 return;
             };
             if let Some(request) = first
-                && transports::serves_raw(&edge.endpoints, request.endpoint)
-                && let Some(module) = edge.modules().current(&edge.channel_module)
+                && let Some(hooks) = edge.raw_hooks(request.endpoint)
             {
-                let hooks = edge.router.route(module);
                 transports::serve_raw(hooks, &edge.endpoints, stream, request, conn).await;
                 return;
             }
@@ -192,13 +243,15 @@ pub async fn serve(
 /// One connection through hyper (HTTP/1.1 or HTTP/2), hung up if one of
 /// its streams is dropped as a slow consumer and cannot be written to its
 /// end (see `transports::hangup`).
-async fn serve_hyper(
+async fn serve_hyper<S>(
     edge: Arc<Edge>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
-    stream: tokio::net::TcpStream,
+    stream: S,
     mut conn: Conn,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let hangup = Arc::new(Hangup::default());
     let grace = edge.endpoints.config.write_timeout;
     let remote = conn.peer.addr;

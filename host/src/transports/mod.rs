@@ -29,6 +29,7 @@ mod publish_api;
 mod query;
 mod socket;
 mod stream;
+mod tls;
 mod ws;
 
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub use hangup::Hangup;
 pub use hold::{accept_websocket, hold};
 pub use origins::{Cors, Origins};
 pub use socket::{Socket, Wire};
+pub use tls::TlsWire;
 
 /// Path prefix of the built-in endpoints.
 pub const PREFIX: &str = comet_wire::ENDPOINT_PREFIX;

@@ -15,9 +15,9 @@
 //! stack for each write and its payload is the message's own shared JSON,
 //! so a message to many subscribers is encoded once and copied by no one.
 //!
-//! The socket is a [`Wire`]: a plain TCP stream today, and the place a TLS
-//! stream would plug in (its bytes waiting in the TLS session would count
-//! against the same bound).
+//! The socket is a [`Wire`]: a plain TCP stream, or a TLS session over
+//! one (`tls`), whose records not yet sent count as waiting bytes (they
+//! keep the pump busy and the write timeout running).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -39,7 +39,7 @@ use crate::http::raw::chunk_header;
 
 /// A connection's byte stream as [`SharedSocket`] drives it: writes and
 /// reads that never wait, and readiness to wait on. Implemented by
-/// `TcpStream`; a TLS stream would implement it over its session.
+/// `TcpStream`, and by `TlsWire` over its session.
 pub trait Wire: Send + Sync + std::fmt::Debug + 'static {
     /// Write `buf` without waiting; `WouldBlock` when the socket is full.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
@@ -51,6 +51,16 @@ pub trait Wire: Send + Sync + std::fmt::Debug + 'static {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Read without waiting; `WouldBlock` when nothing is there.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Whether bytes the wire took wait below it, not yet in the kernel
+    /// (TLS records); they count as waiting.
+    fn holds(&self) -> bool {
+        false
+    }
+    /// Send what [`holds`](Wire::holds) says waits, as far as the socket
+    /// takes it: how many bytes went; `WouldBlock` when none could.
+    fn send_held(&self) -> io::Result<usize> {
+        Ok(0)
+    }
 }
 
 impl Wire for TcpStream {
@@ -240,6 +250,13 @@ impl<W: Wire> SharedSocket<W> {
             }
         }
         if sent == total {
+            // All taken, but a TLS wire may hold some of it back.
+            if out.moved.is_none() && self.wire.holds() {
+                out.moved = Some(Instant::now());
+                if let Some(waker) = out.waker.take() {
+                    waker.wake();
+                }
+            }
             return;
         }
         let began = out.waiting.is_empty();
@@ -270,6 +287,24 @@ impl<W: Wire> SharedSocket<W> {
 
     /// Send what waits, as far as the kernel takes it. True if bytes moved.
     fn send_waiting(&self, out: &mut Out) -> io::Result<bool> {
+        // What the wire holds goes first: it was written before.
+        if self.wire.holds() {
+            let sent = match self.wire.send_held() {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if sent > 0 {
+                out.moved = Some(Instant::now());
+            }
+            if self.wire.holds() {
+                return Ok(sent > 0);
+            }
+            if out.waiting.is_empty() {
+                out.moved = None;
+                return Ok(true);
+            }
+        }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut n = 0;
         for (i, part) in out.waiting.iter().take(MAX_SLICES).enumerate() {
@@ -292,7 +327,7 @@ impl<W: Wire> SharedSocket<W> {
             out.sent = 0;
             out.waiting.pop_front();
         }
-        if out.waiting.is_empty() {
+        if out.waiting.is_empty() && !self.wire.holds() {
             out.moved = None;
             if out.waiting.capacity() > 64 {
                 out.waiting = VecDeque::new();
@@ -310,7 +345,9 @@ impl<W: Wire> SharedSocket<W> {
             if out.broken {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
-            if out.waiting.len() <= room {
+            // Bytes the wire holds count when nothing else waits.
+            let held = || out.waiting.is_empty() && self.wire.holds();
+            if out.waiting.len() <= room && (room > 0 || !held()) {
                 if !park || !out.waiting.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
@@ -562,6 +599,10 @@ impl<W: Wire> AsyncRead for SocketIo<W> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // A slice of hyper's read buffer keeps all of it alive.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         self.socket.poll_read(cx, buf)

@@ -25,6 +25,7 @@ use http::header::{
 };
 use http::{HeaderValue, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto::upgrade::downcast;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -37,6 +38,7 @@ use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 use super::client::{Client, RequestInfo};
 use super::query;
 use super::socket::{Framing, Pump, PumpEnd, SharedSocket, Socket, SocketIo, Through as _, Wire};
+use super::tls::TlsWire;
 use super::{Conn, DEFAULT_HEARTBEAT, Endpoints};
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
 use crate::channels::{
@@ -279,18 +281,28 @@ pub(super) fn upgrade<B>(
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
         };
-        // The server hands hyper-util the TCP socket itself: take it back,
-        // with what was read past the request, so the session owns its
-        // socket as on the direct path.
-        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+        // The edge hands hyper-util the TCP socket itself, or a TLS stream
+        // over it: take it back, with what was read past the request, so
+        // the session owns its socket as on the direct path.
+        let upgraded = match downcast::<TokioIo<TcpStream>>(upgraded) {
             Ok(parts) => {
                 let tcp = parts.io.into_inner();
-                Session::new(client, publisher, tcp, parts.read_buf, write_timeout)
+                return Session::new(client, publisher, tcp, parts.read_buf, write_timeout)
                     .await
                     .run(opening)
                     .await;
             }
-            Err(_) => tracing::warn!("websocket upgrade on a connection that is not TCP: closed"),
+            Err(upgraded) => upgraded,
+        };
+        match downcast::<TokioIo<TlsWire>>(upgraded) {
+            Ok(parts) => {
+                let wire = parts.io.into_inner();
+                Session::new(client, publisher, wire, parts.read_buf, write_timeout)
+                    .await
+                    .run(opening)
+                    .await;
+            }
+            Err(_) => tracing::warn!("websocket upgrade on a connection of no known kind: closed"),
         }
     });
     let mut response = Response::new(full(Bytes::new()));
@@ -349,7 +361,13 @@ impl<W: Wire> Session<W> {
         ));
         let io = SocketIo {
             socket: socket.clone(),
-            prefix,
+            // Its own copy: a slice of hyper's read buffer would keep all
+            // of it for the session's life.
+            prefix: if prefix.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(&prefix)
+            },
         };
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(session_config())).await;
         client.conn.set_outlet(Some(socket.clone()));

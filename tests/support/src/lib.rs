@@ -27,6 +27,8 @@ pub struct Comet {
     child: Child,
     /// The address it serves HTTP on.
     pub addr: SocketAddr,
+    /// `https` when it serves TLS, else `http`.
+    pub scheme: &'static str,
     /// The address of its admin API (token [`ADMIN_TOKEN`]), if it serves one.
     pub admin_addr: Option<SocketAddr>,
     stderr: Arc<Log>,
@@ -225,14 +227,18 @@ impl Comet {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let Some(addr) = line.split("http://").nth(1) else {
-                    continue;
+                let (tls, addr) = match line.split_once(" on https://") {
+                    Some((_, addr)) => (true, addr),
+                    None => match line.split_once(" on http://") {
+                        Some((_, addr)) => (false, addr),
+                        None => continue,
+                    },
                 };
                 let admin = line.contains("admin API");
                 if !admin && !line.contains("serving") {
                     continue;
                 }
-                if tx.send((admin, addr.trim().to_string())).is_err() {
+                if tx.send((admin, tls, addr.trim().to_string())).is_err() {
                     break;
                 }
             }
@@ -240,6 +246,7 @@ impl Comet {
         let mut comet = Comet {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            scheme: "http",
             admin_addr: None,
             stderr,
             _data_dir: data_dir,
@@ -247,11 +254,12 @@ impl Comet {
         // The admin line, if any, comes before the serving line.
         loop {
             match rx.recv_timeout(START_TIMEOUT) {
-                Ok((true, addr)) => {
+                Ok((true, _, addr)) => {
                     comet.admin_addr = Some(addr.parse().context("parse the admin address")?);
                 }
-                Ok((false, addr)) => {
+                Ok((false, tls, addr)) => {
                     comet.addr = addr.parse().context("parse the printed address")?;
+                    comet.scheme = if tls { "https" } else { "http" };
                     return Ok(comet);
                 }
                 Err(_) => bail!("comet did not start; its stderr:\n{}", comet.stderr()),
@@ -259,9 +267,9 @@ impl Comet {
         }
     }
 
-    /// `http://ADDR` + `path`.
+    /// `http://ADDR` + `path` (`https://` when it serves TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// `http://ADMIN_ADDR` + `path`.

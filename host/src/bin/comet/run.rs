@@ -9,7 +9,10 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use comet_config::broker::BrokerSpec;
-use comet_host::app::{self, BrokerInfo, ModuleFlags, RunFlags, Served, Source, Token, WatchEvent};
+use comet_host::app::{
+    self, BrokerInfo, CertEvent, ModuleFlags, RunFlags, Served, Source, Token, Trigger, WatchEvent,
+};
+use comet_host::edge::TlsFiles;
 use comet_host::limits;
 use comet_host::runtime::EngineSettings;
 use comet_wire::origin::Allowed;
@@ -175,6 +178,16 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     allow_credentials: bool,
 
+    /// Serve TLS on the public listener with this certificate chain (PEM,
+    /// the server's certificate first), offering HTTP/2 and HTTP/1.1. Re-read
+    /// on SIGHUP and when the file changes [default: the manifest's [tls]].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
     /// A configuration value the handler reads with `config::get`
     /// (repeatable).
     #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var, conflicts_with = "config")]
@@ -277,6 +290,10 @@ impl RunArgs {
             transports: self.transports,
             allowed_origins: self.allowed_origins,
             allow_credentials: self.allow_credentials,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
             max_instances: self.max_instances,
         }
     }
@@ -355,10 +372,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
+        let _reloader = match launched.host.tls() {
+            Some(tls) => Some(app::reload_certificates(tls.clone(), tell_certificate)?),
+            None => None,
+        };
         let addr = launched.listener.local_addr()?;
+        let scheme = if launched.host.tls().is_some() { "https" } else { "http" };
         tracing::info!(elapsed = ?started.elapsed(), "ready");
         println!(
-            "comet: serving {} on http://{addr}",
+            "comet: serving {} on {scheme}://{addr}",
             launched.host.served_names().join(", ")
         );
         let app::Launched {
@@ -409,6 +431,26 @@ fn tell(event: WatchEvent) {
             stage,
             error,
         } => eprintln!("comet: {name}: {stage}, still serving {serving}: {error}"),
+    }
+}
+
+/// Print what a certificate reload did.
+fn tell_certificate(event: CertEvent) {
+    let why = |trigger| match trigger {
+        Trigger::Hangup => "on SIGHUP",
+        Trigger::FileChange => "after a file change",
+    };
+    match event {
+        CertEvent::Reloaded(trigger) => {
+            eprintln!("comet: certificate reloaded {}", why(trigger))
+        }
+        CertEvent::Unchanged(trigger) => {
+            eprintln!("comet: certificate unchanged {}", why(trigger))
+        }
+        CertEvent::Failed(trigger, error) => eprintln!(
+            "comet: certificate not reloaded {}, keeping the one in use: {error}",
+            why(trigger)
+        ),
     }
 }
 
