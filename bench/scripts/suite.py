@@ -46,6 +46,8 @@ LABEL = {
     "comet-redis": "comet, Redis broker (trivial guest)",
     "nchan-redis": "Nchan, Redis backend",
     "comet-base": "comet, COMET_BASE build (trivial guest)",
+    "comet-tls": "comet over its own TLS (trivial guest)",
+    "nchan-tls": "Nchan (nginx) over TLS",
     "bare": "bare tokio/hyper/tungstenite",
     "nchan": "Nchan (nginx)",
     "pushpin": "Pushpin",
@@ -85,7 +87,7 @@ class Server:
         self.publish_port = port
         env = dict(os.environ)
         wait = [port]
-        if name in ("comet", "comet-fresh", "comet-base", "comet-redis"):
+        if name in ("comet", "comet-fresh", "comet-base", "comet-redis", "comet-tls"):
             env["RUST_LOG"] = "warn"
             binary = os.environ["COMET_BASE"] if name == "comet-base" else str(TARGET / "comet")
             cmd = [
@@ -98,6 +100,9 @@ class Server:
                 cmd += ["--max-connections-per-ip", "0"]
             if name == "comet-redis":
                 cmd += ["--broker", os.environ["BENCH_REDIS_URL"]]
+            if name == "comet-tls":
+                cmd += ["--tls-cert", os.environ["BENCH_TLS_CERT"],
+                        "--tls-key", os.environ["BENCH_TLS_KEY"]]
             if name == "comet-fresh":
                 # The trivial guest opts in to reuse; this turns it off.
                 cmd += ["--events-per-instance", "1"]
@@ -115,9 +120,12 @@ class Server:
             cmd = [str(TARGET / "bare-broadcast"), "127.0.0.1:%d" % port]
         elif name == "bare-hyper":
             cmd = [str(TARGET / "bare-hyper"), "127.0.0.1:%d" % port]
-        elif name in ("nchan", "nchan-redis"):
+        elif name in ("nchan", "nchan-redis", "nchan-tls"):
             if name == "nchan-redis":
                 env["NCHAN_REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
+            if name == "nchan-tls":
+                env["NCHAN_TLS_CERT"] = os.environ["BENCH_TLS_CERT"]
+                env["NCHAN_TLS_KEY"] = os.environ["BENCH_TLS_KEY"]
             cmd = [str(PEERS / "nchan" / "run.sh"), str(port), str(workers)]
         elif name == "pushpin":
             self.publish_port = port + 1
@@ -169,7 +177,8 @@ class Server:
 
 
 def loadgen(server, srv, name, transport, subscribers, rates=(), channels=1, publishers=1,
-            duration=10, shard=None, source_addrs=1, hold=0, connect_rate=3000, extra_pid=None):
+            duration=10, shard=None, source_addrs=1, hold=0, connect_rate=3000, extra_pid=None,
+            extra=()):
     if source_addrs == 1 and subscribers >= 10000:
         # Exercise the spread over source addresses (IP_BIND_ADDRESS_NO_PORT)
         # and keep clear of the ephemeral port range of one address.
@@ -191,6 +200,7 @@ def loadgen(server, srv, name, transport, subscribers, rates=(), channels=1, pub
         cmd += ["--shard", "%d/%d" % shard]
     if extra_pid is not None:
         cmd += ["--extra-pid", str(extra_pid)]
+    cmd += list(extra)
     log("$", " ".join(cmd))
     return cmd, out
 
@@ -217,7 +227,7 @@ def loadgen_server(server):
     """The name loadgen knows a server by."""
     return {"comet-base": "comet", "comet-redis": "comet", "comet-hello": "comet",
             "comet-fresh": "comet", "comet-hello-fresh": "comet",
-            "nchan-redis": "nchan"}.get(server, server)
+            "nchan-redis": "nchan", "comet-tls": "comet", "nchan-tls": "nchan"}.get(server, server)
 
 
 class RedisServer:

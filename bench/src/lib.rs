@@ -9,4 +9,5 @@ pub mod publisher;
 pub mod report;
 pub mod stats;
 pub mod target;
+pub mod tls;
 pub mod transport;

@@ -13,7 +13,6 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::net;
 use crate::payload::{make, now_nanos};
 use crate::target::Target;
 
@@ -58,7 +57,10 @@ impl Publisher {
     }
 
     async fn connect(&self) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
-        let stream = net::connect(self.target.publish_addr, None).await?;
+        let stream = self
+            .target
+            .open(self.target.publish_addr, None, false)
+            .await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         Ok(sender)

@@ -1,11 +1,15 @@
 //! What differs between the servers compared: subscriber URLs, how a
 //! WebSocket subscription starts, and the publish request.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::ValueEnum;
 use serde::Serialize;
+
+use crate::net;
+use crate::tls::{SharedH2, Stream, Tls, wrap};
 
 /// A server of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -58,6 +62,10 @@ pub struct Target {
     pub publish_addr: SocketAddr,
     /// comet's publish token.
     pub token: String,
+    /// TLS to the server (comet's own), if it serves it.
+    pub tls: Option<Tls>,
+    /// SSE subscribers share HTTP/2 connections (over TLS), if set.
+    pub h2: Option<Arc<SharedH2>>,
 }
 
 /// A publish request, ready to send.
@@ -72,6 +80,22 @@ pub struct PublishRequest {
 }
 
 impl Target {
+    /// A connection to `addr` from `source`: TLS (offering `h2` if asked)
+    /// when the server serves it.
+    pub async fn open(
+        &self,
+        addr: SocketAddr,
+        source: Option<Ipv4Addr>,
+        h2: bool,
+    ) -> anyhow::Result<Stream> {
+        let tcp = net::connect(addr, source).await?;
+        let connector = self
+            .tls
+            .as_ref()
+            .map(|tls| if h2 { &tls.h2 } else { &tls.http1 });
+        wrap(tcp, connector).await
+    }
+
     /// The path (and query) a subscriber requests on `channel`.
     pub fn subscribe_path(&self, transport: Transport, channel: &str) -> anyhow::Result<String> {
         Ok(match (self.server, transport) {

@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::net;
 use crate::payload::Scanner;
 use crate::stats::Stats;
 use crate::target::{Target, Transport, WsStart};
@@ -65,7 +64,10 @@ impl Subscriber {
     }
 
     async fn http(&self) -> anyhow::Result<http1::SendRequest<Empty<Bytes>>> {
-        let stream = net::connect(self.target.addr, self.source).await?;
+        let stream = self
+            .target
+            .open(self.target.addr, self.source, false)
+            .await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         Ok(sender)
@@ -79,11 +81,25 @@ impl Subscriber {
     }
 
     async fn sse(self, sink: Sink, ready: oneshot::Sender<()>) -> anyhow::Result<()> {
-        let mut sender = self.http().await?;
         let path = self.target.subscribe_path(Transport::Sse, &self.channel)?;
-        let response = sender
-            .send_request(self.get(&path, "text/event-stream")?)
-            .await?;
+        let response = match &self.target.h2 {
+            // A stream on a shared HTTP/2 connection (the URI absolute, as
+            // HTTP/2 asks).
+            Some(shared) => {
+                let open = self.target.open(self.target.addr, self.source, true);
+                let mut sender = shared.sender(open).await?;
+                let uri = format!("https://{}{path}", crate::tls::SERVER_NAME);
+                sender
+                    .send_request(self.get(&uri, "text/event-stream")?)
+                    .await?
+            }
+            None => {
+                let mut sender = self.http().await?;
+                sender
+                    .send_request(self.get(&path, "text/event-stream")?)
+                    .await?
+            }
+        };
         if !response.status().is_success() {
             bail!("subscribe answered {}", response.status());
         }
@@ -102,9 +118,17 @@ impl Subscriber {
     }
 
     async fn ws(self, sink: Sink, ready: oneshot::Sender<()>) -> anyhow::Result<()> {
-        let stream = net::connect(self.target.addr, self.source).await?;
+        let stream = self
+            .target
+            .open(self.target.addr, self.source, false)
+            .await?;
         let path = self.target.subscribe_path(Transport::Ws, &self.channel)?;
-        let url = format!("ws://{}{path}", self.target.addr);
+        let scheme = if self.target.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        let url = format!("{scheme}://{}{path}", self.target.addr);
         let config = WebSocketConfig::default().read_buffer_size(4 << 10);
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await

@@ -18,6 +18,7 @@ use comet_bench::publisher::{Counters, Publisher};
 use comet_bench::report::{Latency, Report, Step};
 use comet_bench::stats::Stats;
 use comet_bench::target::{Server, Target, Transport};
+use comet_bench::tls::{SharedH2, Tls};
 use comet_bench::transport::{Sink, Subscriber};
 use comet_bench::{net, procstat};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -93,6 +94,18 @@ struct Args {
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Speak TLS to the server (comet's --tls-cert), trusting the
+    /// certificate in this PEM file for the name `localhost`.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Over TLS, make a full handshake on every connection (no session
+    /// resumption).
+    #[arg(long, requires = "tls_ca")]
+    tls_no_resume: bool,
+    /// Over TLS, SSE subscribers share HTTP/2 connections of this many
+    /// streams each (0: one HTTP/1.1 connection each).
+    #[arg(long, default_value_t = 0, requires = "tls_ca")]
+    h2_streams: usize,
     /// Write the JSON report here (default: stdout).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -161,6 +174,12 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
         addr: args.addr,
         publish_addr: args.publish_addr.unwrap_or(args.addr),
         token: args.token.clone(),
+        tls: args
+            .tls_ca
+            .as_deref()
+            .map(|ca| Tls::new(ca, args.tls_no_resume))
+            .transpose()?,
+        h2: (args.h2_streams > 0).then(|| Arc::new(SharedH2::new(args.h2_streams))),
     });
     target.subscribe_path(args.transport, "probe")?;
     let channels: Arc<Vec<String>> = Arc::new(
