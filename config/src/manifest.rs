@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use comet_wire::origin::Allowed;
+use ipnet::IpNet;
 
 use crate::broker::{BrokerSpec, DEFAULT_PREFIX, check_redis_url};
 use crate::limits::Limits;
@@ -51,6 +52,10 @@ pub struct Manifest {
     pub allow_credentials: bool,
     /// TLS on the public listener (`[tls]`); `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Proxies whose word on the client's address is taken.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Trusted proxies send a PROXY protocol header first.
+    pub proxy_protocol: bool,
     /// The module running the `/comet/` endpoints' connection hooks.
     pub channel_module: Option<String>,
     /// History limits of channels in no listed namespace.
@@ -133,6 +138,9 @@ struct RawServer {
     allowed_origins: Vec<Spanned<String>>,
     #[serde(default)]
     allow_credentials: bool,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    proxy_protocol: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +206,16 @@ struct RawRoute {
     prefix: Spanned<String>,
     module: Spanned<String>,
     host: Option<String>,
+}
+
+/// A trusted proxy's block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+pub fn parse_block(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{text:?} is not an address or a CIDR block (10.0.0.0/8, ::1)"))
 }
 
 impl Manifest {
@@ -278,6 +296,21 @@ impl Manifest {
             return Err(fail(
                 Some(any.span()),
                 "allow_credentials cannot go with allowed_origins = [\"*\"]: list the origins that may send cookies".into(),
+            ));
+        }
+
+        let mut trusted_proxies = Vec::new();
+        for block in &raw.server.trusted_proxies {
+            let net = parse_block(block.get_ref()).map_err(|e| fail(Some(block.span()), e))?;
+            trusted_proxies.push(net);
+        }
+        let proxy_protocol = raw.server.proxy_protocol.as_ref();
+        if let (Some(on), true) = (proxy_protocol, trusted_proxies.is_empty())
+            && *on.get_ref()
+        {
+            return Err(fail(
+                Some(on.span()),
+                "proxy_protocol needs trusted_proxies: the header is read only from them".into(),
             ));
         }
 
@@ -448,6 +481,8 @@ impl Manifest {
             queue_len: raw.server.queue_len.map(Spanned::into_inner),
             allowed_origins,
             allow_credentials: raw.server.allow_credentials,
+            trusted_proxies,
+            proxy_protocol: raw.server.proxy_protocol.is_some_and(|on| on.into_inner()),
             tls: raw.tls.map(|t| TlsFiles {
                 cert: base.join(t.cert),
                 key: base.join(t.key),
@@ -599,5 +634,19 @@ mod tests {
         assert_eq!(tls.key, Path::new("/etc/rt.key"));
         let e = parse("[tls]\ncert = \"rt.pem\"\n").unwrap_err();
         assert!(e.message.contains("missing field `key`"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_blocks_or_addresses() {
+        let m =
+            parse("[server]\ntrusted_proxies = [\"10.1.2.3/8\", \"::1\"]\nproxy_protocol = true\n")
+                .unwrap();
+        let shown: Vec<String> = m.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1/128"]);
+        assert!(m.proxy_protocol);
+        let e = parse("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(e.message.contains("not an address or a CIDR block"), "{e}");
+        let e = parse("[server]\nproxy_protocol = true\n").unwrap_err();
+        assert!(e.message.contains("needs trusted_proxies"), "{e}");
     }
 }

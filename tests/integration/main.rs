@@ -47,6 +47,9 @@ mod wit;
 mod origins;
 // comet's own TLS: every transport, reloads, bad files.
 mod tls;
+// Behind a real nginx: each client's own address, the per-address bound
+// per client, the PROXY protocol.
+mod proxies;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

@@ -15,13 +15,14 @@ use comet_config::limits::{self, Limits};
 use comet_config::manifest::{Manifest, ManifestError, ModuleEntry};
 use comet_config::spec::{HistoryLimits, InvalidModuleName, ModuleSpec, Route};
 use comet_wire::origin::Allowed;
+use ipnet::IpNet;
 
 use crate::capabilities::kv::KvStore;
 use crate::channels::admission::DEFAULT_MAX_CONNECTIONS;
 use crate::channels::node::{DEFAULT_POSITION_CHECK, DEFAULT_QUEUE_LEN};
 use crate::channels::{Broker, MemoryBrokerConfig};
 use crate::deploy::{DEFAULT_MAX_MODULE_BYTES, validate_name};
-use crate::edge::{ConnectionLimits, TlsFiles};
+use crate::edge::{ConnectionLimits, Forwarding, TlsFiles};
 use crate::http::auth::random_token;
 use crate::runtime::EngineSettings;
 use crate::transports::{Enabled, EndpointConfig, Origins};
@@ -71,6 +72,8 @@ pub struct HostConfig {
     pub connection_limits: ConnectionLimits,
     /// The public listener's certificate and key; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Trusted proxies and how they name clients.
+    pub forwarding: Forwarding,
 }
 
 impl HostConfig {
@@ -103,6 +106,10 @@ impl HostConfig {
             },
             connection_limits: ConnectionLimits::default(),
             tls: manifest.tls.clone(),
+            forwarding: Forwarding {
+                trusted: manifest.trusted_proxies.clone(),
+                proxy_protocol: manifest.proxy_protocol,
+            },
             manifest,
         }
     }
@@ -133,6 +140,11 @@ pub enum ConfigError {
         "--allow-credentials cannot go with --allowed-origin '*': list the origins that may send cookies"
     )]
     CredentialsFromAny,
+    /// A PROXY header expected from nobody.
+    #[error(
+        "--proxy-protocol needs --trusted-proxy: the header is read only from the proxies named"
+    )]
+    ProxyProtocolUntrusted,
 }
 
 /// Where the modules come from: an app manifest, or one module given by its
@@ -234,6 +246,11 @@ pub struct RunFlags {
     pub allow_credentials: bool,
     /// Serve TLS with these files (given: instead of the manifest's).
     pub tls: Option<TlsFiles>,
+    /// Proxies trusted to name the client (given: instead of the
+    /// manifest's).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Trusted proxies send a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Events at once, in all modules (the pool's slots).
     pub max_instances: u32,
 }
@@ -319,6 +336,13 @@ impl RunFlags {
         manifest.allow_credentials |= self.allow_credentials;
         if let Some(tls) = self.tls {
             manifest.tls = Some(tls);
+        }
+        if !self.trusted_proxies.is_empty() {
+            manifest.trusted_proxies = self.trusted_proxies;
+        }
+        manifest.proxy_protocol |= self.proxy_protocol;
+        if manifest.proxy_protocol && manifest.trusted_proxies.is_empty() {
+            return Err(ConfigError::ProxyProtocolUntrusted);
         }
         if manifest.allow_credentials && manifest.allowed_origins.contains(&Allowed::Any) {
             return Err(ConfigError::CredentialsFromAny);

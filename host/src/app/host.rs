@@ -18,7 +18,7 @@ use crate::capabilities::kv::MemoryKv;
 use crate::channels::node::DEFAULT_MAX_CHANNELS_PER_CONNECTION;
 use crate::channels::{MemoryBroker, Node, NodeConfig};
 use crate::deploy::{Registry, RegistryConfig};
-use crate::edge::{self, ConnectionLimits, Edge, Routes, Tls, TlsError};
+use crate::edge::{self, ConnectionLimits, Edge, Forwarding, Routes, Tls, TlsError};
 use crate::hooks::{Publisher, Router};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -55,6 +55,7 @@ pub struct Host {
     channel_module: String,
     endpoints: EndpointConfig,
     connection_limits: ConnectionLimits,
+    forwarding: Forwarding,
     tls: Option<Arc<Tls>>,
     metrics_listener: Option<TcpListener>,
 }
@@ -138,6 +139,7 @@ impl Host {
             channel_module: manifest.channel_module.unwrap_or_default(),
             endpoints: config.endpoints,
             connection_limits: config.connection_limits,
+            forwarding: config.forwarding,
             tls,
             metrics_listener: None,
         })
@@ -220,6 +222,7 @@ impl Host {
             self.channel_module,
             endpoints,
             self.connection_limits,
+            self.forwarding,
             self.tls,
         );
         // The accept loop in a task of its own, on a worker thread, whoever

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use crate::channels::lock;
 
 /// Connections one client address may hold at once by default. Behind a
-/// proxy or a large NAT every client has the proxy's address: raise it
-/// there (`--max-connections-per-ip`, 0 for no bound).
+/// trusted proxy (`--trusted-proxy`) it applies to the clients the proxy
+/// names; behind a large NAT every client has one address: raise it there
+/// (`--max-connections-per-ip`, 0 for no bound).
 pub const DEFAULT_MAX_PER_ADDRESS: usize = 2048;
 
 /// Open connections by client address.

@@ -18,12 +18,14 @@
 mod addresses;
 mod dispatch;
 mod errors;
+mod forwarding;
 mod peek;
 mod routes;
 mod tls;
 
 pub use addresses::{AddressTicket, DEFAULT_MAX_PER_ADDRESS, PerAddress};
 pub use dispatch::handle as dispatch;
+pub use forwarding::Forwarding;
 pub use routes::{Route, Routes};
 pub use tls::{Reloaded, Tls, TlsError, TlsFiles};
 
@@ -38,7 +40,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use http::StatusCode;
 use http::header::HOST;
@@ -85,6 +87,7 @@ pub struct Edge {
     channel_module: String,
     endpoints: Arc<Endpoints>,
     limits: ConnectionLimits,
+    forwarding: Forwarding,
     tls: Option<Arc<Tls>>,
 }
 
@@ -99,6 +102,7 @@ impl Edge {
         channel_module: String,
         endpoints: Arc<Endpoints>,
         limits: ConnectionLimits,
+        forwarding: Forwarding,
         tls: Option<Arc<Tls>>,
     ) -> Arc<Edge> {
         Arc::new(Edge {
@@ -107,6 +111,7 @@ impl Edge {
             channel_module,
             endpoints,
             limits,
+            forwarding,
             tls,
         })
     }
@@ -160,73 +165,24 @@ pub async fn serve(
             accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
-        let Some(ticket) = per_address.admit(remote.ip()) else {
-            // Over TLS the refusal could only be read after a handshake,
-            // which is what an address over its bound must not cost: closed.
-            if edge.tls.is_none() {
-                refuse_address(&stream, per_address.max());
-            }
-            continue;
+        // A trusted proxy is not bounded per address: its clients are.
+        let ticket = if edge.forwarding.trusts(remote.ip()) {
+            None
+        } else {
+            let Some(ticket) = per_address.admit(remote.ip()) else {
+                refuse_address(&edge, &stream, per_address.max());
+                continue;
+            };
+            Some(ticket)
         };
         let _ = stream.set_nodelay(true);
-        let edge = edge.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // Held by whatever serves the connection (a WebSocket outlives
-            // this task): the address's slot is held until all of it ends.
-            let conn = Conn {
-                peer: Peer::new(remote),
-                slot: Arc::new(ticket),
-                hangup: None,
-            };
-            if let Some(tls) = &edge.tls {
-                let handshake = tls.acceptor().accept(stream);
-                let wire = match tokio::time::timeout(edge.limits.header_timeout, handshake).await {
-                    Ok(Ok(stream)) => {
-                        let (tcp, session) = stream.into_inner();
-                        TlsWire::new(tcp, session)
-                    }
-                    Ok(Err(e)) => {
-                        return tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                    }
-                    Err(_) => {
-                        return tracing::debug!(%remote, "no TLS handshake within the timeout");
-                    }
-                };
-                // HTTP/2 (a browser's choice) is hyper's; an HTTP/1.1
-                // connection's first request may be served raw, as below.
-                if wire.alpn().as_deref() != Some(b"h2") {
-                    let first =
-                        tokio::time::timeout(edge.limits.header_timeout, peek::peek_tls(&wire));
-                    let Ok(first) = first.await else { return };
-                    if let Some(request) = first
-                        && let Some(hooks) = edge.raw_hooks(request.endpoint)
-                    {
-                        transports::serve_raw(hooks, &edge.endpoints, wire, request, conn).await;
-                        return;
-                    }
-                }
-                Box::pin(serve_hyper(edge, builder, watcher, wire, conn)).await;
-                return;
-            }
-            // A first request that opens an SSE stream or a WebSocket is
-            // served without hyper (see `transports::serve_raw`).
-            let first = tokio::time::timeout(edge.limits.header_timeout, peek::peek(&stream));
-            let Ok(first) = first.await else {
-                // Nothing (or not a whole head) within the timeout.
-                return;
-            };
-            if let Some(request) = first
-                && let Some(hooks) = edge.raw_hooks(request.endpoint)
-            {
-                transports::serve_raw(hooks, &edge.endpoints, stream, request, conn).await;
-                return;
-            }
-            // Boxed, so a task serving a raw stream is not sized for
-            // hyper's connection state as well.
-            Box::pin(serve_hyper(edge, builder, watcher, stream, conn)).await;
-        });
+        let connection = Connection {
+            edge: edge.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            per_address: per_address.clone(),
+        };
+        tokio::spawn(connection.serve(stream, remote, ticket));
     }
     tracing::info!("shutting down: telling clients to reconnect, draining");
     let channels = edge.node();
@@ -240,48 +196,213 @@ pub async fn serve(
     Ok(())
 }
 
-/// One connection through hyper (HTTP/1.1 or HTTP/2), hung up if one of
-/// its streams is dropped as a slow consumer and cannot be written to its
-/// end (see `transports::hangup`).
-async fn serve_hyper<S>(
+/// What serves one connection.
+struct Connection {
     edge: Arc<Edge>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
-    stream: S,
-    mut conn: Conn,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let hangup = Arc::new(Hangup::default());
-    let grace = edge.endpoints.config.write_timeout;
-    let remote = conn.peer.addr;
-    conn.hangup = Some(hangup.clone());
-    let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let edge = edge.clone();
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(route(&edge, request, conn).await) }
-    });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    match hangup
-        .serve(watcher.watch(connection.into_owned()), grace)
-        .await
+    per_address: Arc<PerAddress>,
+}
+
+/// How a connection's requests count against the per-address bound.
+#[derive(Clone)]
+enum Charge {
+    /// The connection holds its client's slot (taken at accept, or for the
+    /// client a PROXY header named).
+    Connection,
+    /// From a trusted proxy's headers: each request takes its client's
+    /// slot (held by a stream or a WebSocket for its life).
+    PerRequest(Arc<PerAddress>),
+}
+
+impl Connection {
+    /// Serve `stream` from `remote`, which holds `ticket` (`None`: a trusted
+    /// proxy's connection).
+    async fn serve(self, mut stream: TcpStream, remote: SocketAddr, ticket: Option<AddressTicket>) {
+        let edge = &self.edge;
+        let timeout = edge.limits.header_timeout;
+        let mut peer = Peer::new(remote);
+        let (ticket, charge) = match ticket {
+            Some(ticket) => (Some(ticket), Charge::Connection),
+            None if edge.forwarding.proxy_protocol => {
+                let header = forwarding::read_proxy_header(&mut stream);
+                match tokio::time::timeout(timeout, header).await {
+                    Ok(Ok(client)) => {
+                        // No client (a health check): the proxy itself.
+                        if let Some(client) = client {
+                            peer = Peer::new(client);
+                        }
+                    }
+                    // A trusted proxy that sends none is misconfigured.
+                    Ok(Err(e)) => {
+                        return tracing::warn!(%remote, error = %e, "no PROXY header");
+                    }
+                    Err(_) => return tracing::warn!(%remote, "no PROXY header in time"),
+                }
+                let Some(ticket) = self.per_address.admit(peer.addr.ip()) else {
+                    return refuse_address(edge, &stream, self.per_address.max());
+                };
+                (Some(ticket), Charge::Connection)
+            }
+            None => (None, Charge::PerRequest(self.per_address.clone())),
+        };
+        // Held by whatever serves the connection (a WebSocket outlives
+        // this task): the address's slot is held until all of it ends.
+        let conn = Conn {
+            peer,
+            slot: Arc::new(ticket),
+            hangup: None,
+        };
+        if let Some(tls) = &edge.tls {
+            let handshake = tls.acceptor().accept(stream);
+            let wire = match tokio::time::timeout(timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    let (tcp, session) = stream.into_inner();
+                    TlsWire::new(tcp, session)
+                }
+                Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%remote, "no TLS handshake within the timeout"),
+            };
+            // HTTP/2 (a browser's choice) is hyper's; an HTTP/1.1
+            // connection's first request may be served raw, as below.
+            if wire.alpn().as_deref() != Some(b"h2") {
+                let first = tokio::time::timeout(timeout, peek::peek_tls(&wire));
+                let Ok(first) = first.await else { return };
+                if let Some(request) = first
+                    && let Some(hooks) = edge.raw_hooks(request.endpoint)
+                {
+                    return serve_raw(edge, hooks, wire, request, conn, &charge).await;
+                }
+            }
+            return Box::pin(self.serve_hyper(wire, conn, charge)).await;
+        }
+        // A first request that opens an SSE stream or a WebSocket is
+        // served without hyper (see `transports::serve_raw`).
+        let first = tokio::time::timeout(timeout, peek::peek(&stream));
+        let Ok(first) = first.await else {
+            // Nothing (or not a whole head) within the timeout.
+            return;
+        };
+        if let Some(request) = first
+            && let Some(hooks) = edge.raw_hooks(request.endpoint)
+        {
+            return serve_raw(edge, hooks, stream, request, conn, &charge).await;
+        }
+        // Boxed, so a task serving a raw stream is not sized for hyper's
+        // connection state as well.
+        Box::pin(self.serve_hyper(stream, conn, charge)).await;
+    }
+
+    /// The connection through hyper (HTTP/1.1 or HTTP/2), hung up if one of
+    /// its streams is dropped as a slow consumer and cannot be written to
+    /// its end (see `transports::hangup`).
+    async fn serve_hyper<S>(self, stream: S, mut conn: Conn, charge: Charge)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        Some(Ok(())) => {}
-        Some(Err(e)) => tracing::debug!(%remote, error = %e, "connection ended with an error"),
-        None => tracing::debug!(%remote, "hung up on a client that stopped reading"),
+        let Connection {
+            edge,
+            builder,
+            watcher,
+            ..
+        } = self;
+        let hangup = Arc::new(Hangup::default());
+        let grace = edge.endpoints.config.write_timeout;
+        let remote = conn.peer.addr;
+        conn.hangup = Some(hangup.clone());
+        let service = service_fn(move |request: hyper::Request<Incoming>| {
+            let edge = edge.clone();
+            let conn = conn.clone();
+            let charge = charge.clone();
+            async move {
+                let Charge::PerRequest(per_address) = charge else {
+                    return Ok::<_, Infallible>(route(&edge, request, conn).await);
+                };
+                let (conn, slot) = match charged(&edge, &per_address, &conn, request.headers()) {
+                    Ok(charged) => charged,
+                    Err(refusal) => return Ok(refusal.into_response()),
+                };
+                let response = route(&edge, request, conn).await;
+                Ok(forwarding::holding(response, slot))
+            }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        match hangup
+            .serve(watcher.watch(connection.into_owned()), grace)
+            .await
+        {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::debug!(%remote, error = %e, "connection ended with an error"),
+            None => tracing::debug!(%remote, "hung up on a client that stopped reading"),
+        }
     }
 }
 
-/// Answer a connection from an address over its bound with a 503 (if the
-/// socket takes it at once) and close it.
-fn refuse_address(stream: &tokio::net::TcpStream, max: usize) {
-    let error = ApiError::new(
+/// A connection's first request on the raw path, charged to its client as
+/// `charge` says.
+async fn serve_raw<S: transports::Socket>(
+    edge: &Edge,
+    hooks: Arc<dyn Hooks>,
+    mut socket: S,
+    request: transports::RawRequest,
+    conn: Conn,
+    charge: &Charge,
+) {
+    let conn = match charge {
+        Charge::Connection => conn,
+        Charge::PerRequest(per_address) => {
+            match charged(edge, per_address, &conn, request.request.headers()) {
+                Ok((conn, _)) => conn,
+                Err(refusal) => {
+                    let timeout = edge.endpoints.config.write_timeout;
+                    return crate::http::raw::refuse(&mut socket, &refusal, &[], timeout).await;
+                }
+            }
+        }
+    };
+    transports::serve_raw(hooks, &edge.endpoints, socket, request, conn).await;
+}
+
+/// A request from a trusted proxy, with `headers`, as its client's: the
+/// connection's values for it, and the client's slot (also in the
+/// connection's values), or why it is refused.
+fn charged(
+    edge: &Edge,
+    per_address: &Arc<PerAddress>,
+    conn: &Conn,
+    headers: &http::HeaderMap,
+) -> Result<(Conn, forwarding::Slot), ApiError> {
+    let client = edge.forwarding.client(conn.peer.addr.ip(), headers)?;
+    let ticket = per_address
+        .admit(client)
+        .ok_or_else(|| too_many(per_address.max()))?;
+    let slot: forwarding::Slot = Arc::new(ticket);
+    let conn = Conn {
+        peer: Peer::forwarded(client),
+        slot: slot.clone(),
+        hangup: conn.hangup.clone(),
+    };
+    Ok((conn, slot))
+}
+
+/// The refusal of a connection or request from an address over its bound.
+fn too_many(max: usize) -> ApiError {
+    ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "too-many-connections",
         format!("this address holds its maximum of {max} connections"),
     )
-    .retry_after(5);
-    let _ = stream.try_write(&crate::http::raw::error_response(&error, &[]));
+    .retry_after(5)
+}
+
+/// Answer a connection from an address over its bound with a 503 (if the
+/// socket takes it at once) and close it. Over TLS the refusal could only
+/// be read after a handshake, which is what an address over its bound must
+/// not cost: it is closed without one.
+fn refuse_address(edge: &Edge, stream: &TcpStream, max: usize) {
+    if edge.tls.is_none() {
+        let _ = stream.try_write(&crate::http::raw::error_response(&too_many(max), &[]));
+    }
 }
 
 /// The next connection. Accept errors (out of file descriptors and the like)

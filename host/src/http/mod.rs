@@ -53,6 +53,15 @@ impl Peer {
             text: addr.to_string().into(),
         }
     }
+
+    /// A client a proxy named by its address alone (its port unknown: 0,
+    /// and left out of the text).
+    pub fn forwarded(ip: std::net::IpAddr) -> Peer {
+        Peer {
+            addr: SocketAddr::new(ip, 0),
+            text: ip.to_string().into(),
+        }
+    }
 }
 
 /// A new request id: a random per-process prefix and a counter, so ids are

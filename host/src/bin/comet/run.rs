@@ -16,6 +16,7 @@ use comet_host::edge::TlsFiles;
 use comet_host::limits;
 use comet_host::runtime::EngineSettings;
 use comet_wire::origin::Allowed;
+use ipnet::IpNet;
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -149,8 +150,9 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "S", default_value_t = comet_host::edge::DEFAULT_HEADER_TIMEOUT.as_secs())]
     header_timeout_s: u64,
 
-    /// Connections one client address may hold at once; 0 for no bound
-    /// (behind a proxy every client has the proxy's address).
+    /// Connections one client address may hold at once; 0 for no bound.
+    /// Behind a proxy, name it with --trusted-proxy: the bound then applies
+    /// to each client it forwards, not to the proxy.
     #[arg(long, value_name = "N", default_value_t = comet_host::edge::DEFAULT_MAX_PER_ADDRESS)]
     max_connections_per_ip: usize,
 
@@ -187,6 +189,21 @@ pub(crate) struct RunArgs {
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// A proxy or load balancer whose word on the client's address is taken
+    /// (repeatable): an address or a CIDR block (10.0.0.0/8). Requests from
+    /// it name their client in Forwarded or X-Forwarded-For (the right-most
+    /// address that is not a trusted proxy); the per-address bound, logs and
+    /// on-connect then see that client. Headers from other peers are not
+    /// read [default: the manifest's].
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_block)]
+    trusted_proxies: Vec<IpNet>,
+
+    /// Trusted proxies send a PROXY protocol header (v1 or v2, HAProxy's)
+    /// before each connection's bytes; it names the client instead of
+    /// forwarding headers.
+    #[arg(long, requires = "trusted_proxies")]
+    proxy_protocol: bool,
 
     /// A configuration value the handler reads with `config::get`
     /// (repeatable).
@@ -294,9 +311,15 @@ impl RunArgs {
                 .tls_cert
                 .zip(self.tls_key)
                 .map(|(cert, key)| TlsFiles { cert, key }),
+            trusted_proxies: self.trusted_proxies,
+            proxy_protocol: self.proxy_protocol,
             max_instances: self.max_instances,
         }
     }
+}
+
+fn parse_block(s: &str) -> Result<IpNet, String> {
+    comet_config::manifest::parse_block(s)
 }
 
 fn parse_origin(s: &str) -> Result<Allowed, String> {

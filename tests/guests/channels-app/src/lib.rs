@@ -23,6 +23,9 @@ impl Handler for App {
     fn on_request(request: Request) -> Reply {
         let parts: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         match parts.as_slice() {
+            // The client's address as the host gives it (behind a proxy:
+            // the one the proxy names).
+            ["whoami"] => Response::json(&json!({ "remote": request.remote_addr })).into(),
             // GRIP style: the application's own URLs, backed by channels.
             ["rooms", room, "events"] => Hold::new([format!("room:{room}")], StreamFormat::Sse)
                 .with_header("x-room", room)
