@@ -56,6 +56,9 @@ pub struct Manifest {
     pub trusted_proxies: Vec<IpNet>,
     /// Trusted proxies send a PROXY protocol header first.
     pub proxy_protocol: bool,
+    /// Agree to permessage-deflate with WebSocket clients (`None`: the
+    /// default, on).
+    pub ws_compression: Option<bool>,
     /// The module running the `/comet/` endpoints' connection hooks.
     pub channel_module: Option<String>,
     /// History limits of channels in no listed namespace.
@@ -141,6 +144,7 @@ struct RawServer {
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     proxy_protocol: Option<Spanned<bool>>,
+    ws_compression: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -483,6 +487,7 @@ impl Manifest {
             allow_credentials: raw.server.allow_credentials,
             trusted_proxies,
             proxy_protocol: raw.server.proxy_protocol.is_some_and(|on| on.into_inner()),
+            ws_compression: raw.server.ws_compression,
             tls: raw.tls.map(|t| TlsFiles {
                 cert: base.join(t.cert),
                 key: base.join(t.key),

@@ -446,6 +446,8 @@ pub struct Snapshot {
     pub resets: u64,
     /// Messages handed to connections (queued for their socket).
     pub deliveries: u64,
+    /// Messages compressed for WebSocket clients (once each).
+    pub ws_compressions: u64,
     /// Compile cache hits and misses, when the cache is on.
     pub cache: Option<(u64, u64)>,
     /// Deployed modules.
@@ -556,6 +558,12 @@ impl Collector for Snapshot {
             "comet_deliveries",
             "Messages queued for subscribed connections",
             self.deliveries,
+        )?;
+        counter(
+            e,
+            "comet_ws_compressions",
+            "Messages compressed for WebSocket clients (once each, however many receive it)",
+            self.ws_compressions,
         )?;
         if let Some((hits, misses)) = self.cache {
             counter(

@@ -50,6 +50,9 @@ mod tls;
 // Behind a real nginx: each client's own address, the per-address bound
 // per client, the PROXY protocol.
 mod proxies;
+// permessage-deflate: Python websockets (thousands of clients), Chromium,
+// and the compressed frames on the wire.
+mod compression;
 
 /// The `comet` binary under test.
 const COMET: &str = env!("CARGO_BIN_EXE_comet");

@@ -80,7 +80,7 @@ impl Drop for Page {
 const PAGE: &str = "<!doctype html><title>elsewhere</title><p>a page on another origin</p>";
 
 /// The sum of a metric's series, from `/metrics`.
-fn metric(comet: &Comet, series: &str) -> anyhow::Result<f64> {
+pub(crate) fn metric(comet: &Comet, series: &str) -> anyhow::Result<f64> {
     let text = admin(comet, "GET", "/metrics", None)?.body;
     Ok(text
         .lines()

@@ -333,6 +333,7 @@ pub fn snapshot(admin: &Admin) -> Snapshot {
         catch_ups: node.catch_ups,
         resets: node.resets,
         deliveries: node.deliveries,
+        ws_compressions: crate::channels::message::compressions(),
         cache: admin
             .registry
             .runtime()
@@ -384,6 +385,7 @@ fn status(admin: &Admin) -> serde_json::Value {
             "slow_consumers": node.slow_consumers,
             "catch_ups": node.catch_ups,
             "resets": node.resets,
+            "ws_compressions": crate::channels::message::compressions(),
         },
         "broker": {
             "kind": broker.kind,

@@ -102,6 +102,7 @@ impl HostConfig {
                     allowed: manifest.allowed_origins.clone(),
                     credentials: manifest.allow_credentials,
                 },
+                ws_compression: manifest.ws_compression.unwrap_or(true),
                 ..EndpointConfig::new(publish_token)
             },
             connection_limits: ConnectionLimits::default(),
@@ -251,6 +252,8 @@ pub struct RunFlags {
     pub trusted_proxies: Vec<IpNet>,
     /// Trusted proxies send a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// permessage-deflate on WebSocket (given: instead of the manifest's).
+    pub ws_compression: Option<bool>,
     /// Events at once, in all modules (the pool's slots).
     pub max_instances: u32,
 }
@@ -341,6 +344,9 @@ impl RunFlags {
             manifest.trusted_proxies = self.trusted_proxies;
         }
         manifest.proxy_protocol |= self.proxy_protocol;
+        if self.ws_compression.is_some() {
+            manifest.ws_compression = self.ws_compression;
+        }
         if manifest.proxy_protocol && manifest.trusted_proxies.is_empty() {
             return Err(ConfigError::ProxyProtocolUntrusted);
         }

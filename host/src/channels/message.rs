@@ -6,7 +6,11 @@
 //! NDJSON line and the SSE event without its id are slices of it. A text
 //! payload lives only inside that JSON; a binary payload keeps its raw bytes
 //! too (WebSocket sends them as a binary frame), and its JSON carries them in
-//! base64.
+//! base64. For WebSocket subscribers that agreed to permessage-deflate the
+//! frames are compressed once too, when the first of them needs it.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -57,7 +61,30 @@ pub struct Message {
     json_at: usize,
     /// A binary payload's bytes and the WebSocket text frame announcing them.
     binary: Option<Box<Binary>>,
+    /// The WebSocket frames compressed (permessage-deflate): made by the
+    /// first subscriber that agreed to compression, shared by all others.
+    deflated: OnceLock<Deflated>,
 }
+
+/// A message's WebSocket frame payloads compressed; `None` for one sent as
+/// it is (too short to gain, see `comet_wire::frame::MIN_DEFLATE`).
+#[derive(Debug, Default)]
+struct Deflated {
+    text: Option<Bytes>,
+    binary: Option<Bytes>,
+}
+
+/// Messages compressed for WebSocket subscribers (each once, however many
+/// receive it): `comet_ws_compressions_total`.
+static COMPRESSIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many messages were compressed for WebSocket subscribers.
+pub fn compressions() -> u64 {
+    COMPRESSIONS.load(Ordering::Relaxed)
+}
+
+/// One WebSocket frame's payload, and whether it is compressed.
+pub type WsPayload<'a> = (&'a [u8], bool);
 
 struct Binary {
     bytes: Bytes,
@@ -136,6 +163,7 @@ impl Message {
             event_at,
             json_at,
             binary,
+            deflated: OnceLock::new(),
         }
     }
 
@@ -195,6 +223,55 @@ impl Message {
             None => (self.json(), None),
             Some(b) => (b.ws_header.clone(), Some(b.bytes.clone())),
         }
+    }
+
+    /// [`Message::ws_payloads`] for a subscriber that agreed to
+    /// permessage-deflate when `deflate`: each frame compressed if that
+    /// shrinks it (compressed once per message, on first use).
+    pub fn ws_payloads_for(&self, deflate: bool) -> (WsPayload<'_>, Option<WsPayload<'_>>) {
+        let (text, binary) = self.ws_payloads();
+        if !deflate {
+            return ((text, false), binary.map(|b| (b, false)));
+        }
+        let deflated = self.deflated();
+        fn pick<'a>(plain: &'a [u8], packed: &'a Option<Bytes>) -> WsPayload<'a> {
+            match packed {
+                Some(packed) => (packed, true),
+                None => (plain, false),
+            }
+        }
+        (
+            pick(text, &deflated.text),
+            binary.map(|b| pick(b, &deflated.binary)),
+        )
+    }
+
+    /// [`Message::ws_payloads_for`] as shared buffers (to keep past the
+    /// write).
+    pub fn ws_payload_bytes_for(&self, deflate: bool) -> (Bytes, Option<Bytes>) {
+        let (text, binary) = self.ws_payload_bytes();
+        if !deflate {
+            return (text, binary);
+        }
+        let deflated = self.deflated();
+        (
+            deflated.text.clone().unwrap_or(text),
+            binary.map(|b| deflated.binary.clone().unwrap_or(b)),
+        )
+    }
+
+    fn deflated(&self) -> &Deflated {
+        self.deflated.get_or_init(|| {
+            let (text, binary) = self.ws_payloads();
+            let deflated = Deflated {
+                text: comet_wire::frame::deflate(text).map(Bytes::from),
+                binary: binary.and_then(comet_wire::frame::deflate).map(Bytes::from),
+            };
+            if deflated.text.is_some() || deflated.binary.is_some() {
+                COMPRESSIONS.fetch_add(1, Ordering::Relaxed);
+            }
+            deflated
+        })
     }
 
     fn json_slice(&self) -> &[u8] {

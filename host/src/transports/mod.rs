@@ -82,6 +82,8 @@ pub struct EndpointConfig {
     /// The pages of other origins that may open a WebSocket and read
     /// (CORS).
     pub origins: Origins,
+    /// Agree to permessage-deflate with WebSocket clients that offer it.
+    pub ws_compression: bool,
 }
 
 /// The subscribing endpoints an operator serves (`--transports`): one may be
@@ -174,6 +176,7 @@ impl EndpointConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             transports: Enabled::default(),
             origins: Origins::default(),
+            ws_compression: true,
         }
     }
 }

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes};
+use comet_wire::frame::{BINARY, TEXT, header};
 use nix::sys::socket::MsgFlags;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
@@ -108,10 +109,6 @@ pub(super) trait Through: Send + Sync + std::fmt::Debug {
     fn close_messages(&self);
 }
 
-/// Opcodes of the frames the server sends (RFC 6455, section 5.2).
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-
 /// Most buffers one vectored write takes.
 const MAX_SLICES: usize = 16;
 
@@ -128,8 +125,9 @@ thread_local! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
     /// WebSocket frames: the message's JSON as a text frame (a binary
-    /// payload: the text frame announcing it, then a binary frame).
-    WebSocket,
+    /// payload: the text frame announcing it, then a binary frame),
+    /// compressed when `deflate` (permessage-deflate agreed) and it shrinks.
+    WebSocket { deflate: bool },
     /// One chunk of a chunked SSE response: the event with the message's
     /// own cursor as its `id:` (a stream of one channel).
     SseChunk,
@@ -187,25 +185,6 @@ impl Out {
         self.waiting.clear();
         self.waker.take()
     }
-}
-
-/// An unmasked frame's header: FIN, `opcode`, the payload length.
-fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
-    let mut head = [0u8; 10];
-    head[0] = 0x80 | opcode;
-    let n = if len < 126 {
-        head[1] = len as u8;
-        2
-    } else if let Ok(len) = u16::try_from(len) {
-        head[1] = 126;
-        head[2..4].copy_from_slice(&len.to_be_bytes());
-        4
-    } else {
-        head[1] = 127;
-        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    (head, n)
 }
 
 impl<W: Wire> SharedSocket<W> {
@@ -446,7 +425,7 @@ impl<W: Wire> SharedSocket<W> {
 impl<W: Wire> Outlet for SharedSocket<W> {
     fn write(&self, message: &Message) -> Result<(), OutletFull> {
         match self.framing {
-            Framing::WebSocket => self.write_frames(message),
+            Framing::WebSocket { deflate } => self.write_frames(message, deflate),
             Framing::SseChunk => self.write_chunk(message),
         }
     }
@@ -466,10 +445,11 @@ impl<W: Wire> Through for SharedSocket<W> {
 
 impl<W: Wire> SharedSocket<W> {
     /// `message` as WebSocket frames.
-    fn write_frames(&self, message: &Message) -> Result<(), OutletFull> {
-        let (text, binary) = message.ws_payloads();
-        let (text_head, text_n) = header(TEXT, text.len());
-        let binary_head = binary.map(|b| header(BINARY, b.len()));
+    fn write_frames(&self, message: &Message, deflate: bool) -> Result<(), OutletFull> {
+        let ((text, text_packed), binary) = message.ws_payloads_for(deflate);
+        let (text_head, text_n) = header(TEXT, text_packed, text.len());
+        let binary_head = binary.map(|(b, packed)| header(BINARY, packed, b.len()));
+        let binary = binary.map(|(b, _)| b);
         let mut out = lock(&self.out);
         if out.closed || out.broken {
             return Ok(());
@@ -480,7 +460,7 @@ impl<W: Wire> SharedSocket<W> {
         }
         out.written = Some(message.position);
         let owned = || {
-            let (text, binary) = message.ws_payload_bytes();
+            let (text, binary) = message.ws_payload_bytes_for(deflate);
             let mut parts = vec![Bytes::copy_from_slice(&text_head[..text_n]), text];
             if let (Some((head, n)), Some(binary)) = (binary_head, binary) {
                 parts.push(Bytes::copy_from_slice(&head[..n]));
@@ -630,20 +610,5 @@ impl<W: Wire> AsyncWrite for SocketIo<W> {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(self.socket.status())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_take_the_shortest_length_form() {
-        let (h, n) = header(TEXT, 5);
-        assert_eq!(&h[..n], [0x81, 5]);
-        let (h, n) = header(BINARY, 300);
-        assert_eq!(&h[..n], [0x82, 126, 1, 44]);
-        let (h, n) = header(TEXT, 70_000);
-        assert_eq!(&h[..n], [0x81, 127, 0, 0, 0, 0, 0, 1, 17, 112]);
     }
 }

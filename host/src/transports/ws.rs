@@ -18,22 +18,20 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use bytes::BytesMut;
+use comet_wire::frame::{self, BINARY, CLOSE, DEFLATE_RESPONSE, Frame, PING, PONG, Reader, TEXT};
 use comet_wire::ops::{self, Op};
-use futures_util::{SinkExt, StreamExt};
 use http::header::{
-    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderValue, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::upgrade::downcast;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::client::{Client, RequestInfo};
 use super::query;
@@ -49,9 +47,8 @@ use crate::hooks::{Action, Hooks, PublishSource, Publisher};
 use crate::http::raw::refuse;
 use crate::http::{ApiError, Body, full, next_request_id};
 
-/// Read buffer per connection. tungstenite allocates it up front (its default
-/// of 128 KiB would cost that much per idle connection). Subscribers send
-/// small frames; a large client frame just takes more reads.
+/// Read buffer per connection, allocated up front. Subscribers send small
+/// frames; a larger one grows it for as long as it takes to read.
 const READ_BUFFER: usize = 1 << 10;
 
 /// Largest client frame (a publish carries at most one payload plus JSON).
@@ -120,10 +117,16 @@ pub(super) async fn serve_raw<S: Socket>(
         .get(SEC_WEBSOCKET_KEY)
         .map(|k| k.as_bytes());
     let accept = derive_accept_key(key.unwrap_or_default());
+    let deflate = deflate_agreed(endpoints, &request);
     drop(request);
+    let extensions = if deflate {
+        format!("sec-websocket-extensions: {DEFLATE_RESPONSE}\r\n")
+    } else {
+        String::new()
+    };
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
-         connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+         connection: upgrade\r\nsec-websocket-accept: {accept}\r\n{extensions}\r\n"
     );
     let sent = tokio::time::timeout(write_timeout, socket.write_all(head.as_bytes())).await;
     if !matches!(sent, Ok(Ok(()))) {
@@ -135,8 +138,7 @@ pub(super) async fn serve_raw<S: Socket>(
     // task is done): an idle session keeps only its own state.
     tokio::spawn(async move {
         let _slot = conn.slot;
-        Session::new(client, publisher, socket, Bytes::new(), write_timeout)
-            .await
+        Session::new(client, publisher, socket, &[], write_timeout, deflate)
             .run(Opening::Subscribed(backlogs))
             .await;
     });
@@ -165,12 +167,13 @@ async fn open<B>(
     Ok((client, backlogs))
 }
 
-/// A session's WebSocket limits: a small read buffer, bounded frames.
-fn session_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(MAX_FRAME))
-        .max_frame_size(Some(MAX_FRAME))
+/// Whether this handshake agrees to permessage-deflate: the server allows
+/// it (`--ws-compression`) and the client offers it in a form it can meet
+/// (see `comet_wire::frame::negotiate`).
+fn deflate_agreed<B>(endpoints: &Endpoints, request: &http::Request<B>) -> bool {
+    let offers = request.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+    endpoints.config.ws_compression
+        && frame::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
 }
 
 /// The subscriptions a WebSocket connection opens with.
@@ -272,6 +275,7 @@ pub(super) fn upgrade<B>(
         ));
     };
     let accept = derive_accept_key(key.as_bytes());
+    let deflate = deflate_agreed(endpoints, request);
     // The connection's slot goes with the socket.
     let slot = conn.slot.clone();
     let on_upgrade = hyper::upgrade::on(request);
@@ -287,20 +291,32 @@ pub(super) fn upgrade<B>(
         let upgraded = match downcast::<TokioIo<TcpStream>>(upgraded) {
             Ok(parts) => {
                 let tcp = parts.io.into_inner();
-                return Session::new(client, publisher, tcp, parts.read_buf, write_timeout)
-                    .await
-                    .run(opening)
-                    .await;
+                return Session::new(
+                    client,
+                    publisher,
+                    tcp,
+                    &parts.read_buf,
+                    write_timeout,
+                    deflate,
+                )
+                .run(opening)
+                .await;
             }
             Err(upgraded) => upgraded,
         };
         match downcast::<TokioIo<TlsWire>>(upgraded) {
             Ok(parts) => {
                 let wire = parts.io.into_inner();
-                Session::new(client, publisher, wire, parts.read_buf, write_timeout)
-                    .await
-                    .run(opening)
-                    .await;
+                Session::new(
+                    client,
+                    publisher,
+                    wire,
+                    &parts.read_buf,
+                    write_timeout,
+                    deflate,
+                )
+                .run(opening)
+                .await;
             }
             Err(_) => tracing::warn!("websocket upgrade on a connection of no known kind: closed"),
         }
@@ -313,6 +329,12 @@ pub(super) fn upgrade<B>(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
+    if deflate {
+        headers.insert(
+            SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(DEFLATE_RESPONSE),
+        );
+    }
     Ok(response)
 }
 
@@ -324,13 +346,49 @@ enum End {
     Server(u16, String),
 }
 
+/// The client's side of the connection: its bytes, read into `buf` and
+/// cut into frames by `reader`.
+struct Incoming<W: Wire> {
+    io: SocketIo<W>,
+    reader: Reader,
+    buf: BytesMut,
+}
+
+impl<W: Wire> Incoming<W> {
+    /// The client's next message or control frame. Cancel safe: what was
+    /// read stays in `buf`, a message in parts stays in `reader`.
+    async fn next(&mut self) -> Result<Frame, End> {
+        loop {
+            match self.reader.next(&mut self.buf) {
+                Ok(Some(frame)) => {
+                    // A large frame grew the buffer: let it go.
+                    if self.buf.is_empty() && self.buf.capacity() > 4 * READ_BUFFER {
+                        self.buf = BytesMut::with_capacity(READ_BUFFER);
+                    }
+                    return Ok(frame);
+                }
+                Ok(None) => {}
+                Err(violation) => return Err(End::Server(violation.code, violation.reason.into())),
+            }
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(READ_BUFFER);
+            }
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Err(End::Client(None)),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
 /// One WebSocket connection's session, on a [`Wire`] (a TCP stream).
 struct Session<W: Wire> {
     client: Client,
     /// Where the client's publishes (and on-message's) go.
     publisher: Arc<Publisher>,
-    ws: WebSocketStream<SocketIo<W>>,
-    /// The socket under `ws`, shared with the hub's drains.
+    incoming: Incoming<W>,
+    /// The socket under `incoming`, shared with the hub's drains; the
+    /// session's own frames go through `incoming.io`.
     socket: Arc<SharedSocket<W>>,
     /// Sends what waits on the socket, and notices a client that stopped
     /// reading.
@@ -345,18 +403,20 @@ struct Session<W: Wire> {
 
 impl<W: Wire> Session<W> {
     /// A session on `wire`, after the `101`; `prefix` is what was read of
-    /// the client's frames already. The hub may write live messages to the
-    /// socket from here on, once the session waits with nothing in hand.
-    async fn new(
+    /// the client's frames already; `deflate` when permessage-deflate was
+    /// agreed. The hub may write live messages to the socket from here on,
+    /// once the session waits with nothing in hand.
+    fn new(
         client: Client,
         publisher: Arc<Publisher>,
         wire: W,
-        prefix: Bytes,
+        prefix: &[u8],
         write_timeout: Duration,
+        deflate: bool,
     ) -> Session<W> {
         let socket = Arc::new(SharedSocket::for_connection(
             wire,
-            Framing::WebSocket,
+            Framing::WebSocket { deflate },
             &client.conn,
         ));
         let io = SocketIo {
@@ -366,15 +426,19 @@ impl<W: Wire> Session<W> {
             prefix: if prefix.is_empty() {
                 Bytes::new()
             } else {
-                Bytes::copy_from_slice(&prefix)
+                Bytes::copy_from_slice(prefix)
             },
         };
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(session_config())).await;
+        let incoming = Incoming {
+            io,
+            reader: Reader::new(MAX_FRAME, deflate),
+            buf: BytesMut::with_capacity(READ_BUFFER),
+        };
         client.conn.set_outlet(Some(socket.clone()));
         Session {
             client,
             publisher,
-            ws,
+            incoming,
             socket,
             pump: Pump::new(write_timeout),
             frame_budget: FRAME_BURST,
@@ -400,16 +464,13 @@ impl<W: Wire> Session<W> {
         let (code, reason) = match end {
             End::Client(code) => (code, "client closed".to_string()),
             End::Server(code, reason) => {
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: Utf8Bytes::from(reason.clone()),
-                };
                 // A slow consumer gets the close after what is already
                 // buffered for it, so give it as long as any other write.
                 let socket = self.socket.clone();
-                let ws = &mut self.ws;
+                let close = frame::encode(CLOSE, &frame::close_payload(code, &reason));
+                let io = &mut self.incoming.io;
                 let closed =
-                    async { ws.close(Some(frame)).await.is_ok() && socket.flushed().await.is_ok() };
+                    async { io.write_all(&close).await.is_ok() && socket.flushed().await.is_ok() };
                 let sent = tokio::time::timeout(self.write_timeout, closed).await;
                 if matches!(sent, Ok(true)) {
                     // The closing handshake: read (and drop) what the client
@@ -417,7 +478,7 @@ impl<W: Wire> Session<W> {
                     // unread data resets it, and the close frame may never
                     // reach the client.
                     let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
-                        while let Some(Ok(frame)) = self.ws.next().await {
+                        while let Ok(frame) = self.incoming.next().await {
                             if matches!(frame, Frame::Close(_)) {
                                 break;
                             }
@@ -453,8 +514,8 @@ impl<W: Wire> Session<W> {
             tokio::time::interval_at(Instant::now() + DEFAULT_HEARTBEAT, DEFAULT_HEARTBEAT);
         loop {
             let step = tokio::select! {
-                frame = self.ws.next() => match frame {
-                    Some(Ok(frame)) => {
+                frame = self.incoming.next() => match frame {
+                    Ok(frame) => {
                         self.last_seen = Instant::now();
                         if !self.spend_frame() {
                             return End::Server(1008, "too many frames".into());
@@ -464,8 +525,7 @@ impl<W: Wire> Session<W> {
                         // only the loop's state.
                         Box::pin(self.on_frame(frame)).await
                     }
-                    Some(Err(e)) => Err(protocol_error(&e)),
-                    None => Err(End::Client(None)),
+                    Err(end) => Err(end),
                 },
                 end = poll_fn(|cx| self.pump.poll(&self.socket, cx)) => Err(match end {
                     PumpEnd::Broken => End::Client(None),
@@ -485,7 +545,7 @@ impl<W: Wire> Session<W> {
                     if self.last_seen.elapsed() > DEFAULT_HEARTBEAT * IDLE_HEARTBEATS {
                         Err(End::Server(1001, "idle timeout".into()))
                     } else {
-                        self.send(Frame::Ping(Bytes::new())).await
+                        self.send(PING, &[]).await
                     }
                 }
             };
@@ -504,25 +564,17 @@ impl<W: Wire> Session<W> {
         self.frame_budget >= 0.0
     }
 
-    /// Hand what tungstenite queued itself (a pong, the answer to a close)
-    /// to the socket, within the write timeout (the session's pump sends
-    /// it).
-    async fn flush(&mut self) -> Result<(), End> {
-        match tokio::time::timeout(self.write_timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Client(None)),
-            Err(_) => Err(slow()),
-        }
-    }
-
-    /// Write one frame, racing the slow-consumer signal and a timeout.
-    async fn send(&mut self, frame: Frame) -> Result<(), End> {
+    /// Write one frame (uncompressed), racing the slow-consumer signal and
+    /// a timeout.
+    async fn send(&mut self, opcode: u8, payload: &[u8]) -> Result<(), End> {
+        let frame = frame::encode(opcode, payload);
         let kicked = self.client.conn.kicked();
+        let io = &mut self.incoming.io;
         tokio::select! {
             // The write first: when it completes at once, as most do, the
             // slow-consumer signal is never waited on.
             biased;
-            result = tokio::time::timeout(self.write_timeout, self.ws.send(frame)) => match result {
+            result = tokio::time::timeout(self.write_timeout, io.write_all(&frame)) => match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(End::Client(None)),
                 Err(_) => Err(slow()),
@@ -532,7 +584,7 @@ impl<W: Wire> Session<W> {
     }
 
     async fn send_json(&mut self, value: &serde_json::Value) -> Result<(), End> {
-        self.send(Frame::Text(value.to_string().into())).await
+        self.send(TEXT, value.to_string().as_bytes()).await
     }
 
     async fn send_error(
@@ -558,13 +610,8 @@ impl<W: Wire> Session<W> {
         self.send_json(&frame).await
     }
 
-    async fn send_text(&mut self, bytes: Bytes) -> Result<(), End> {
-        let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Server(1011, "encoding".into()))?;
-        self.send(Frame::Text(text)).await
-    }
-
     async fn send_reset(&mut self, reset: &Reset) -> Result<(), End> {
-        self.send_text(reset.json()).await
+        self.send(TEXT, &reset.json()).await
     }
 
     /// A message the task hands out itself (a backlog, a catch-up, or one
@@ -587,20 +634,22 @@ impl<W: Wire> Session<W> {
 
     async fn on_frame(&mut self, frame: Frame) -> Result<(), End> {
         match frame {
-            Frame::Text(text) => self.on_text(text.as_str()).await,
+            Frame::Text(text) => self.on_text(&text).await,
             Frame::Binary(bytes) => self.on_custom(Payload::Binary(bytes)).await,
-            // tungstenite queues the pong; flushing sends it. A client that
-            // does not read them is closed by the write timeout.
-            Frame::Ping(_) => self.flush().await,
-            Frame::Pong(_) | Frame::Frame(_) => Ok(()),
-            Frame::Close(frame) => {
-                // tungstenite queued the answer (1002 for a code a peer may
-                // not send): send it before going, and nothing after it.
+            // A client that does not read its pongs is closed by the write
+            // timeout.
+            Frame::Ping(payload) => self.send(PONG, &payload).await,
+            Frame::Pong => Ok(()),
+            Frame::Close(close) => {
+                // The answer echoes the client's code, and is the last
+                // frame sent.
                 self.socket.close_messages();
-                if self.flush().await.is_ok() {
+                let code = close.map(|(code, _)| code);
+                let payload = code.map_or_else(Vec::new, |code| frame::close_payload(code, ""));
+                if self.send(CLOSE, &payload).await.is_ok() {
                     let _ = tokio::time::timeout(self.write_timeout, self.socket.flushed()).await;
                 }
-                Err(End::Client(frame.map(|f| u16::from(f.code))))
+                Err(End::Client(code))
             }
         }
     }
@@ -754,8 +803,8 @@ impl<W: Wire> Session<W> {
         };
         for action in actions {
             match action {
-                Action::Send(Payload::Text(t)) => self.send(Frame::Text(t.into())).await?,
-                Action::Send(Payload::Binary(b)) => self.send(Frame::Binary(b)).await?,
+                Action::Send(Payload::Text(t)) => self.send(TEXT, t.as_bytes()).await?,
+                Action::Send(Payload::Binary(b)) => self.send(BINARY, &b).await?,
                 Action::Publish(out) => match ChannelName::new(&out.channel) {
                     Ok(channel) => {
                         self.publish(&channel, out.payload, serde_json::Value::Null)
@@ -795,14 +844,4 @@ fn slow() -> End {
         CLOSE_SLOW,
         "slow consumer: reconnect and resume from your last cursor".into(),
     )
-}
-
-fn protocol_error(e: &tokio_tungstenite::tungstenite::Error) -> End {
-    use tokio_tungstenite::tungstenite::Error;
-    match e {
-        Error::Capacity(_) => End::Server(1009, "frame too large".into()),
-        Error::Utf8(_) => End::Server(1007, "text frame is not UTF-8".into()),
-        Error::Protocol(_) => End::Server(1002, "protocol error".into()),
-        _ => End::Client(None),
-    }
 }

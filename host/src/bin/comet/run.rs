@@ -205,6 +205,12 @@ pub(crate) struct RunArgs {
     #[arg(long, requires = "trusted_proxies")]
     proxy_protocol: bool,
 
+    /// Compress WebSocket messages (permessage-deflate) for clients that
+    /// offer it, as browsers do: each message once, for all of them
+    /// [default: on, or the manifest's]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    ws_compression: Option<bool>,
+
     /// A configuration value the handler reads with `config::get`
     /// (repeatable).
     #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var, conflicts_with = "config")]
@@ -313,6 +319,7 @@ impl RunArgs {
                 .map(|(cert, key)| TlsFiles { cert, key }),
             trusted_proxies: self.trusted_proxies,
             proxy_protocol: self.proxy_protocol,
+            ws_compression: self.ws_compression,
             max_instances: self.max_instances,
         }
     }
@@ -496,5 +503,14 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// `on` or `off`.
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("expected on or off, not {other:?}")),
     }
 }
