@@ -2,6 +2,7 @@
 //! descriptions, subscriber clients, the publisher, statistics, `/proc`
 //! sampling and the JSON report. The `loadgen` binary drives it.
 
+mod deflate;
 pub mod net;
 pub mod payload;
 pub mod procstat;

@@ -25,6 +25,32 @@ pub fn make(seq: u64, nanos: u64, len: usize) -> String {
     s
 }
 
+/// Words for [`make_words`]: common English ones, so the padding compresses
+/// about as prose does.
+const WORDS: [&str; 32] = [
+    "the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are",
+    "as", "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by",
+    "word", "but", "not", "what", "all",
+];
+
+/// [`make`], padded with words picked pseudo-randomly (differently for
+/// each `seq`) instead of `x`.
+pub fn make_words(seq: u64, nanos: u64, len: usize) -> String {
+    let mut s = format!("~s{seq}t{nanos}~");
+    let mut state = seq
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    while s.len() < len {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s.push(' ');
+        s.push_str(WORDS[(state >> 59) as usize]);
+    }
+    s.truncate(len);
+    s
+}
+
 /// Finds payload markers in a byte stream, keeping an incomplete marker at
 /// the end of one chunk for the next.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::payload::{make, now_nanos};
+use crate::payload::{make, make_words, now_nanos};
 use crate::target::Target;
 
 /// Publisher counters (never reset; windows take differences).
@@ -38,6 +38,8 @@ pub struct Publisher {
     pub counters: Arc<Counters>,
     /// Payload size in bytes.
     pub payload_len: usize,
+    /// Pad payloads with words rather than `x`.
+    pub payload_words: bool,
 }
 
 impl Publisher {
@@ -109,7 +111,11 @@ impl Publisher {
             let c = mine[next % mine.len()];
             next += 1;
             let seq = self.seqs[c].fetch_add(1, Ordering::Relaxed) + 1;
-            let payload = make(seq, now_nanos(), self.payload_len);
+            let payload = if self.payload_words {
+                make_words(seq, now_nanos(), self.payload_len)
+            } else {
+                make(seq, now_nanos(), self.payload_len)
+            };
             let publish = self.target.publish(&self.channels[c], &payload);
             let mut request = hyper::Request::post(publish.path)
                 .header("host", self.target.publish_addr.to_string());

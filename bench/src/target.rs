@@ -66,6 +66,8 @@ pub struct Target {
     pub tls: Option<Tls>,
     /// SSE subscribers share HTTP/2 connections (over TLS), if set.
     pub h2: Option<Arc<SharedH2>>,
+    /// WebSocket subscribers offer permessage-deflate.
+    pub ws_deflate: bool,
 }
 
 /// A publish request, ready to send.

@@ -44,7 +44,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    fn feed(&self, scanner: &mut Scanner, found: &mut Vec<(u64, u64)>, chunk: &[u8]) {
+    pub(crate) fn feed(&self, scanner: &mut Scanner, found: &mut Vec<(u64, u64)>, chunk: &[u8]) {
         found.clear();
         scanner.feed(chunk, |seq, sent| found.push((seq, sent)));
         self.stats.record(&self.last_seq, found);
@@ -58,6 +58,7 @@ impl Subscriber {
     pub async fn run(self, sink: Sink, ready: oneshot::Sender<()>) -> anyhow::Result<()> {
         match self.transport {
             Transport::Sse => self.sse(sink, ready).await,
+            Transport::Ws if self.target.ws_deflate => self.ws_deflate(sink, ready).await,
             Transport::Ws => self.ws(sink, ready).await,
             Transport::Poll => self.poll(sink, ready).await,
         }

@@ -272,7 +272,18 @@ fn control(opcode: u8, payload: Bytes) -> Result<Frame, Violation> {
 /// Inflate one message compressed without context (the client was told
 /// `client_no_context_takeover`), to at most `max` bytes.
 fn inflate(compressed: &[u8], max: usize) -> Result<Vec<u8>, Violation> {
-    let mut inflater = Decompress::new(false);
+    INFLATER.with_borrow_mut(|inflater| {
+        // No context: each message is inflated as if it were the first.
+        inflater.reset(false);
+        inflate_with(inflater, compressed, max)
+    })
+}
+
+fn inflate_with(
+    inflater: &mut Decompress,
+    compressed: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, Violation> {
     let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).clamp(1, max + 1));
     // The message, then the tail its sender stripped.
     let mut input = compressed;
@@ -372,10 +383,11 @@ fn deflate_offer_met(offer: &str) -> bool {
 pub const MIN_DEFLATE: usize = 256;
 
 thread_local! {
-    /// One compressor per thread, reset for each message (its state is
-    /// large: made once, not per message).
+    /// One compressor and one inflater per thread, reset for each message
+    /// (their state is tens of KiB: made once, not per message).
     static COMPRESSOR: RefCell<Compress> =
         RefCell::new(Compress::new(Compression::default(), false));
+    static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(false));
 }
 
 /// `payload` compressed as one permessage-deflate message with no context

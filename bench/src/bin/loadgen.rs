@@ -106,6 +106,14 @@ struct Args {
     /// streams each (0: one HTTP/1.1 connection each).
     #[arg(long, default_value_t = 0, requires = "tls_ca")]
     h2_streams: usize,
+    /// WebSocket subscribers offer permessage-deflate and inflate what
+    /// comes compressed (comet; the server must agree).
+    #[arg(long)]
+    ws_deflate: bool,
+    /// Pad payloads with words (text that compresses as prose does, about
+    /// 3:1) instead of `x` (which compresses 100:1).
+    #[arg(long)]
+    payload_words: bool,
     /// Write the JSON report here (default: stdout).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -180,6 +188,7 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
             .map(|ca| Tls::new(ca, args.tls_no_resume))
             .transpose()?,
         h2: (args.h2_streams > 0).then(|| Arc::new(SharedH2::new(args.h2_streams))),
+        ws_deflate: args.ws_deflate,
     });
     target.subscribe_path(args.transport, "probe")?;
     let channels: Arc<Vec<String>> = Arc::new(
@@ -298,6 +307,7 @@ async fn run(args: &Args, fd_limit: u64) -> anyhow::Result<Report> {
             seqs: seqs.clone(),
             counters: counters.clone(),
             payload_len: args.payload_bytes,
+            payload_words: args.payload_words,
         });
         let (rate_tx, rate_rx) = watch::channel(None);
         publisher.start(args.publishers, &rate_rx);
