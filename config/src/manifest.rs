@@ -52,6 +52,8 @@ pub struct Manifest {
     pub allow_credentials: bool,
     /// TLS on the public listener (`[tls]`); `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// TLS on the admin listener (`[admin_tls]`); `None`: plain HTTP.
+    pub admin_tls: Option<TlsFiles>,
     /// Proxies whose word on the client's address is taken.
     pub trusted_proxies: Vec<IpNet>,
     /// Trusted proxies send a PROXY protocol header first.
@@ -117,6 +119,8 @@ struct Raw {
     server: RawServer,
     #[serde(default)]
     tls: Option<RawTls>,
+    #[serde(default)]
+    admin_tls: Option<RawTls>,
     #[serde(default)]
     broker: Option<Spanned<RawBroker>>,
     #[serde(default)]
@@ -492,6 +496,10 @@ impl Manifest {
                 cert: base.join(t.cert),
                 key: base.join(t.key),
             }),
+            admin_tls: raw.admin_tls.map(|t| TlsFiles {
+                cert: base.join(t.cert),
+                key: base.join(t.key),
+            }),
             channel_module,
             default_history,
             client_publish: raw.channels.client_publish,
@@ -637,6 +645,9 @@ mod tests {
         let tls = m.tls.unwrap();
         assert_eq!(tls.cert, Path::new("/srv/app/certs/rt.pem"));
         assert_eq!(tls.key, Path::new("/etc/rt.key"));
+        let m = parse("[admin_tls]\ncert = \"admin.pem\"\nkey = \"admin.key\"\n").unwrap();
+        assert_eq!(m.admin_tls.unwrap().cert, Path::new("/app/admin.pem"));
+        assert!(m.tls.is_none());
         let e = parse("[tls]\ncert = \"rt.pem\"\n").unwrap_err();
         assert!(e.message.contains("missing field `key`"), "{e}");
     }

@@ -481,3 +481,54 @@ fn bad_files_at_start_are_named() -> anyhow::Result<()> {
     assert!(stderr.contains("--tls-key"), "{stderr}");
     Ok(())
 }
+
+/// With `--admin-tls-cert` and `--admin-tls-key` the admin API speaks TLS
+/// (its token still needed), while the public listener stays plain; plain
+/// HTTP to the admin port gets no answer.
+#[test]
+fn the_admin_listener_has_its_own_tls() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certificate = Certificate::new();
+    let (cert, key) = certificate.write(dir.path());
+    let comet = Comet::start(
+        COMET,
+        &[
+            comet_testkit::guests::HELLO,
+            "--admin-tls-cert",
+            cert.to_str().unwrap_or_default(),
+            "--admin-tls-key",
+            key.to_str().unwrap_or_default(),
+        ],
+    )?;
+    assert_eq!(comet.scheme, "http", "the public listener stays plain");
+    let admin = comet.admin_addr.expect("an admin listener");
+    let certificate = &certificate;
+    let status = |token: &'static str| async move {
+        let tls = connect(admin, certificate, &[b"http/1.1"]).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/admin/status")
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))?;
+        let response = sender.send_request(request).await?;
+        Ok::<_, anyhow::Error>((response.status(), text(response).await?))
+    };
+    runtime().block_on(async {
+        let (code, body) = status(comet_testkit::ADMIN_TOKEN).await?;
+        anyhow::ensure!(code == 200, "{code}: {body}");
+        anyhow::ensure!(body.contains("\"modules\""), "{body}");
+        let (code, _) = status("wrong").await?;
+        anyhow::ensure!(code == 403, "a wrong token: {code}");
+        Ok(())
+    })?;
+    // Plain HTTP to the admin port: no HTTP answer comes back.
+    let plain = comet_testkit::admin(&comet, "GET", "/admin/status", None);
+    assert!(
+        plain.as_ref().map_or(true, |r| r.status != 200),
+        "{:?}",
+        plain.map(|r| r.body)
+    );
+    Ok(())
+}

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::channels::Node;
 use crate::deploy::{DeployError, Origin, Registry};
-use crate::edge::Routes;
+use crate::edge::{DEFAULT_HEADER_TIMEOUT, Routes, Tls};
 use crate::http::auth::check_bearer;
 use crate::http::{ApiError, Body, full};
 use crate::metrics::{Metrics, ModuleState, Snapshot};
@@ -69,9 +69,10 @@ impl Admin {
 pub async fn serve(
     listener: TcpListener,
     admin: Arc<Admin>,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_with(listener, shutdown, move |request| {
+    serve_with(listener, tls, shutdown, move |request| {
         let admin = admin.clone();
         async move {
             match route(&admin, request).await {
@@ -90,7 +91,7 @@ pub async fn serve_metrics(
     admin: Arc<Admin>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_with(listener, shutdown, move |request| {
+    serve_with(listener, None, shutdown, move |request| {
         let response = if request.uri().path() == "/metrics" {
             metrics_response(&admin, request.headers())
         } else {
@@ -106,10 +107,12 @@ pub async fn serve_metrics(
     .await
 }
 
-/// Accept connections on `listener` and answer each request with
-/// `answer` until `shutdown` resolves; then let requests in flight finish.
+/// Accept connections on `listener` (over `tls` if given: the handshake
+/// within the header timeout) and answer each request with `answer` until
+/// `shutdown` resolves; then let requests in flight finish.
 async fn serve_with<F, A>(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
     answer: A,
 ) -> std::io::Result<()>
@@ -130,13 +133,26 @@ where
             let answer = answer(request);
             async move { Ok::<_, Infallible>(answer.await) }
         });
-        let connection = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let Some(tls) = &tls else {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(%remote, error = %e, "admin connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let handshake = tls.acceptor().accept(stream);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let stream = match tokio::time::timeout(DEFAULT_HEADER_TIMEOUT, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%remote, "no TLS handshake within the timeout"),
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "admin connection ended with an error");
             }
         });

@@ -72,6 +72,8 @@ pub struct HostConfig {
     pub connection_limits: ConnectionLimits,
     /// The public listener's certificate and key; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The admin listener's certificate and key; `None`: plain HTTP.
+    pub admin_tls: Option<TlsFiles>,
     /// Trusted proxies and how they name clients.
     pub forwarding: Forwarding,
 }
@@ -107,6 +109,7 @@ impl HostConfig {
             },
             connection_limits: ConnectionLimits::default(),
             tls: manifest.tls.clone(),
+            admin_tls: manifest.admin_tls.clone(),
             forwarding: Forwarding {
                 trusted: manifest.trusted_proxies.clone(),
                 proxy_protocol: manifest.proxy_protocol,
@@ -247,6 +250,9 @@ pub struct RunFlags {
     pub allow_credentials: bool,
     /// Serve TLS with these files (given: instead of the manifest's).
     pub tls: Option<TlsFiles>,
+    /// Serve the admin API over TLS with these files (given: instead of
+    /// the manifest's).
+    pub admin_tls: Option<TlsFiles>,
     /// Proxies trusted to name the client (given: instead of the
     /// manifest's).
     pub trusted_proxies: Vec<IpNet>,
@@ -339,6 +345,9 @@ impl RunFlags {
         manifest.allow_credentials |= self.allow_credentials;
         if let Some(tls) = self.tls {
             manifest.tls = Some(tls);
+        }
+        if let Some(tls) = self.admin_tls {
+            manifest.admin_tls = Some(tls);
         }
         if !self.trusted_proxies.is_empty() {
             manifest.trusted_proxies = self.trusted_proxies;

@@ -57,6 +57,7 @@ pub struct Host {
     connection_limits: ConnectionLimits,
     forwarding: Forwarding,
     tls: Option<Arc<Tls>>,
+    admin_tls: Option<Arc<Tls>>,
     metrics_listener: Option<TcpListener>,
 }
 
@@ -94,6 +95,7 @@ impl Host {
             metrics.clone(),
         );
         let tls = config.tls.map(Tls::new).transpose()?;
+        let admin_tls = config.admin_tls.map(Tls::new).transpose()?;
         let kv = config.kv.unwrap_or_else(|| Arc::new(MemoryKv::default()));
         let registry_config = RegistryConfig {
             specs: manifest
@@ -141,6 +143,7 @@ impl Host {
             connection_limits: config.connection_limits,
             forwarding: config.forwarding,
             tls,
+            admin_tls,
             metrics_listener: None,
         })
     }
@@ -159,6 +162,11 @@ impl Host {
     /// certificate with [`Tls::reload`].
     pub fn tls(&self) -> Option<&Arc<Tls>> {
         self.tls.as_ref()
+    }
+
+    /// The admin listener's TLS, if it serves TLS.
+    pub fn admin_tls(&self) -> Option<&Arc<Tls>> {
+        self.admin_tls.as_ref()
     }
 
     /// The names routes and the `/comet/` endpoints serve.
@@ -206,8 +214,9 @@ impl Host {
         let metrics_task = self
             .metrics_listener
             .map(|listener| tokio::spawn(admin::serve_metrics(listener, state.clone(), stopped())));
-        let admin_task =
-            admin_listener.map(|listener| tokio::spawn(admin::serve(listener, state, stopped())));
+        let admin_tls = self.admin_tls;
+        let admin_task = admin_listener
+            .map(|listener| tokio::spawn(admin::serve(listener, state, admin_tls, stopped())));
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);

@@ -190,6 +190,16 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// Serve the admin API over TLS with this certificate chain (PEM), for
+    /// an admin listener reached from elsewhere; re-read like --tls-cert
+    /// [default: the manifest's [admin_tls]].
+    #[arg(long, value_name = "FILE", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+
+    /// The admin certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
+
     /// A proxy or load balancer whose word on the client's address is taken
     /// (repeatable): an address or a CIDR block (10.0.0.0/8). Requests from
     /// it name their client in Forwarded or X-Forwarded-For (the right-most
@@ -317,6 +327,10 @@ impl RunArgs {
                 .tls_cert
                 .zip(self.tls_key)
                 .map(|(cert, key)| TlsFiles { cert, key }),
+            admin_tls: self
+                .admin_tls_cert
+                .zip(self.admin_tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
             trusted_proxies: self.trusted_proxies,
             proxy_protocol: self.proxy_protocol,
             ws_compression: self.ws_compression,
@@ -393,7 +407,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
         if let Some((listener, _)) = &launched.admin {
-            println!("comet: admin API on http://{}", listener.local_addr()?);
+            let scheme = match launched.host.admin_tls() {
+                Some(_) => "https",
+                None => "http",
+            };
+            println!("comet: admin API on {scheme}://{}", listener.local_addr()?);
         }
         let registry = launched.host.registry().clone();
         let _watcher = if watch {
@@ -402,10 +420,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let _reloader = match launched.host.tls() {
-            Some(tls) => Some(app::reload_certificates(tls.clone(), tell_certificate)?),
-            None => None,
-        };
+        // The public and the admin certificate, each re-read on its own.
+        let _reloaders = [("", launched.host.tls()), ("admin ", launched.host.admin_tls())]
+            .into_iter()
+            .filter_map(|(which, tls)| Some((which, tls?.clone())))
+            .map(|(which, tls)| app::reload_certificates(tls, move |e| tell_certificate(which, e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let addr = launched.listener.local_addr()?;
         let scheme = if launched.host.tls().is_some() { "https" } else { "http" };
         tracing::info!(elapsed = ?started.elapsed(), "ready");
@@ -465,20 +485,20 @@ fn tell(event: WatchEvent) {
 }
 
 /// Print what a certificate reload did.
-fn tell_certificate(event: CertEvent) {
+fn tell_certificate(which: &str, event: CertEvent) {
     let why = |trigger| match trigger {
         Trigger::Hangup => "on SIGHUP",
         Trigger::FileChange => "after a file change",
     };
     match event {
         CertEvent::Reloaded(trigger) => {
-            eprintln!("comet: certificate reloaded {}", why(trigger))
+            eprintln!("comet: {which}certificate reloaded {}", why(trigger))
         }
         CertEvent::Unchanged(trigger) => {
-            eprintln!("comet: certificate unchanged {}", why(trigger))
+            eprintln!("comet: {which}certificate unchanged {}", why(trigger))
         }
         CertEvent::Failed(trigger, error) => eprintln!(
-            "comet: certificate not reloaded {}, keeping the one in use: {error}",
+            "comet: {which}certificate not reloaded {}, keeping the one in use: {error}",
             why(trigger)
         ),
     }
