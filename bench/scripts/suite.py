@@ -219,6 +219,18 @@ def run_loadgen(*a, **kw):
     return rep
 
 
+def checked_step(report, what):
+    """The first step of a report whose subscribers all connected and that
+    lost and repeated nothing; else a RuntimeError naming `what`."""
+    if report["connected"] != report["subscribers"]:
+        raise RuntimeError("%s: %d of %d subscribed"
+                           % (what, report["connected"], report["subscribers"]))
+    step = report["steps"][0]
+    if step["gaps"] or step["dups"]:
+        raise RuntimeError("%s: %d gaps, %d duplicates" % (what, step["gaps"], step["dups"]))
+    return step
+
+
 def ws_or_sse(server):
     return "ws"
 

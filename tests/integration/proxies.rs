@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::COMET;
+use crate::tls::runtime;
 
 const TOKEN: &str = "proxy-token";
 
@@ -185,14 +186,6 @@ async fn sse_from(from: IpAddr, to: SocketAddr) -> anyhow::Result<Result<TcpStre
             return Ok(Ok(tcp));
         }
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 fn ip(s: &str) -> IpAddr {

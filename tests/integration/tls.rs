@@ -179,7 +179,7 @@ pub(crate) fn publish_blocking(
     runtime().block_on(async { publish(&mut h2(addr, trusted).await?, channel, data).await })
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

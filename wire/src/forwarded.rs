@@ -55,15 +55,19 @@ pub fn x_forwarded_for<'a>(
     values: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<Hop>, ForwardedError> {
     let mut hops = Vec::new();
-    let mut read = 0;
-    for value in values {
-        read += value.len();
-        if read > MAX_FORWARDED_BYTES {
-            return Err(ForwardedError::TooLong);
-        }
+    for value in bounded(values)? {
         hops.extend(value.split(',').map(addr));
     }
     Ok(hops)
+}
+
+/// A header's values, if together within [`MAX_FORWARDED_BYTES`].
+fn bounded<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<&'a str>, ForwardedError> {
+    let values: Vec<&str> = values.into_iter().collect();
+    if values.iter().map(|v| v.len()).sum::<usize>() > MAX_FORWARDED_BYTES {
+        return Err(ForwardedError::TooLong);
+    }
+    Ok(values)
 }
 
 /// The `for=` hops of `Forwarded` values (RFC 7239, several header lines
@@ -73,12 +77,7 @@ pub fn forwarded<'a>(
     values: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<Hop>, ForwardedError> {
     let mut hops = Vec::new();
-    let mut read = 0;
-    for value in values {
-        read += value.len();
-        if read > MAX_FORWARDED_BYTES {
-            return Err(ForwardedError::TooLong);
-        }
+    for value in bounded(values)? {
         for element in split_outside_quotes(value, ',')? {
             let mut hop = Hop::Opaque;
             for pair in split_outside_quotes(element, ';')? {
