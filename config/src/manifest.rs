@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use comet_wire::forwarded::Header as ForwardedHeader;
 use comet_wire::origin::Allowed;
 use ipnet::IpNet;
 
@@ -58,6 +59,8 @@ pub struct Manifest {
     pub trusted_proxies: Vec<IpNet>,
     /// Trusted proxies send a PROXY protocol header first.
     pub proxy_protocol: bool,
+    /// The header trusted proxies name the client in.
+    pub forwarded_header: ForwardedHeader,
     /// Agree to permessage-deflate with WebSocket clients (`None`: the
     /// default, on).
     pub ws_compression: Option<bool>,
@@ -148,6 +151,7 @@ struct RawServer {
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     proxy_protocol: Option<Spanned<bool>>,
+    forwarded_header: Option<Spanned<String>>,
     ws_compression: Option<bool>,
 }
 
@@ -322,6 +326,14 @@ impl Manifest {
             ));
         }
 
+        let forwarded_header = match &raw.server.forwarded_header {
+            Some(name) => name
+                .get_ref()
+                .parse::<ForwardedHeader>()
+                .map_err(|e| fail(Some(name.span()), e))?,
+            None => ForwardedHeader::default(),
+        };
+
         let mut modules = BTreeMap::new();
         for (name, m) in raw.modules {
             validate_module_name(name.get_ref())
@@ -491,6 +503,7 @@ impl Manifest {
             allow_credentials: raw.server.allow_credentials,
             trusted_proxies,
             proxy_protocol: raw.server.proxy_protocol.is_some_and(|on| on.into_inner()),
+            forwarded_header,
             ws_compression: raw.server.ws_compression,
             tls: raw.tls.map(|t| TlsFiles {
                 cert: base.join(t.cert),
@@ -660,6 +673,14 @@ mod tests {
         let shown: Vec<String> = m.trusted_proxies.iter().map(|n| n.to_string()).collect();
         assert_eq!(shown, ["10.0.0.0/8", "::1/128"]);
         assert!(m.proxy_protocol);
+        assert_eq!(m.forwarded_header, ForwardedHeader::XForwardedFor);
+        let m = parse("[server]\nforwarded_header = \"Forwarded\"\n").unwrap();
+        assert_eq!(m.forwarded_header, ForwardedHeader::Forwarded);
+        let e = parse("[server]\nforwarded_header = \"x-real-ip\"\n").unwrap_err();
+        assert!(
+            e.message.contains("expected x-forwarded-for or forwarded"),
+            "{e}"
+        );
         let e = parse("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert!(e.message.contains("not an address or a CIDR block"), "{e}");
         let e = parse("[server]\nproxy_protocol = true\n").unwrap_err();

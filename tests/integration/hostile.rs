@@ -218,7 +218,9 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Invalid UTF-8 in a text frame closes with 1007; a close with a code a
-/// peer may not send (999) is answered with a close (1002), not dropped.
+/// peer may not send (999) is answered with a close (1002), not dropped;
+/// so are broken headers (1002), oversized frames (1009) and a message in
+/// more frames than allowed (1008).
 #[test]
 fn websocket_protocol_violations_get_their_close_codes() -> anyhow::Result<()> {
     let comet = start(&[])?;
@@ -230,6 +232,18 @@ fn websocket_protocol_violations_get_their_close_codes() -> anyhow::Result<()> {
         close_after(&comet, &client_frame(0x8, &999u16.to_be_bytes()))?,
         Some(1002)
     );
+    // Violations in a frame's header: unmasked, reserved bits without an
+    // extension, a length over the limit; and a message in too many frames.
+    assert_eq!(close_after(&comet, &[0x81, 0x01, b'x'])?, Some(1002));
+    let rsv1 = [0xc1, 0x81, 0, 0, 0, 0, b'x'];
+    assert_eq!(close_after(&comet, &rsv1)?, Some(1002));
+    let huge = [0x82, 0xff, 0, 0, 0, 0, 0, 1, 0x86, 0xa0, 0, 0, 0, 0];
+    assert_eq!(close_after(&comet, &huge)?, Some(1009));
+    let mut parts = vec![0x01, 0x80, 0, 0, 0, 0];
+    for _ in 0..1100 {
+        parts.extend_from_slice(&[0x00, 0x80, 0, 0, 0, 0]);
+    }
+    assert_eq!(close_after(&comet, &parts)?, Some(1008));
     Ok(())
 }
 

@@ -220,6 +220,12 @@ fn behind_nginx_each_client_is_itself() -> anyhow::Result<()> {
         assert_eq!(whoami(ip("127.0.0.4"), proxy, "").await?, "127.0.0.4");
         let forged = "x-forwarded-for: 203.0.113.9\r\n";
         assert_eq!(whoami(ip("127.0.0.3"), proxy, forged).await?, "127.0.0.3");
+        // nginx passes a client's own `Forwarded` on untouched: not read.
+        let forged_rfc = "forwarded: for=198.51.100.7\r\n";
+        assert_eq!(
+            whoami(ip("127.0.0.4"), proxy, forged_rfc).await?,
+            "127.0.0.4"
+        );
         // Straight to comet from a peer it does not trust: ignored.
         let direct = whoami(ip("127.0.0.3"), comet.addr, forged).await?;
         assert!(direct.starts_with("127.0.0.3:"), "{direct}");

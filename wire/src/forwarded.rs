@@ -5,7 +5,7 @@
 //! only the right-most address that is not itself a trusted proxy is taken:
 //! whatever is left of it the client wrote, and may have made up.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 /// Longest forwarding header read; longer ones are refused.
 pub const MAX_FORWARDED_BYTES: usize = 4096;
@@ -20,6 +20,53 @@ pub enum Hop {
     Opaque,
 }
 
+/// The header a trusted proxy names the client in. Exactly one is read:
+/// a proxy adds to the one it is configured for and passes the other on as
+/// the client sent it, so falling back from one to the other would take a
+/// client's word.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Header {
+    /// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for`, HAProxy's
+    /// `option forwardfor`, cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+impl Header {
+    /// The header's name, lowercase.
+    pub fn name(self) -> &'static str {
+        match self {
+            Header::XForwardedFor => "x-forwarded-for",
+            Header::Forwarded => "forwarded",
+        }
+    }
+
+    /// The hops of the header's values.
+    pub fn hops<'a>(
+        self,
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Hop>, ForwardedError> {
+        match self {
+            Header::XForwardedFor => x_forwarded_for(values),
+            Header::Forwarded => forwarded(values),
+        }
+    }
+}
+
+impl std::str::FromStr for Header {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Header, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Header::XForwardedFor),
+            "forwarded" => Ok(Header::Forwarded),
+            _ => Err(format!("{text:?}: expected x-forwarded-for or forwarded")),
+        }
+    }
+}
+
 /// Why a header was not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardedError {
@@ -29,24 +76,29 @@ pub enum ForwardedError {
     /// Not the header's syntax.
     #[error("a forwarding header that does not parse: {0}")]
     Syntax(&'static str),
+    /// Bytes that are not visible ASCII.
+    #[error("a forwarding header that is not ASCII")]
+    NotAscii,
 }
 
 /// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `::1`,
-/// `[::1]`, `[::1]:5678`.
+/// `[::1]`, `[::1]:5678`, with a port or an obfuscated one (`:_abc`, RFC
+/// 7239 section 6.3); an IPv4-mapped IPv6 address as the IPv4 one.
 fn addr(text: &str) -> Hop {
     let text = text.trim();
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Hop::Addr(ip);
-    }
-    if let Ok(sock) = text.parse::<SocketAddr>() {
-        return Hop::Addr(sock.ip());
-    }
-    if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'))
-        && let Ok(ip) = inner.parse::<IpAddr>()
-    {
-        return Hop::Addr(ip);
-    }
-    Hop::Opaque
+    let host = if let Some(rest) = text.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inside, tail)) if tail.is_empty() || tail.starts_with(':') => inside,
+            _ => return Hop::Opaque,
+        }
+    } else if text.matches(':').count() == 1 {
+        // IPv4 and a port (a bare IPv6 address has several colons).
+        text.split_once(':').map_or(text, |(host, _)| host)
+    } else {
+        text
+    };
+    host.parse::<IpAddr>()
+        .map_or(Hop::Opaque, |ip| Hop::Addr(ip.to_canonical()))
 }
 
 /// The hops of `X-Forwarded-For` values (several header lines in order),
@@ -200,6 +252,20 @@ mod tests {
                 Hop::Opaque,
             ]
         );
+        // Obfuscated ports (RFC 7239 section 6.3), IPv4-mapped addresses.
+        let hops = forwarded([
+            r#"for="192.0.2.43:_abc", for="[2001:db8::1]:_x", for="[::ffff:10.1.2.3]""#,
+        ])
+        .unwrap();
+        assert_eq!(
+            hops,
+            [
+                Hop::Addr(ip("192.0.2.43")),
+                Hop::Addr(ip("2001:db8::1")),
+                Hop::Addr(ip("10.1.2.3")),
+            ]
+        );
+        assert_eq!(forwarded([r#"for="[::1]x""#]).unwrap(), [Hop::Opaque]);
         assert!(forwarded([r#"for="1.2.3.4"#]).is_err());
         assert!(forwarded(["for"]).is_err());
     }

@@ -33,7 +33,8 @@ pub enum Frame {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason} (close {code})")]
 pub struct Violation {
-    /// 1002 (protocol error), 1007 (not UTF-8) or 1009 (too large).
+    /// 1002 (protocol error), 1007 (not UTF-8), 1008 (a message in too
+    /// many frames) or 1009 (too large).
     pub code: u16,
     /// What the client did, in a few words.
     pub reason: &'static str,
@@ -67,12 +68,18 @@ const RSV1: u8 = 0x40;
 /// The tail a sender strips from each compressed message (section 7.2.1).
 const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// Most frames one message may come in: more is closed with 1008 (each
+/// costs a read and a header, however small; the caller's frame rate limit
+/// counts them too, see [`Reader::take_frames`]).
+pub const MAX_PARTS: u32 = 1024;
+
 /// A message being reassembled from its frames.
 #[derive(Debug)]
 struct Partial {
     opcode: u8,
     compressed: bool,
     bytes: Vec<u8>,
+    parts: u32,
 }
 
 /// Reads a client's frames (see the module docs).
@@ -82,6 +89,9 @@ pub struct Reader {
     /// permessage-deflate was agreed: RSV1 marks a compressed message.
     deflate: bool,
     partial: Option<Partial>,
+    /// Frames read since [`Reader::take_frames`] (parts of a message and
+    /// control frames each count).
+    frames: u32,
 }
 
 impl Reader {
@@ -92,7 +102,14 @@ impl Reader {
             max_message,
             deflate,
             partial: None,
+            frames: 0,
         }
+    }
+
+    /// How many frames were read since the last call: what a rate limit
+    /// counts (a message in a thousand parts is a thousand frames).
+    pub fn take_frames(&mut self) -> u32 {
+        std::mem::take(&mut self.frames)
     }
 
     /// The next whole message or control frame at the front of `buf`,
@@ -109,6 +126,7 @@ impl Reader {
                 return Ok(None);
             }
             buf.advance(head.len);
+            self.frames = self.frames.saturating_add(1);
             let mut payload = buf.split_to(head.payload);
             unmask(&mut payload, head.mask);
             if let Some(frame) = self.take(head, payload)? {
@@ -146,6 +164,7 @@ impl Reader {
                     opcode: head.opcode,
                     compressed: head.rsv1,
                     bytes: payload.to_vec(),
+                    parts: 1,
                 });
                 Ok(None)
             }
@@ -159,6 +178,13 @@ impl Reader {
                 if partial.bytes.len() + payload.len() > self.max_message {
                     return Err(TOO_LARGE);
                 }
+                partial.parts += 1;
+                if partial.parts > MAX_PARTS {
+                    return Err(Violation {
+                        code: 1008,
+                        reason: "message in too many frames",
+                    });
+                }
                 partial.bytes.extend_from_slice(&payload);
                 if !head.fin {
                     return Ok(None);
@@ -167,6 +193,7 @@ impl Reader {
                     opcode,
                     compressed,
                     bytes,
+                    ..
                 } = self.partial.take().expect("checked above");
                 self.message(opcode, compressed, bytes.into()).map(Some)
             }
@@ -257,9 +284,7 @@ fn control(opcode: u8, payload: Bytes) -> Result<Frame, Violation> {
             [_] => return Err(protocol("close frame of one byte")),
             [high, low, ref reason @ ..] => {
                 let code = u16::from_be_bytes([high, low]);
-                // Codes a peer may send (RFC 6455, section 7.4).
-                let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
-                if !allowed {
+                if !close_code_sendable(code) {
                     return Err(protocol("close code a peer may not send"));
                 }
                 let reason = std::str::from_utf8(reason).map_err(|_| NOT_UTF8)?;
@@ -267,6 +292,12 @@ fn control(opcode: u8, payload: Bytes) -> Result<Frame, Violation> {
             }
         },
     })
+}
+
+/// Whether an endpoint may send close `code` (RFC 6455, section 7.4, and
+/// IANA's 1012 to 1014); 1004 to 1006 and 1015 are reserved.
+pub fn close_code_sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Inflate one message compressed without context (the client was told
@@ -284,14 +315,15 @@ fn inflate_with(
     compressed: &[u8],
     max: usize,
 ) -> Result<Vec<u8>, Violation> {
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).clamp(1, max + 1));
+    let limit = max.saturating_add(1);
+    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).clamp(1, limit));
     // The message, then the tail its sender stripped.
     let mut input = compressed;
     let mut tail = Some(&DEFLATE_TAIL[..]);
     loop {
         if out.len() == out.capacity() {
             // Room up to one byte past `max`: enough to know it is over.
-            out.reserve_exact(out.len().max(64).min(max + 1 - out.len()));
+            out.reserve_exact(out.len().max(64).min(limit - out.len()));
         }
         let (before_in, before_out) = (inflater.total_in(), out.len());
         let status = inflater
@@ -320,33 +352,39 @@ fn inflate_with(
     Ok(out)
 }
 
-/// The server's response to a `Sec-WebSocket-Extensions` offer, when one
-/// of its permessage-deflate offers can be met: each message compressed on
-/// its own (no context kept on either side, so a connection holds no
-/// compressor or inflater state), the full window.
+/// The server's response to a permessage-deflate offer it meets: each
+/// message compressed on its own (no context kept on either side, so a
+/// connection holds no compressor or inflater state), the full window.
 pub const DEFLATE_RESPONSE: &str =
     "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
-/// Whether the client's `Sec-WebSocket-Extensions` values offer
-/// permessage-deflate in a form this server meets: any offer but one that
-/// limits the server's window below 15 bits (every message is compressed
-/// once, for all subscribers, with one setting) or that does not parse.
-pub fn negotiate<'a>(offers: impl IntoIterator<Item = &'a str>) -> bool {
+/// [`DEFLATE_RESPONSE`] to an offer that named `server_max_window_bits`
+/// (15, the only one met): a response must then name it too (RFC 7692,
+/// section 7.1.2.1).
+pub const DEFLATE_RESPONSE_WINDOW: &str = "permessage-deflate; server_no_context_takeover; \
+     client_no_context_takeover; server_max_window_bits=15";
+
+/// The response to the client's `Sec-WebSocket-Extensions` values, if they
+/// offer permessage-deflate in a form this server meets: any offer but one
+/// that limits the server's window below 15 bits (every message is
+/// compressed once, for all subscribers, with one setting) or that does not
+/// parse. The first such offer is answered.
+pub fn negotiate<'a>(offers: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
     offers
         .into_iter()
         .flat_map(|value| value.split(','))
-        .any(deflate_offer_met)
+        .find_map(deflate_offer_met)
 }
 
-/// One extension offer: `permessage-deflate` with parameters this server
-/// can meet (RFC 7692, section 7.1).
-fn deflate_offer_met(offer: &str) -> bool {
+/// The response to one extension offer: `permessage-deflate` with
+/// parameters this server can meet (RFC 7692, section 7.1).
+fn deflate_offer_met(offer: &str) -> Option<&'static str> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts
         .next()
         .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
     {
-        return false;
+        return None;
     }
     let mut seen = Vec::new();
     for param in parts {
@@ -356,7 +394,7 @@ fn deflate_offer_met(offer: &str) -> bool {
         };
         let name = name.to_ascii_lowercase();
         if seen.contains(&name) {
-            return false;
+            return None;
         }
         let bits = |v: Option<&str>| {
             v.and_then(|v| v.parse::<u8>().ok())
@@ -370,11 +408,15 @@ fn deflate_offer_met(offer: &str) -> bool {
             _ => false,
         };
         if !met {
-            return false;
+            return None;
         }
         seen.push(name);
     }
-    true
+    Some(if seen.iter().any(|n| n == "server_max_window_bits") {
+        DEFLATE_RESPONSE_WINDOW
+    } else {
+        DEFLATE_RESPONSE
+    })
 }
 
 /// Messages shorter than this are sent as they are: a channel message's
@@ -544,6 +586,11 @@ mod tests {
             code(client_frame(0x80 | CLOSE, &[0x03, 0xed], [0; 4])),
             1002
         );
+        let mut many = client_frame(TEXT, b"", [0; 4]);
+        for _ in 0..MAX_PARTS {
+            many.extend(client_frame(CONTINUATION, b"", [0; 4]));
+        }
+        assert_eq!(code(many), 1008);
         let mut two = client_frame(BINARY, &[0; 60], [0; 4]);
         two.extend(client_frame(0x80 | CONTINUATION, &[0; 60], [0; 4]));
         assert_eq!(code(two), 1009);
@@ -589,26 +636,35 @@ mod tests {
 
     #[test]
     fn offers_met_and_declined() {
-        assert!(negotiate(["permessage-deflate; client_max_window_bits"]));
-        assert!(negotiate(["permessage-deflate"]));
-        assert!(negotiate([
-            "permessage-deflate; server_max_window_bits=10, permessage-deflate"
-        ]));
-        assert!(negotiate([
-            "x-webkit-deflate-frame",
-            "permessage-deflate; server_no_context_takeover"
-        ]));
-        assert!(!negotiate([
-            "permessage-deflate; server_max_window_bits=10"
-        ]));
-        assert!(!negotiate([
-            "permessage-deflate; client_max_window_bits=16"
-        ]));
-        assert!(!negotiate(["permessage-deflate; unknown"]));
-        assert!(!negotiate([
-            "permessage-deflate; server_no_context_takeover; server_no_context_takeover"
-        ]));
-        assert!(!negotiate(["deflate-frame"]));
-        assert!(!negotiate([]));
+        let met = |offers: &[&str]| negotiate(offers.iter().copied());
+        let plain = Some(DEFLATE_RESPONSE);
+        assert_eq!(met(&["permessage-deflate; client_max_window_bits"]), plain);
+        assert_eq!(met(&["permessage-deflate"]), plain);
+        assert_eq!(
+            met(&["permessage-deflate; server_max_window_bits=10, permessage-deflate"]),
+            plain
+        );
+        assert_eq!(
+            met(&[
+                "x-webkit-deflate-frame",
+                "permessage-deflate; server_no_context_takeover"
+            ]),
+            plain
+        );
+        // Named, the window is named back.
+        assert_eq!(
+            met(&["permessage-deflate; server_max_window_bits=15"]),
+            Some(DEFLATE_RESPONSE_WINDOW)
+        );
+        for declined in [
+            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; unknown",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "deflate-frame",
+        ] {
+            assert_eq!(met(&[declined]), None, "{declined}");
+        }
+        assert_eq!(met(&[]), None);
     }
 }

@@ -113,6 +113,7 @@ impl HostConfig {
             forwarding: Forwarding {
                 trusted: manifest.trusted_proxies.clone(),
                 proxy_protocol: manifest.proxy_protocol,
+                header: manifest.forwarded_header,
             },
             manifest,
         }
@@ -258,6 +259,9 @@ pub struct RunFlags {
     pub trusted_proxies: Vec<IpNet>,
     /// Trusted proxies send a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// The header trusted proxies name the client in (given: instead of
+    /// the manifest's).
+    pub forwarded_header: Option<comet_wire::forwarded::Header>,
     /// permessage-deflate on WebSocket (given: instead of the manifest's).
     pub ws_compression: Option<bool>,
     /// Events at once, in all modules (the pool's slots).
@@ -353,6 +357,9 @@ impl RunFlags {
             manifest.trusted_proxies = self.trusted_proxies;
         }
         manifest.proxy_protocol |= self.proxy_protocol;
+        if let Some(header) = self.forwarded_header {
+            manifest.forwarded_header = header;
+        }
         if self.ws_compression.is_some() {
             manifest.ws_compression = self.ws_compression;
         }

@@ -17,10 +17,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use comet_wire::forwarded::{self, ForwardedError};
+use comet_wire::forwarded::{self, ForwardedError, Header};
 use comet_wire::proxy::{self, MAX_V2_BYTES, Parsed};
 use http::StatusCode;
-use http::header::{FORWARDED, HeaderMap};
+use http::header::HeaderMap;
 use http_body_util::BodyExt;
 use ipnet::IpNet;
 use tokio::io::AsyncReadExt;
@@ -36,9 +36,9 @@ pub struct Forwarding {
     /// Trusted proxies send a PROXY protocol header (v1 or v2) first;
     /// forwarding headers are then not read.
     pub proxy_protocol: bool,
+    /// The one header a trusted proxy names the client in.
+    pub header: Header,
 }
-
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// How long to wait for the rest of a PROXY header that came in parts
 /// (a proxy writes it whole, before any byte of the client's).
@@ -46,20 +46,22 @@ const PROXY_HEADER_POLL: Duration = Duration::from_millis(5);
 
 impl Forwarding {
     /// Whether `peer` is a trusted proxy.
+    /// (An IPv4-mapped IPv6 peer, as a dual-stack listener sees IPv4
+    /// ones, is its IPv4 address.)
     pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
         self.trusted.iter().any(|net| net.contains(&peer))
     }
 
-    /// The client of a request from `peer`, a trusted proxy, by its
-    /// `Forwarded` header, else its `X-Forwarded-For` (the proxy itself
-    /// when it sends neither).
+    /// The client of a request from `peer`, a trusted proxy, by the
+    /// configured header (the proxy itself when it sends none).
     pub(super) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Result<IpAddr, ApiError> {
-        let values = |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
-        let hops = if headers.contains_key(FORWARDED) {
-            forwarded::forwarded(values(FORWARDED.as_str()))
-        } else {
-            forwarded::x_forwarded_for(values(X_FORWARDED_FOR))
-        };
+        let values: Result<Vec<&str>, ForwardedError> = headers
+            .get_all(self.header.name())
+            .iter()
+            .map(|v| v.to_str().map_err(|_| ForwardedError::NotAscii))
+            .collect();
+        let hops = values.and_then(|values| self.header.hops(values));
         let hops = hops.map_err(|e: ForwardedError| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -67,7 +69,9 @@ impl Forwarding {
                 e.to_string(),
             )
         })?;
-        Ok(forwarded::client(peer, &hops, |ip| self.trusts(ip)))
+        Ok(forwarded::client(peer.to_canonical(), &hops, |ip| {
+            self.trusts(ip)
+        }))
     }
 }
 
@@ -145,27 +149,43 @@ mod tests {
 
     #[test]
     fn only_a_trusted_peer_names_the_client() {
-        let forwarding = Forwarding {
+        let mut forwarding = Forwarding {
             trusted: vec!["10.0.0.0/8".parse().unwrap()],
             proxy_protocol: false,
+            header: Header::XForwardedFor,
         };
         let mut headers = HeaderMap::new();
-        headers.append(X_FORWARDED_FOR, "6.6.6.6, 203.0.113.7".parse().unwrap());
-        headers.append(X_FORWARDED_FOR, "10.1.1.1".parse().unwrap());
+        headers.append("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
+        headers.append("x-forwarded-for", "10.1.1.1".parse().unwrap());
+        // A client's own `Forwarded`, passed on by a proxy that adds to
+        // `X-Forwarded-For`: not read.
+        headers.insert("forwarded", "for=198.51.100.7".parse().unwrap());
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(forwarding.trusts(proxy));
+        assert!(forwarding.trusts("::ffff:10.0.0.1".parse().unwrap()));
         assert!(!forwarding.trusts("192.0.2.1".parse().unwrap()));
         assert_eq!(
             forwarding.client(proxy, &headers).unwrap(),
             "203.0.113.7".parse::<IpAddr>().unwrap()
         );
-        // `Forwarded` wins over `X-Forwarded-For`.
-        headers.insert(FORWARDED, "for=\"[2001:db8::7]:1\"".parse().unwrap());
+        // Bytes that are not ASCII: refused, not skipped.
+        let mut odd = headers.clone();
+        odd.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap(),
+        );
+        assert_eq!(
+            forwarding.client(proxy, &odd).unwrap_err().code,
+            "bad-forwarded-header"
+        );
+        // Configured for `Forwarded`: only it.
+        forwarding.header = Header::Forwarded;
+        headers.insert("forwarded", "for=\"[2001:db8::7]:1\"".parse().unwrap());
         assert_eq!(
             forwarding.client(proxy, &headers).unwrap(),
             "2001:db8::7".parse::<IpAddr>().unwrap()
         );
-        headers.insert(FORWARDED, "for=\"1.2.3.4".parse().unwrap());
+        headers.insert("forwarded", "for=\"1.2.3.4".parse().unwrap());
         assert_eq!(
             forwarding.client(proxy, &headers).unwrap_err().code,
             "bad-forwarded-header"

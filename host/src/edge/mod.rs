@@ -354,6 +354,14 @@ async fn serve_raw<S: transports::Socket>(
             match charged(edge, per_address, &conn, request.request.headers()) {
                 Ok((conn, _)) => conn,
                 Err(refusal) => {
+                    // The head read first: a socket closed with unread
+                    // bytes is reset, and the proxy would not pass the
+                    // refusal on.
+                    use tokio::io::AsyncReadExt;
+                    let mut head = vec![0u8; request.len];
+                    if socket.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
                     let timeout = edge.endpoints.config.write_timeout;
                     return crate::http::raw::refuse(&mut socket, &refusal, &[], timeout).await;
                 }

@@ -19,7 +19,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use bytes::BytesMut;
-use comet_wire::frame::{self, BINARY, CLOSE, DEFLATE_RESPONSE, Frame, PING, PONG, Reader, TEXT};
+use comet_wire::frame::{self, BINARY, CLOSE, Frame, PING, PONG, Reader, TEXT};
 use comet_wire::ops::{self, Op};
 use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
@@ -119,10 +119,9 @@ pub(super) async fn serve_raw<S: Socket>(
     let accept = derive_accept_key(key.unwrap_or_default());
     let deflate = deflate_agreed(endpoints, &request);
     drop(request);
-    let extensions = if deflate {
-        format!("sec-websocket-extensions: {DEFLATE_RESPONSE}\r\n")
-    } else {
-        String::new()
+    let extensions = match deflate {
+        Some(response) => format!("sec-websocket-extensions: {response}\r\n"),
+        None => String::new(),
     };
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
@@ -138,9 +137,16 @@ pub(super) async fn serve_raw<S: Socket>(
     // task is done): an idle session keeps only its own state.
     tokio::spawn(async move {
         let _slot = conn.slot;
-        Session::new(client, publisher, socket, &[], write_timeout, deflate)
-            .run(Opening::Subscribed(backlogs))
-            .await;
+        Session::new(
+            client,
+            publisher,
+            socket,
+            &[],
+            write_timeout,
+            deflate.is_some(),
+        )
+        .run(Opening::Subscribed(backlogs))
+        .await;
     });
 }
 
@@ -167,13 +173,15 @@ async fn open<B>(
     Ok((client, backlogs))
 }
 
-/// Whether this handshake agrees to permessage-deflate: the server allows
-/// it (`--ws-compression`) and the client offers it in a form it can meet
-/// (see `comet_wire::frame::negotiate`).
-fn deflate_agreed<B>(endpoints: &Endpoints, request: &http::Request<B>) -> bool {
+/// The extension response, if this handshake agrees to permessage-deflate:
+/// the server allows it (`--ws-compression`) and the client offers it in a
+/// form it can meet (see `comet_wire::frame::negotiate`).
+fn deflate_agreed<B>(endpoints: &Endpoints, request: &http::Request<B>) -> Option<&'static str> {
+    if !endpoints.config.ws_compression {
+        return None;
+    }
     let offers = request.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
-    endpoints.config.ws_compression
-        && frame::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
+    frame::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
 }
 
 /// The subscriptions a WebSocket connection opens with.
@@ -297,7 +305,7 @@ pub(super) fn upgrade<B>(
                     tcp,
                     &parts.read_buf,
                     write_timeout,
-                    deflate,
+                    deflate.is_some(),
                 )
                 .run(opening)
                 .await;
@@ -313,7 +321,7 @@ pub(super) fn upgrade<B>(
                     wire,
                     &parts.read_buf,
                     write_timeout,
-                    deflate,
+                    deflate.is_some(),
                 )
                 .run(opening)
                 .await;
@@ -329,11 +337,8 @@ pub(super) fn upgrade<B>(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
-    if deflate {
-        headers.insert(
-            SEC_WEBSOCKET_EXTENSIONS,
-            HeaderValue::from_static(DEFLATE_RESPONSE),
-        );
+    if let Some(response) = deflate {
+        headers.insert(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(response));
     }
     Ok(response)
 }
@@ -352,6 +357,10 @@ struct Incoming<W: Wire> {
     io: SocketIo<W>,
     reader: Reader,
     buf: BytesMut,
+    /// The client broke the protocol: what it sends now is read and
+    /// dropped (the close handshake waits for its end, so the socket is
+    /// not reset with unread data before the close frame reaches it).
+    broken: bool,
 }
 
 impl<W: Wire> Incoming<W> {
@@ -359,7 +368,11 @@ impl<W: Wire> Incoming<W> {
     /// read stays in `buf`, a message in parts stays in `reader`.
     async fn next(&mut self) -> Result<Frame, End> {
         loop {
+            if self.broken {
+                self.buf.clear();
+            }
             match self.reader.next(&mut self.buf) {
+                _ if self.broken => {}
                 Ok(Some(frame)) => {
                     // A large frame grew the buffer: let it go.
                     if self.buf.is_empty() && self.buf.capacity() > 4 * READ_BUFFER {
@@ -368,7 +381,10 @@ impl<W: Wire> Incoming<W> {
                     return Ok(frame);
                 }
                 Ok(None) => {}
-                Err(violation) => return Err(End::Server(violation.code, violation.reason.into())),
+                Err(violation) => {
+                    self.broken = true;
+                    return Err(End::Server(violation.code, violation.reason.into()));
+                }
             }
             if self.buf.capacity() == self.buf.len() {
                 self.buf.reserve(READ_BUFFER);
@@ -433,6 +449,7 @@ impl<W: Wire> Session<W> {
             io,
             reader: Reader::new(MAX_FRAME, deflate),
             buf: BytesMut::with_capacity(READ_BUFFER),
+            broken: false,
         };
         client.conn.set_outlet(Some(socket.clone()));
         Session {
@@ -517,7 +534,8 @@ impl<W: Wire> Session<W> {
                 frame = self.incoming.next() => match frame {
                     Ok(frame) => {
                         self.last_seen = Instant::now();
-                        if !self.spend_frame() {
+                        let frames = self.incoming.reader.take_frames();
+                        if !self.spend_frames(frames) {
                             return End::Server(1008, "too many frames".into());
                         }
                         // Boxed: handling a frame may run guest events,
@@ -555,12 +573,12 @@ impl<W: Wire> Session<W> {
         }
     }
 
-    /// Take one frame from the client's budget; false when it is spent.
-    fn spend_frame(&mut self) -> bool {
+    /// Take `frames` from the client's budget; false when it is spent.
+    fn spend_frames(&mut self, frames: u32) -> bool {
         let now = Instant::now();
         let refill = now.duration_since(self.budget_at).as_secs_f64() * FRAMES_PER_SECOND;
         self.budget_at = now;
-        self.frame_budget = (self.frame_budget + refill).min(FRAME_BURST) - 1.0;
+        self.frame_budget = (self.frame_budget + refill).min(FRAME_BURST) - f64::from(frames);
         self.frame_budget >= 0.0
     }
 
@@ -832,7 +850,16 @@ impl<W: Wire> Session<W> {
                     self.client.conn.set_session(session.clone());
                     self.client.info.session = session;
                 }
-                Action::Close(frame) => return Err(End::Server(frame.code, frame.reason)),
+                Action::Close(frame) => {
+                    // A code no endpoint may send (1005, 1006...) would be
+                    // a protocol error to the client: 1011 instead.
+                    let code = if frame::close_code_sendable(frame.code) {
+                        frame.code
+                    } else {
+                        1011
+                    };
+                    return Err(End::Server(code, frame.reason));
+                }
             }
         }
         Ok(())

@@ -202,8 +202,8 @@ pub(crate) struct RunArgs {
 
     /// A proxy or load balancer whose word on the client's address is taken
     /// (repeatable): an address or a CIDR block (10.0.0.0/8). Requests from
-    /// it name their client in Forwarded or X-Forwarded-For (the right-most
-    /// address that is not a trusted proxy); the per-address bound, logs and
+    /// it name their client in X-Forwarded-For (see --forwarded-header; the
+    /// right-most address that is not a trusted proxy); the bound, logs and
     /// on-connect then see that client. Headers from other peers are not
     /// read [default: the manifest's].
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_block)]
@@ -214,6 +214,13 @@ pub(crate) struct RunArgs {
     /// forwarding headers.
     #[arg(long, requires = "trusted_proxies")]
     proxy_protocol: bool,
+
+    /// The one header trusted proxies name the client in: x-forwarded-for
+    /// or forwarded (RFC 7239). The other is not read: a proxy passes it
+    /// on as the client wrote it [default: x-forwarded-for, or the
+    /// manifest's]
+    #[arg(long, value_name = "HEADER", requires = "trusted_proxies")]
+    forwarded_header: Option<comet_wire::forwarded::Header>,
 
     /// Compress WebSocket messages (permessage-deflate) for clients that
     /// offer it, as browsers do: each message once, for all of them
@@ -333,6 +340,7 @@ impl RunArgs {
                 .map(|(cert, key)| TlsFiles { cert, key }),
             trusted_proxies: self.trusted_proxies,
             proxy_protocol: self.proxy_protocol,
+            forwarded_header: self.forwarded_header,
             ws_compression: self.ws_compression,
             max_instances: self.max_instances,
         }
