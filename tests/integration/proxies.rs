@@ -62,9 +62,11 @@ impl Nginx {
     /// `port` once started.
     fn start(body: &str, port: u16) -> anyhow::Result<Nginx> {
         let dir = tempfile::tempdir()?;
+        // At `notice` nginx logs its limits once its configuration is
+        // loaded, which is after its listening sockets are bound.
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_rlimit_nofile 20000;\n\
-             pid {dir}/nginx.pid;\nerror_log stderr warn;\n\
+             pid {dir}/nginx.pid;\nerror_log stderr notice;\n\
              load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
              events {{ worker_connections 16000; }}\n{body}\n",
             dir = dir.path().display()
@@ -80,16 +82,12 @@ impl Nginx {
             .spawn()?;
         let log = Log::read(child.stderr.take().expect("stderr"));
         let nginx = Nginx { child, _dir: dir };
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "nginx did not listen on {port}:\n{}",
-                log.text()
-            );
-            // Waiting for the listener: there is nothing to be woken by.
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let listening = log.wait_until(Duration::from_secs(30), |t| t.contains("getrlimit("));
+        anyhow::ensure!(
+            listening && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "nginx did not listen on {port}:\n{}",
+            log.text()
+        );
         Ok(nginx)
     }
 
