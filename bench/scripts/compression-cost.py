@@ -14,10 +14,8 @@ Needs `cargo build --release -p comet-host -p comet-bench`.
 """
 
 import argparse
-import json
 import socket
 import statistics
-import subprocess
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -32,11 +30,8 @@ def one(variant, a, index):
     with suite.Server("comet", port) as srv:
         name = "deflate-%s" % variant
         flags = ["--payload-bytes", str(a.payload), "--payload-words"] + VARIANTS[variant]
-        cmd, out = suite.loadgen("comet", srv, name, "ws", a.subscribers, rates=[a.rate],
-                                 duration=a.duration, extra=flags)
-        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
-            raise RuntimeError("loadgen failed (%s)" % variant)
-        report = json.loads(out.read_text())
+        report = suite.run_loadgen("comet", srv, name, "ws", a.subscribers, rates=[a.rate],
+                                   duration=a.duration, extra=flags)
     step = suite.checked_step(report, variant)
     return {
         "kib": report["kib_per_connection"],

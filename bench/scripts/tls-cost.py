@@ -16,7 +16,6 @@ Needs `cargo build --release -p comet-host -p comet-bench`.
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -58,11 +57,8 @@ def one(variant, spec, transport, a, index):
     port = suite.port_for(index)
     with suite.Server(server, port) as srv:
         name = "tls-%s-%s" % (variant, transport)
-        cmd, out = suite.loadgen(server, srv, name, transport, a.subscribers,
-                                 rates=[a.rate], duration=a.duration, extra=flags)
-        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
-            raise RuntimeError("loadgen failed against %s" % variant)
-        report = json.loads(out.read_text())
+        report = suite.run_loadgen(server, srv, name, transport, a.subscribers,
+                                   rates=[a.rate], duration=a.duration, extra=flags)
     step = suite.checked_step(report, variant)
     return {
         "kib": report["kib_per_connection"],

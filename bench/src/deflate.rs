@@ -4,16 +4,11 @@
 //! scanner sees them, as a browser would.
 
 use anyhow::{Context, bail};
-use flate2::{Decompress, FlushDecompress};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::payload::Scanner;
 use crate::target::WsStart;
 use crate::transport::{Sink, Subscriber};
-
-/// What every server sends back to the client after a compressed message's
-/// deflate block (RFC 7692, section 7.2.2).
-const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 impl Subscriber {
     /// Subscribe over WebSocket offering permessage-deflate, then feed
@@ -122,32 +117,7 @@ fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-thread_local! {
-    /// One inflater per thread, reset for each message (made once: its
-    /// state is tens of KiB).
-    static INFLATER: std::cell::RefCell<Decompress> =
-        std::cell::RefCell::new(Decompress::new(false));
-}
-
-/// A message compressed without context.
+/// A message compressed without context, inflated (to at most 1 MiB).
 fn inflate(payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-    INFLATER.with_borrow_mut(|inflater| {
-        inflater.reset(false);
-        inflate_with(inflater, payload)
-    })
-}
-
-fn inflate_with(inflater: &mut Decompress, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut input = payload.to_vec();
-    input.extend_from_slice(&TAIL);
-    let mut out = Vec::with_capacity(payload.len() * 4 + 64);
-    loop {
-        let before = inflater.total_in();
-        inflater.decompress_vec(&input, &mut out, FlushDecompress::Sync)?;
-        input.drain(..(inflater.total_in() - before) as usize);
-        if input.is_empty() && out.len() < out.capacity() {
-            return Ok(out);
-        }
-        out.reserve(out.capacity());
-    }
+    Ok(comet_wire::frame::inflate(payload, 1 << 20)?)
 }

@@ -301,8 +301,8 @@ pub fn close_code_sendable(code: u16) -> bool {
 }
 
 /// Inflate one message compressed without context (the client was told
-/// `client_no_context_takeover`), to at most `max` bytes.
-fn inflate(compressed: &[u8], max: usize) -> Result<Vec<u8>, Violation> {
+/// `client_no_context_takeover`), to at most `max` bytes (else 1009).
+pub fn inflate(compressed: &[u8], max: usize) -> Result<Vec<u8>, Violation> {
     INFLATER.with_borrow_mut(|inflater| {
         // No context: each message is inflated as if it were the first.
         inflater.reset(false);

@@ -210,7 +210,7 @@ impl Message {
     /// The payloads of the WebSocket frames that carry this message,
     /// borrowed: the JSON as a text frame or, for a binary payload, the
     /// text frame announcing it and the binary frame.
-    pub fn ws_payloads(&self) -> (&[u8], Option<&[u8]>) {
+    fn ws_payloads(&self) -> (&[u8], Option<&[u8]>) {
         match &self.binary {
             None => (self.json_slice(), None),
             Some(b) => (&b.ws_header, Some(&b.bytes)),
@@ -218,7 +218,7 @@ impl Message {
     }
 
     /// [`Message::ws_payloads`] as shared buffers (to keep past the write).
-    pub fn ws_payload_bytes(&self) -> (Bytes, Option<Bytes>) {
+    fn ws_payload_bytes(&self) -> (Bytes, Option<Bytes>) {
         match &self.binary {
             None => (self.json(), None),
             Some(b) => (b.ws_header.clone(), Some(b.bytes.clone())),
