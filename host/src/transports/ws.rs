@@ -369,21 +369,22 @@ impl<W: Wire> Incoming<W> {
     async fn next(&mut self) -> Result<Frame, End> {
         loop {
             if self.broken {
+                // Read and dropped, until the client's end.
                 self.buf.clear();
-            }
-            match self.reader.next(&mut self.buf) {
-                _ if self.broken => {}
-                Ok(Some(frame)) => {
-                    // A large frame grew the buffer: let it go.
-                    if self.buf.is_empty() && self.buf.capacity() > 4 * READ_BUFFER {
-                        self.buf = BytesMut::with_capacity(READ_BUFFER);
+            } else {
+                match self.reader.next(&mut self.buf) {
+                    Ok(Some(frame)) => {
+                        // A large frame grew the buffer: let it go.
+                        if self.buf.is_empty() && self.buf.capacity() > 4 * READ_BUFFER {
+                            self.buf = BytesMut::with_capacity(READ_BUFFER);
+                        }
+                        return Ok(frame);
                     }
-                    return Ok(frame);
-                }
-                Ok(None) => {}
-                Err(violation) => {
-                    self.broken = true;
-                    return Err(End::Server(violation.code, violation.reason.into()));
+                    Ok(None) => {}
+                    Err(violation) => {
+                        self.broken = true;
+                        return Err(End::Server(violation.code, violation.reason.into()));
+                    }
                 }
             }
             if self.buf.capacity() == self.buf.len() {
