@@ -64,6 +64,8 @@ pub struct Manifest {
     /// Agree to permessage-deflate with WebSocket clients (`None`: the
     /// default, on).
     pub ws_compression: Option<bool>,
+    /// The server API's bearer key (`--api-key` and `COMET_API_KEY` win).
+    pub api_key: Option<String>,
     /// The module running the `/comet/` endpoints' connection hooks.
     pub channel_module: Option<String>,
     /// History limits of channels in no listed namespace.
@@ -153,6 +155,7 @@ struct RawServer {
     proxy_protocol: Option<Spanned<bool>>,
     forwarded_header: Option<Spanned<String>>,
     ws_compression: Option<bool>,
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -505,6 +508,7 @@ impl Manifest {
             proxy_protocol: raw.server.proxy_protocol.is_some_and(|on| on.into_inner()),
             forwarded_header,
             ws_compression: raw.server.ws_compression,
+            api_key: raw.server.api_key.filter(|k| !k.is_empty()),
             tls: raw.tls.map(|t| TlsFiles {
                 cert: base.join(t.cert),
                 key: base.join(t.key),

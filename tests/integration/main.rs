@@ -33,6 +33,9 @@ mod budgets;
 mod slow;
 // Several comet processes on one real redis-server.
 mod redis;
+// The server API for backends: commands to one node acting on another's
+// clients, the node registry, errors.
+mod server_api;
 // Hostile clients: timeouts, bounds, handshakes, floods, file permissions.
 mod hostile;
 // Instance reuse, for modules that opt in: what is kept and what ends it.

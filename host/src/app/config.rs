@@ -222,6 +222,8 @@ pub struct RunFlags {
     pub admin_token: Option<String>,
     /// The publish API's token; `None`: a random one.
     pub publish_token: Option<String>,
+    /// The server API's key; `None`: the manifest's, else a random one.
+    pub api_key: Option<String>,
     /// Uploads and the compile cache.
     pub data_dir: Option<PathBuf>,
     /// Largest upload, MiB.
@@ -308,6 +310,8 @@ pub struct Plan {
     pub metrics_listen: Option<SocketAddr>,
     /// The publish API's token.
     pub publish_token: Token,
+    /// The server API's key.
+    pub api_key: Token,
     /// Rebuild modules whose sources change.
     pub watch: bool,
     /// Build guest crates with cargo's release profile.
@@ -393,7 +397,9 @@ impl RunFlags {
             (at, Token::given_or_random(self.admin_token))
         });
         let publish_token = Token::given_or_random(self.publish_token);
+        let api_key = Token::given_or_random(self.api_key.or_else(|| manifest.api_key.clone()));
         let mut host = HostConfig::new(manifest, publish_token.value.clone());
+        host.endpoints.api_key = api_key.value.clone();
         host.engine = EngineSettings {
             max_instances: self.max_instances,
             max_memory_bytes: max_memory,
@@ -415,6 +421,7 @@ impl RunFlags {
             admin,
             metrics_listen: self.metrics_listen,
             publish_token,
+            api_key,
             watch: self.watch,
             release: self.release,
         })

@@ -191,6 +191,10 @@ impl Host {
         admin: Option<(TcpListener, String)>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        if let Ok(address) = public.local_addr() {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            self.node.set_address(format!("{scheme}://{address}"));
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();

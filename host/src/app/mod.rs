@@ -104,7 +104,7 @@ pub async fn launch(plan: Plan) -> Result<Launched, LaunchError> {
         broker = BrokerInfo::Redis {
             url: redacted(url),
             prefix: prefix.clone(),
-            node: connected.node_id().to_string(),
+            node: crate::channels::Broker::node_id(&*connected).to_string(),
         };
         config.kv = Some(Arc::new(connected.kv()));
         config.broker = Some(connected);

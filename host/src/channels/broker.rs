@@ -111,8 +111,42 @@ pub struct BrokerStats {
 pub struct Presence {
     /// Subscribed connections.
     pub connections: usize,
-    /// Session attributes of some of them.
-    pub sessions: Vec<Vec<(String, String)>>,
+    /// Some of them: their ids and session attributes.
+    pub members: Vec<Member>,
+    /// The distinct users among them (the session attribute `user`), up to
+    /// [`MAX_PRESENCE_USERS`] per node.
+    pub users: Vec<String>,
+}
+
+/// Most distinct users one node reports for one channel.
+pub const MAX_PRESENCE_USERS: usize = 10_000;
+
+/// One subscribed connection, as presence lists it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// Its id (unique across nodes).
+    pub connection: String,
+    /// Its session attributes.
+    pub session: Vec<(String, String)>,
+}
+
+/// What a node tells the others about itself (the node registry).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// The node's id (the prefix of its connections' ids).
+    pub id: String,
+    /// Where its public listener listens.
+    pub address: String,
+    /// The comet version it runs.
+    pub version: String,
+    /// Client connections open.
+    pub connections: usize,
+    /// Distinct users among them.
+    pub users: usize,
+    /// Channels with a local subscriber.
+    pub channels: usize,
+    /// Seconds since it started.
+    pub uptime_s: u64,
 }
 
 /// Where the broker hands every message: the node, which fans it out.
@@ -125,6 +159,10 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     /// (a reconnect): messages published meanwhile never came. The node
     /// reads every subscribed channel's history after what it delivered.
     fn resubscribed(&self) {}
+
+    /// A command some node sent to every node ([`Broker::send_command`]).
+    /// Must not block.
+    fn command(&self, _command: &[u8]) {}
 }
 
 /// Where channel history and positions live, and how messages reach nodes.
@@ -152,6 +190,35 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<History, BrokerError>;
 
+    /// Up to `limit` of the newest messages of `channel`, newest first, and
+    /// the channel's head (creating its epoch as [`Broker::history`] does).
+    async fn newest(&self, channel: &ChannelName, limit: usize) -> Result<History, BrokerError>;
+
+    /// Drop `channel`'s history and start a new epoch: every cursor of the
+    /// old one gets a reset. Returns the new head.
+    async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError>;
+
+    /// This node's id, unique among the nodes sharing the broker.
+    fn node_id(&self) -> &str;
+
+    /// Hand `command` to every node's [`Sink::command`], this one's too.
+    async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError>;
+
+    /// Every live node, given `local`: this node's own entry. With one
+    /// node, that is all.
+    async fn nodes(&self, local: NodeInfo) -> Result<Vec<NodeInfo>, BrokerError> {
+        Ok(vec![local])
+    }
+
+    /// Every channel with subscribers on some node and their count, given
+    /// `local`: this node's.
+    async fn channels(
+        &self,
+        local: Vec<(ChannelName, usize)>,
+    ) -> Result<Vec<(ChannelName, usize)>, BrokerError> {
+        Ok(local)
+    }
+
     /// This node has a local subscriber of `channel` from now on.
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError>;
 
@@ -174,10 +241,13 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// This node's subscribers of every channel it has some for.
+    /// This node's subscribers of every channel it has some for, and its
+    /// registry entry (the heartbeat: a node that stops sharing is gone
+    /// after a few intervals).
     async fn share_presence(
         &self,
         _local: Vec<(ChannelName, Presence)>,
+        _node: NodeInfo,
     ) -> Result<(), BrokerError> {
         Ok(())
     }

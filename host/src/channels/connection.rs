@@ -26,7 +26,9 @@ use bytes::Bytes;
 
 use super::admission::{Ticket, TransportKind};
 use super::broker::Gap;
+use super::control::{Action, Disconnect};
 use super::cursor::{Cursor, Position};
+use super::directory::USER;
 use super::error::ChannelError;
 use super::hub::Subscriber;
 use super::inbox::{Inbox, Outlet, Popped, Session};
@@ -90,6 +92,14 @@ pub enum Event {
     /// A lost message could not be read back (the broker is down): the
     /// client should reconnect with its cursor.
     Unavailable(String),
+    /// The server API disconnects this connection.
+    Disconnect(Disconnect),
+    /// The server API subscribes this connection to a channel: the
+    /// transport subscribes it (no on-subscribe) and answers as for a
+    /// client's own subscription.
+    Subscribe(ChannelName, Option<Position>),
+    /// The server API unsubscribed this connection from a channel.
+    Unsubscribed(ChannelName),
 }
 
 /// One client connection (see the module docs). Dropping it unsubscribes
@@ -119,6 +129,7 @@ impl Node {
     pub fn connect(self: &Arc<Self>, kind: TransportKind) -> Result<Connection, ChannelError> {
         let (ticket, id) = self.admit(kind)?;
         let inbox = Arc::new(Inbox::new(self.queue_len()));
+        self.directory().add(id, inbox.clone());
         Ok(Connection {
             node: self.clone(),
             me: Subscriber { id, inbox },
@@ -131,8 +142,13 @@ impl Node {
 
 impl Connection {
     /// Id unique within this process.
-    pub fn id(&self) -> u64 {
+    pub fn local_id(&self) -> u64 {
         self.me.id
+    }
+
+    /// Id unique across nodes: the node's id and the local one.
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.node.id(), self.me.id)
     }
 
     /// The node it belongs to.
@@ -140,8 +156,13 @@ impl Connection {
         &self.node
     }
 
-    /// Store session attributes (seen by presence).
+    /// Store session attributes (seen by presence); the attribute
+    /// [`USER`] names the connection's user.
     pub fn set_session(&self, session: Session) {
+        let user = session.iter().find(|(k, _)| k == USER).map(|(_, v)| v);
+        self.node
+            .directory()
+            .set_user(self.me.id, user.map(String::as_str));
         *lock(&self.me.inbox.session) = session;
     }
 
@@ -314,6 +335,11 @@ impl Connection {
                 Popped::Next(message) => return Event::Message(message),
                 Popped::Jump(channel) => self.fall_behind(channel),
                 Popped::Kicked => return Event::SlowConsumer,
+                Popped::Command(action) => {
+                    if let Some(event) = self.command(action) {
+                        return event;
+                    }
+                }
             }
         }
     }
@@ -337,6 +363,29 @@ impl Connection {
                 Popped::Next(message) => return Some(Event::Message(message)),
                 Popped::Jump(channel) => self.fall_behind(channel),
                 Popped::Kicked => return None,
+                Popped::Command(action) => {
+                    if let Some(event) = self.command(action) {
+                        return Some(event);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a command from the server API means here (`None`: nothing,
+    /// such as unsubscribing a channel it is not subscribed to).
+    fn command(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Disconnect(disconnect) => Some(Event::Disconnect(disconnect)),
+            Action::Subscribe { channel, since } => {
+                let channel = ChannelName::new(&channel).ok()?;
+                let since = since.map(|(epoch, offset)| Position { epoch, offset });
+                Some(Event::Subscribe(channel, since))
+            }
+            Action::Unsubscribe { channel } => {
+                let channel = ChannelName::new(&channel).ok()?;
+                self.unsubscribe(&channel)
+                    .then_some(Event::Unsubscribed(channel))
             }
         }
     }
@@ -408,6 +457,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.node.directory().remove(self.me.id);
         self.me.inbox.set_outlet(None);
         for (channel, _) in self.me.inbox.take_positions() {
             self.leave(&channel);

@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::broker::Presence;
+use super::broker::{MAX_PRESENCE_USERS, Member, Presence};
 use super::cursor::{Position, channel_key};
+use super::directory::USER;
 use super::inbox::{Inbox, Pushed};
 use super::lock;
 use super::message::Message;
@@ -70,20 +71,22 @@ pub struct Hub {
     /// not whichever one publishes (a hot guest publishes from the hot
     /// runtime's low-priority threads).
     runtime: Option<tokio::runtime::Handle>,
+    /// The node's id: the prefix of its connections' ids.
+    node_id: Arc<str>,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
+impl Hub {
+    /// The hub of the node `node_id`.
+    pub fn new(node_id: &str) -> Hub {
         Hub {
+            node_id: node_id.into(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             slow_consumers: Arc::default(),
             deliveries: AtomicU64::new(0),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
-}
 
-impl Hub {
     fn shard(&self, channel: &str) -> std::sync::MutexGuard<'_, Shard> {
         lock(&self.shards[(channel_key(channel) % SHARDS as u64) as usize])
     }
@@ -188,27 +191,56 @@ impl Hub {
     }
 
     /// The local presence of every channel with local subscribers.
-    pub(crate) fn presence_all(&self, max_sessions: usize) -> Vec<(ChannelName, Presence)> {
+    pub(crate) fn presence_all(&self, max_members: usize) -> Vec<(ChannelName, Presence)> {
         self.shards
             .iter()
             .flat_map(|shard| {
                 lock(shard)
                     .iter()
                     .map(|(channel, local)| {
-                        let presence = Presence {
-                            connections: local.subscribers.len(),
-                            sessions: local
-                                .subscribers
-                                .iter()
-                                .take(max_sessions)
-                                .map(|s| lock(&s.inbox.session).clone())
-                                .collect(),
-                        };
-                        (channel.clone(), presence)
+                        (channel.clone(), self.local_presence(local, max_members))
                     })
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Local subscribers of every channel with some (for `channels`).
+    pub(crate) fn counts(&self) -> Vec<(ChannelName, usize)> {
+        self.shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .iter()
+                    .map(|(channel, local)| (channel.clone(), local.subscribers.len()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// `local`'s count, up to `max_members` members, and its distinct users.
+    fn local_presence(&self, local: &Local, max_members: usize) -> Presence {
+        let mut users = std::collections::BTreeSet::new();
+        let mut members = Vec::with_capacity(local.subscribers.len().min(max_members));
+        for s in &local.subscribers {
+            let session = lock(&s.inbox.session);
+            if users.len() < MAX_PRESENCE_USERS
+                && let Some((_, user)) = session.iter().find(|(k, _)| k == USER)
+            {
+                users.insert(user.clone());
+            }
+            if members.len() < max_members {
+                members.push(Member {
+                    connection: format!("{}-{}", self.node_id, s.id),
+                    session: session.clone(),
+                });
+            }
+        }
+        Presence {
+            connections: local.subscribers.len(),
+            members,
+            users: users.into_iter().collect(),
+        }
     }
 
     /// Every channel with local subscribers, and the newest position seen.
@@ -224,21 +256,13 @@ impl Hub {
             .collect()
     }
 
-    /// How many local connections are subscribed to `channel`, and the
-    /// sessions of up to `max_sessions` of them.
-    pub fn presence(&self, channel: &str, max_sessions: usize) -> Presence {
+    /// How many local connections are subscribed to `channel`, up to
+    /// `max_members` of them, and their distinct users.
+    pub fn presence(&self, channel: &str, max_members: usize) -> Presence {
         let shard = self.shard(channel);
-        let Some(subscribers) = shard.get(channel).map(|l| &l.subscribers) else {
-            return Presence::default();
-        };
-        let sessions = subscribers
-            .iter()
-            .take(max_sessions)
-            .map(|s| lock(&s.inbox.session).clone())
-            .collect();
-        Presence {
-            connections: subscribers.len(),
-            sessions,
+        match shard.get(channel) {
+            Some(local) => self.local_presence(local, max_members),
+            None => Presence::default(),
         }
     }
 

@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use super::control::Action;
 use super::cursor::Position;
 use super::lock;
 use super::message::Message;
@@ -74,7 +75,13 @@ struct State {
     /// The task's waker, while it waits for the queue.
     waker: Option<Waker>,
     outlet: Option<Arc<dyn Outlet>>,
+    /// Commands for the task, from the server API (see `control`).
+    commands: VecDeque<Action>,
 }
+
+/// Most commands waiting for one connection's task; more are dropped (a
+/// task takes them before any message, so only a flood fills this).
+const MAX_COMMANDS: usize = 64;
 
 /// What the hub should do after [`Inbox::push`].
 #[derive(Debug, PartialEq, Eq)]
@@ -94,6 +101,8 @@ pub(crate) enum Popped {
     Next(Arc<Message>),
     /// Messages of this channel were lost before the one taken: catch up.
     Jump(ChannelName),
+    /// A command for the task (taken before any message).
+    Command(Action),
     /// The connection was dropped as a slow consumer.
     Kicked,
 }
@@ -184,6 +193,23 @@ impl Inbox {
             waker.wake();
         }
         first
+    }
+
+    /// Queue `action` for the task and wake it (drains stop until it
+    /// waits again). False when too many are waiting.
+    pub(crate) fn command(&self, action: Action) -> bool {
+        let mut state = lock(&self.state);
+        if state.commands.len() >= MAX_COMMANDS {
+            return false;
+        }
+        state.commands.push_back(action);
+        state.idle = false;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
     }
 
     /// Queue `message` (the hub, under its shard lock).
@@ -293,6 +319,10 @@ impl Inbox {
     }
 
     fn pop(&self, state: &mut State, behind: &[ChannelName]) -> Option<Popped> {
+        if let Some(action) = state.commands.pop_front() {
+            state.idle = false;
+            return Some(Popped::Command(action));
+        }
         while let Some(message) = state.queue.pop_front() {
             state.idle = false;
             if behind.contains(&message.channel) {

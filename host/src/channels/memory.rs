@@ -142,6 +142,8 @@ pub struct MemoryBroker {
     oldest: Mutex<BTreeSet<(u64, ChannelName)>>,
     evicted: AtomicU64,
     reclaimed: AtomicU64,
+    /// This node's id (random per process).
+    node_id: String,
 }
 
 impl Default for MemoryBroker {
@@ -174,6 +176,7 @@ impl MemoryBroker {
             oldest: Mutex::default(),
             evicted: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
+            node_id: format!("{:016x}", random_epoch()),
         }
     }
 
@@ -398,6 +401,52 @@ impl Broker for MemoryBroker {
             gap,
             head,
         })
+    }
+
+    async fn newest(&self, channel: &ChannelName, limit: usize) -> Result<History, BrokerError> {
+        let now = now_ms();
+        let mut shard = self.shard(channel);
+        let log = self.log(&mut shard, channel, now)?;
+        log.touched_ms = now;
+        let before = log.front_seq();
+        self.trim(channel, log, now, usize::MAX, before);
+        let messages = log
+            .messages
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect();
+        Ok(History {
+            messages,
+            gap: None,
+            head: log.head(),
+        })
+    }
+
+    async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError> {
+        let now = now_ms();
+        let mut shard = self.shard(channel);
+        let log = self.log(&mut shard, channel, now)?;
+        let before = log.front_seq();
+        let freed: usize = log.messages.drain(..).map(|(_, m)| m.size()).sum();
+        self.bytes.fetch_sub(freed, Ordering::AcqRel);
+        self.reindex(channel, before, None);
+        log.epoch = random_epoch();
+        log.top = 0;
+        log.touched_ms = now;
+        Ok(log.head())
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError> {
+        if let Some(sink) = self.sink.get() {
+            sink.command(command);
+        }
+        Ok(())
     }
 
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {

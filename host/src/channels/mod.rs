@@ -12,6 +12,8 @@
 pub mod admission;
 pub mod broker;
 pub mod connection;
+pub mod control;
+mod directory;
 mod error;
 pub mod hub;
 pub mod inbox;
@@ -31,10 +33,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use admission::{Admission, TransportKind};
 pub use broker::{
-    Broker, BrokerError, BrokerStats, Gap, History, HistoryLimits, Presence, Published, Sink,
+    Broker, BrokerError, BrokerStats, Gap, History, HistoryLimits, Member, NodeInfo, Presence,
+    Published, Sink,
 };
 pub use connection::{Backlog, Connection, Event, Reset};
+pub use control::{Action, Command, Disconnect, Target};
 pub use cursor::{Cursor, CursorError, Position};
+pub use directory::USER;
 pub use error::ChannelError;
 pub use hub::Hub;
 pub use inbox::{Outlet, OutletFull, Session};

@@ -17,9 +17,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::admission::{Admission, DEFAULT_MAX_CONNECTIONS, Ticket, TransportKind};
-use super::broker::{Broker, BrokerStats, History, Published};
+use super::broker::{Broker, BrokerStats, History, NodeInfo, Published};
 use super::broker::{Presence, Sink};
+use super::control::{Command, Target};
 use super::cursor::Position;
+use super::directory::Directory;
 use super::error::ChannelError;
 use super::hub::{Hub, Subscriber};
 use super::lock;
@@ -92,10 +94,14 @@ const MAX_SHARED_SESSIONS: usize = 100;
 /// Where the broker delivers (Centrifuge's `BrokerEventHandler`): the hub,
 /// and for a resubscription a nudge to the node's position check, which
 /// then runs at once instead of at its next interval.
+/// Commands from the server API go to the connections they name.
 #[derive(Debug)]
 struct NodeSink {
     hub: Arc<Hub>,
     recheck: Arc<Notify>,
+    directory: Arc<Directory>,
+    /// This node's id and a dash: the prefix of its connections' ids.
+    prefix: String,
 }
 
 impl Sink for NodeSink {
@@ -106,6 +112,30 @@ impl Sink for NodeSink {
     fn resubscribed(&self) {
         // A permit is kept if the check is running now: it runs again after.
         self.recheck.notify_one();
+    }
+
+    fn command(&self, command: &[u8]) {
+        let Some(command) = Command::decode(command) else {
+            tracing::warn!("a node command comet cannot read (another version?)");
+            return;
+        };
+        let inboxes = match &command.target {
+            Target::User(user) => self.directory.user(user),
+            Target::Connection(id) => id
+                .strip_prefix(&self.prefix)
+                .and_then(|n| n.parse().ok())
+                .and_then(|n| self.directory.connection(n))
+                .into_iter()
+                .collect(),
+        };
+        if !inboxes.is_empty() {
+            tracing::debug!(target_ = ?command.target, connections = inboxes.len(), "node command");
+        }
+        for inbox in inboxes {
+            if !inbox.command(command.action.clone()) {
+                tracing::warn!(target_ = ?command.target, "a connection has too many commands waiting; one dropped");
+            }
+        }
     }
 }
 
@@ -124,6 +154,11 @@ pub struct Node {
     max_channels_per_connection: usize,
     subscriptions: Mutex<HashMap<ChannelName, Subscription>>,
     next_id: AtomicU64,
+    /// This node's connections, by id and by user.
+    directory: Arc<Directory>,
+    /// Where the public listener listens (for the node registry).
+    address: std::sync::OnceLock<String>,
+    started: std::time::Instant,
     catch_ups: AtomicU64,
     resets: AtomicU64,
     /// Where broker operations and connections are counted.
@@ -134,7 +169,8 @@ impl Node {
     /// A node over `broker`, which it starts (and, inside a tokio runtime,
     /// its position check and presence sharing), counting in `metrics`.
     pub fn new(broker: Arc<dyn Broker>, config: NodeConfig, metrics: Arc<Metrics>) -> Arc<Node> {
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(broker.node_id()));
+        let directory = Arc::new(Directory::default());
         let node = Arc::new(Node {
             broker,
             hub,
@@ -145,6 +181,9 @@ impl Node {
             max_channels_per_connection: config.max_channels_per_connection,
             subscriptions: Mutex::default(),
             next_id: AtomicU64::new(1),
+            directory: directory.clone(),
+            address: std::sync::OnceLock::new(),
+            started: std::time::Instant::now(),
             catch_ups: AtomicU64::new(0),
             resets: AtomicU64::new(0),
         });
@@ -152,6 +191,8 @@ impl Node {
         node.broker.clone().start(Arc::new(NodeSink {
             hub: node.hub.clone(),
             recheck: recheck.clone(),
+            directory,
+            prefix: format!("{}-", node.id()),
         }));
         node.every(config.position_check, Some(recheck), |node| async move {
             node.check_positions().await;
@@ -159,7 +200,7 @@ impl Node {
         if let Some(interval) = node.broker.presence_interval() {
             node.every(interval, None, |node| async move {
                 let local = node.hub.presence_all(MAX_SHARED_SESSIONS);
-                match node.broker.share_presence(local).await {
+                match node.broker.share_presence(local, node.info()).await {
                     Ok(()) => tracing::debug!("presence shared"),
                     Err(e) => tracing::warn!(error = %e, "sharing presence failed"),
                 }
@@ -276,15 +317,90 @@ impl Node {
         Ok(history?)
     }
 
-    /// Subscribers of `channel` on every node, with up to `max_sessions`
-    /// sessions.
+    /// Subscribers of `channel` on every node, with up to `max_members`
+    /// of them listed.
     pub async fn presence(
         &self,
         channel: &ChannelName,
-        max_sessions: usize,
+        max_members: usize,
     ) -> Result<Presence, ChannelError> {
-        let local = self.hub.presence(channel, max_sessions);
-        Ok(self.broker.presence(channel, local).await?)
+        let local = self.hub.presence(channel, max_members);
+        let started = std::time::Instant::now();
+        let presence = self.broker.presence(channel, local).await;
+        self.metrics
+            .broker("presence", presence.is_ok(), started.elapsed());
+        let mut presence = presence?;
+        presence.members.truncate(max_members);
+        Ok(presence)
+    }
+
+    /// Up to `limit` of the newest messages of `channel`, newest first.
+    pub async fn newest(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+    ) -> Result<History, ChannelError> {
+        let started = std::time::Instant::now();
+        let history = self.broker.newest(channel, limit).await;
+        self.metrics
+            .broker("history", history.is_ok(), started.elapsed());
+        Ok(history?)
+    }
+
+    /// Drop `channel`'s history and start a new epoch (its subscribers and
+    /// every resuming client get a reset). Returns the new head.
+    pub async fn remove_history(&self, channel: &ChannelName) -> Result<Position, ChannelError> {
+        let started = std::time::Instant::now();
+        let head = self.broker.remove_history(channel).await;
+        self.metrics
+            .broker("history_remove", head.is_ok(), started.elapsed());
+        Ok(head?)
+    }
+
+    /// Send `command` to the connections it names, on every node.
+    pub async fn command(&self, command: &Command) -> Result<(), ChannelError> {
+        let started = std::time::Instant::now();
+        let sent = self.broker.send_command(&command.encode()).await;
+        self.metrics
+            .broker("command", sent.is_ok(), started.elapsed());
+        Ok(sent?)
+    }
+
+    /// Every live node's registry entry, this one's first.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ChannelError> {
+        Ok(self.broker.nodes(self.info()).await?)
+    }
+
+    /// Every channel with subscribers on some node, and how many.
+    pub async fn channels(&self) -> Result<Vec<(ChannelName, usize)>, ChannelError> {
+        Ok(self.broker.channels(self.hub.counts()).await?)
+    }
+
+    /// This node's id (the prefix of its connections' ids).
+    pub fn id(&self) -> &str {
+        self.broker.node_id()
+    }
+
+    /// Say where the public listener listens (for the node registry).
+    pub fn set_address(&self, address: String) {
+        let _ = self.address.set(address);
+    }
+
+    /// This node's registry entry.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.id().to_string(),
+            address: self.address.get().cloned().unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            connections: self.admission.count(),
+            users: self.directory.user_count(),
+            channels: self.hub.channel_count(),
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+
+    pub(super) fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     /// The rules that apply to `channel`.

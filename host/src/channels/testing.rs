@@ -59,6 +59,10 @@ impl Sink for LossySink {
     fn resubscribed(&self) {
         self.sink.resubscribed();
     }
+
+    fn command(&self, command: &[u8]) {
+        self.sink.command(command);
+    }
 }
 
 #[async_trait]
@@ -88,6 +92,22 @@ impl Broker for LossyBroker {
         limit: usize,
     ) -> Result<History, BrokerError> {
         self.inner.history(channel, since, limit).await
+    }
+
+    async fn newest(&self, channel: &ChannelName, limit: usize) -> Result<History, BrokerError> {
+        self.inner.newest(channel, limit).await
+    }
+
+    async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError> {
+        self.inner.remove_history(channel).await
+    }
+
+    fn node_id(&self) -> &str {
+        self.inner.node_id()
+    }
+
+    async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError> {
+        self.inner.send_command(command).await
     }
 
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {

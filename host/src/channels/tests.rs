@@ -223,6 +223,22 @@ async fn the_subscribe_lock_subscribes_the_node_once() {
         ) -> Result<History, BrokerError> {
             self.inner.history(channel, since, limit).await
         }
+        async fn newest(
+            &self,
+            channel: &ChannelName,
+            limit: usize,
+        ) -> Result<History, BrokerError> {
+            self.inner.newest(channel, limit).await
+        }
+        async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError> {
+            self.inner.remove_history(channel).await
+        }
+        fn node_id(&self) -> &str {
+            self.inner.node_id()
+        }
+        async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError> {
+            self.inner.send_command(command).await
+        }
         async fn subscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
             tokio::task::yield_now().await;
             self.subscribes.fetch_add(1, Ordering::AcqRel);

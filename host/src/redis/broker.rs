@@ -37,8 +37,8 @@ use futures_util::StreamExt;
 use super::{Commands, RedisConfig, RedisError, redacted};
 use crate::channels::cursor::channel_key;
 use crate::channels::{
-    Broker, BrokerError, BrokerStats, ChannelName, Gap, History, HistoryLimits, Message, Payload,
-    Position, Presence, Published, Sink, lock, now_ms,
+    Broker, BrokerError, BrokerStats, ChannelName, Gap, History, HistoryLimits, Member, Message,
+    NodeInfo, Payload, Position, Presence, Published, Sink, lock, now_ms,
 };
 
 /// How often a node shares its presence.
@@ -77,6 +77,22 @@ impl Keys {
     }
     fn presence_expiry(&self, channel: &str) -> String {
         format!("{}.pe.{{{channel}}}", self.prefix)
+    }
+    /// The topic of commands for every node's connections.
+    fn commands(&self) -> String {
+        format!("{}.cmd", self.prefix)
+    }
+    /// The node registry: node id to its entry (JSON).
+    fn nodes(&self) -> String {
+        format!("{}.nodes", self.prefix)
+    }
+    /// Node id to when its registry entry expires (ms).
+    fn nodes_expiry(&self) -> String {
+        format!("{}.nodes.e", self.prefix)
+    }
+    /// A node's channels: channel to its subscribers there.
+    fn node_channels(&self, node: &str) -> String {
+        format!("{}.nc.{node}", self.prefix)
     }
     fn probe(&self, node: &str, shard: usize) -> String {
         format!("{}.probe.{node}.{shard}", self.prefix)
@@ -138,6 +154,8 @@ pub struct RedisBroker {
     counters: Counters,
     publish: Script,
     history: Script,
+    newest: Script,
+    remove_history: Script,
     presence: Script,
 }
 
@@ -200,6 +218,8 @@ impl RedisBroker {
             counters: Counters::default(),
             publish: Script::new(include_str!("publish.lua")),
             history: Script::new(include_str!("history.lua")),
+            newest: Script::new(include_str!("newest.lua")),
+            remove_history: Script::new(include_str!("remove_history.lua")),
             presence: Script::new(include_str!("presence.lua")),
         }))
     }
@@ -207,11 +227,6 @@ impl RedisBroker {
     /// A kv store on the same Redis (and command connection).
     pub fn kv(&self) -> super::RedisKv {
         super::RedisKv::new(self.commands.clone(), &self.config.prefix)
-    }
-
-    /// This node's id (in presence and probe topics).
-    pub fn node_id(&self) -> &str {
-        &self.node_id
     }
 
     /// Health counters.
@@ -298,6 +313,13 @@ impl RedisBroker {
         with_timeout(timeout, sink.subscribe(&probe))
             .await
             .map_err(lost)?;
+        // Commands for connections come over the first connection.
+        let commands = (shard.index == 0).then(|| self.keys.commands());
+        if let Some(topic) = &commands {
+            with_timeout(timeout, sink.subscribe(topic))
+                .await
+                .map_err(lost)?;
+        }
         {
             // Resubscribe under the lock, so a subscribe in the meantime
             // waits and then goes to the new connection.
@@ -339,6 +361,12 @@ impl RedisBroker {
                     if topic == probe {
                         continue;
                     }
+                    if commands.as_deref() == Some(topic) {
+                        if let Some(sink) = self.sink.get() {
+                            sink.command(message.get_payload_bytes());
+                        }
+                        continue;
+                    }
                     match self.decode(topic, message.get_payload_bytes()) {
                         Some(m) => {
                             if let Some(sink) = self.sink.get() {
@@ -378,6 +406,36 @@ impl RedisBroker {
         }
     }
 
+    /// `{top, epoch, entries}` from a history script: the head and the
+    /// messages.
+    fn history_reply(
+        &self,
+        channel: &ChannelName,
+        reply: ::redis::RedisResult<Vec<Value>>,
+    ) -> Result<(Position, Vec<Arc<Message>>), BrokerError> {
+        self.commands.check(&reply);
+        let mut reply = reply.map_err(unavailable)?.into_iter();
+        let top = reply
+            .next()
+            .and_then(as_u64)
+            .ok_or_else(|| unavailable("bad history reply"))?;
+        let epoch = reply
+            .next()
+            .and_then(as_u64)
+            .ok_or_else(|| unavailable("bad history reply"))?;
+        let entries = match reply.next() {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
+        };
+        let mut messages = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let message = entry_message(channel, epoch, entry)
+                .ok_or_else(|| unavailable("bad stream entry"))?;
+            messages.push(Arc::new(message));
+        }
+        Ok((Position { epoch, offset: top }, messages))
+    }
+
     async fn run_history(
         &self,
         channel: &ChannelName,
@@ -400,28 +458,9 @@ impl RedisBroker {
             .arg(now_ms())
             .invoke_async(&mut self.commands.get())
             .await;
-        self.commands.check(&reply);
-        let reply = reply.map_err(unavailable)?;
-        let mut reply = reply.into_iter();
-        let top = reply
-            .next()
-            .and_then(as_u64)
-            .ok_or_else(|| unavailable("bad history reply"))?;
-        let epoch = reply
-            .next()
-            .and_then(as_u64)
-            .ok_or_else(|| unavailable("bad history reply"))?;
-        let entries = match reply.next() {
-            Some(Value::Array(entries)) => entries,
-            _ => Vec::new(),
-        };
-        let head = Position { epoch, offset: top };
-        let mut messages = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let message = entry_message(channel, epoch, entry)
-                .ok_or_else(|| unavailable("bad stream entry"))?;
-            messages.push(Arc::new(message));
-        }
+        let (head, messages) = self.history_reply(channel, reply)?;
+        let top = head.offset;
+        let epoch = head.epoch;
         let gap = match since {
             None => None,
             Some(p) if p.epoch != epoch || p.offset > top => Some(Gap::EpochChanged),
@@ -436,6 +475,19 @@ impl RedisBroker {
             gap,
             head,
         })
+    }
+
+    /// The registry's live entries (node id to JSON), expired ones removed.
+    async fn live_nodes(&self) -> Result<HashMap<String, String>, BrokerError> {
+        let entries: ::redis::RedisResult<HashMap<String, String>> = self
+            .presence
+            .key(self.keys.nodes())
+            .key(self.keys.nodes_expiry())
+            .arg(now_ms())
+            .invoke_async(&mut self.commands.get())
+            .await;
+        self.commands.check(&entries);
+        entries.map_err(unavailable)
     }
 }
 
@@ -518,11 +570,14 @@ fn entry_message(channel: &ChannelName, epoch: u64, entry: Value) -> Option<Mess
     ))
 }
 
-/// One node's presence as stored: the count and some sessions.
+/// One node's presence as stored: the count, some members, the users.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Shared {
     connections: usize,
-    sessions: Vec<Vec<(String, String)>>,
+    #[serde(default)]
+    members: Vec<Member>,
+    #[serde(default)]
+    users: Vec<String>,
 }
 
 #[async_trait]
@@ -626,18 +681,22 @@ impl Broker for RedisBroker {
             .await;
         self.commands.check(&entries);
         let entries = entries.map_err(unavailable)?;
-        let max_sessions = local.sessions.len().max(100);
+        let max_members = local.members.len().max(100);
         let mut all = local;
+        let mut users: std::collections::BTreeSet<String> =
+            std::mem::take(&mut all.users).into_iter().collect();
         for (node, json) in entries {
             if node == self.node_id {
                 continue;
             }
             if let Ok(shared) = serde_json::from_str::<Shared>(&json) {
                 all.connections += shared.connections;
-                let room = max_sessions.saturating_sub(all.sessions.len());
-                all.sessions.extend(shared.sessions.into_iter().take(room));
+                let room = max_members.saturating_sub(all.members.len());
+                all.members.extend(shared.members.into_iter().take(room));
+                users.extend(shared.users);
             }
         }
+        all.users = users.into_iter().collect();
         Ok(all)
     }
 
@@ -645,7 +704,11 @@ impl Broker for RedisBroker {
         Some(PRESENCE_INTERVAL)
     }
 
-    async fn share_presence(&self, local: Vec<(ChannelName, Presence)>) -> Result<(), BrokerError> {
+    async fn share_presence(
+        &self,
+        local: Vec<(ChannelName, Presence)>,
+        node: NodeInfo,
+    ) -> Result<(), BrokerError> {
         let now: HashSet<ChannelName> = local.iter().map(|(c, _)| c.clone()).collect();
         let gone: Vec<ChannelName> = {
             let mut shared = lock(&self.shared);
@@ -659,7 +722,8 @@ impl Broker for RedisBroker {
         for (channel, presence) in &local {
             let json = serde_json::to_string(&Shared {
                 connections: presence.connections,
-                sessions: presence.sessions.clone(),
+                members: presence.members.clone(),
+                users: presence.users.clone(),
             })
             .unwrap_or_default();
             let (hash, expiry) = (
@@ -671,15 +735,118 @@ impl Broker for RedisBroker {
             pipe.zadd(&expiry, &self.node_id, expires).ignore();
             pipe.pexpire(&expiry, ttl as i64).ignore();
         }
+        let channels = self.keys.node_channels(&self.node_id);
         for channel in &gone {
             pipe.hdel(self.keys.presence(channel), &self.node_id)
                 .ignore();
             pipe.zrem(self.keys.presence_expiry(channel), &self.node_id)
                 .ignore();
+            pipe.hdel(&channels, channel.as_str()).ignore();
         }
+        // The channels and the registry entry: fields replaced one by
+        // one (never deleted and rewritten), so a reader never sees none.
+        for (channel, presence) in &local {
+            pipe.hset(&channels, channel.as_str(), presence.connections)
+                .ignore();
+        }
+        pipe.pexpire(&channels, ttl as i64).ignore();
+        let entry = serde_json::to_string(&node).unwrap_or_default();
+        pipe.hset(self.keys.nodes(), &self.node_id, entry).ignore();
+        pipe.zadd(self.keys.nodes_expiry(), &self.node_id, expires)
+            .ignore();
         let done = pipe.query_async::<()>(&mut self.commands.get()).await;
         self.commands.check(&done);
         done.map_err(unavailable)
+    }
+
+    async fn newest(&self, channel: &ChannelName, limit: usize) -> Result<History, BrokerError> {
+        let reply: ::redis::RedisResult<Vec<Value>> = self
+            .newest
+            .key(self.keys.stream(channel))
+            .key(self.keys.meta(channel))
+            .arg(limit.min(MAX_HISTORY_READ))
+            .arg(self.config.meta_ttl.as_secs().max(1))
+            .arg(random_u64())
+            .arg(now_ms())
+            .invoke_async(&mut self.commands.get())
+            .await;
+        let (head, messages) = self.history_reply(channel, reply)?;
+        Ok(History {
+            messages,
+            gap: None,
+            head,
+        })
+    }
+
+    async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError> {
+        let reply: ::redis::RedisResult<String> = self
+            .remove_history
+            .key(self.keys.stream(channel))
+            .key(self.keys.meta(channel))
+            .arg(random_u64())
+            .arg(self.config.meta_ttl.as_secs().max(1))
+            .invoke_async(&mut self.commands.get())
+            .await;
+        self.commands.check(&reply);
+        let epoch = reply
+            .map_err(unavailable)?
+            .parse()
+            .map_err(|_| unavailable("bad epoch in reply"))?;
+        Ok(Position { epoch, offset: 0 })
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError> {
+        let sent: ::redis::RedisResult<i64> = ::redis::cmd("PUBLISH")
+            .arg(self.keys.commands())
+            .arg(command)
+            .query_async(&mut self.commands.get())
+            .await;
+        self.commands.check(&sent);
+        sent.map(drop).map_err(unavailable)
+    }
+
+    async fn nodes(&self, local: NodeInfo) -> Result<Vec<NodeInfo>, BrokerError> {
+        let entries = self.live_nodes().await?;
+        let mut nodes = vec![local];
+        for (id, json) in entries {
+            if id == self.node_id {
+                continue;
+            }
+            if let Ok(info) = serde_json::from_str::<NodeInfo>(&json) {
+                nodes.push(info);
+            }
+        }
+        Ok(nodes)
+    }
+
+    async fn channels(
+        &self,
+        local: Vec<(ChannelName, usize)>,
+    ) -> Result<Vec<(ChannelName, usize)>, BrokerError> {
+        let others: Vec<String> = self
+            .live_nodes()
+            .await?
+            .into_keys()
+            .filter(|id| *id != self.node_id)
+            .collect();
+        let mut all: HashMap<ChannelName, usize> = local.into_iter().collect();
+        for id in others {
+            let counts: ::redis::RedisResult<HashMap<String, usize>> = ::redis::cmd("HGETALL")
+                .arg(self.keys.node_channels(&id))
+                .query_async(&mut self.commands.get())
+                .await;
+            self.commands.check(&counts);
+            for (channel, n) in counts.map_err(unavailable)? {
+                if let Ok(channel) = ChannelName::new(&channel) {
+                    *all.entry(channel).or_default() += n;
+                }
+            }
+        }
+        Ok(all.into_iter().collect())
     }
 
     fn stats(&self) -> BrokerStats {

@@ -82,7 +82,7 @@ impl Client {
         let conn = node.connect(transport)?;
         conn.set_session(session.clone());
         let info = ConnectionInfo {
-            id: format!("c{}", conn.id()),
+            id: conn.id(),
             transport,
             session,
         };

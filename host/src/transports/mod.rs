@@ -13,12 +13,13 @@
 //! One file per protocol family, each with its entry through hyper and, for
 //! a connection's first request, its entry straight on the socket (`raw`):
 //! `stream` (SSE and NDJSON), `poll` (long-poll), `ws` (WebSocket),
-//! `publish_api`. Beside them: `query` (what a subscribing request asks
+//! `publish_api`, `api` (the server API for backends). Beside them: `query` (what a subscribing request asks
 //! for), `client` (a connection's life: on-connect, on-subscribe, on-close),
 //! `socket` (a streaming connection's socket shared with the hub's drains),
 //! `hangup` (closing an HTTP connection that cannot be written), `hold` (a
 //! handler's holds and WebSocket accepts), `client_js` (the browser client).
 
+mod api;
 mod client;
 mod client_js;
 mod hangup;
@@ -45,6 +46,7 @@ use crate::channels::Node;
 use crate::hooks::{Hooks, Publisher};
 use crate::http::{ApiError, Body, Peer};
 
+pub use api::{MAX_API_BODY, MAX_BATCH, MAX_PRESENCE_CLIENTS};
 pub use client::Denied;
 pub use hangup::Hangup;
 pub use hold::{accept_websocket, hold};
@@ -71,6 +73,8 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct EndpointConfig {
     /// Bearer token for `POST /comet/publish/CHANNEL`.
     pub publish_token: String,
+    /// Bearer key of the server API, `POST /comet/api/COMMAND`.
+    pub api_key: String,
     /// Heartbeat interval of idle streams.
     pub heartbeat: Duration,
     /// Default and maximum long-poll hold.
@@ -171,6 +175,7 @@ impl EndpointConfig {
     pub fn new(publish_token: String) -> EndpointConfig {
         EndpointConfig {
             publish_token,
+            api_key: crate::http::auth::random_token(),
             heartbeat: DEFAULT_HEARTBEAT,
             hold_timeout: DEFAULT_HOLD_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
@@ -294,6 +299,7 @@ where
         "ws" => ws::serve(hooks, endpoints, request, conn).await,
         "client.js" => Ok(client_js::response()),
         p if p.starts_with("publish/") => publish_api::serve(&hooks, endpoints, request).await,
+        p if p.starts_with("api/") => api::serve(&hooks, endpoints, request).await,
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",

@@ -12,7 +12,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::client::{Client, RequestInfo};
 use super::{Conn, Endpoints, query};
-use crate::channels::{Backlog, Cursor, Event, Message, Reset, TransportKind};
+use crate::channels::{Backlog, Cursor, Disconnect, Event, Message, Reset, TransportKind};
 use crate::hooks::Hooks;
 use crate::http::{ApiError, Body, full};
 
@@ -104,6 +104,28 @@ impl Answer {
     }
 }
 
+/// The answer to a poll the server API disconnected: `403` if the client
+/// must not poll again, else `503` with `Retry-After`, and the code and
+/// reason in the one error shape.
+fn disconnected(d: &Disconnect) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": "disconnected", "message": d.reason, "code": d.code, "reconnect": d.reconnect(),
+    });
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = if d.reconnect() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if d.reconnect() {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(1));
+    }
+    response
+}
+
 /// Answer with the backlog, or wait up to `timeout` for the first live
 /// event and answer with it (and whatever else is ready).
 pub(crate) async fn answer(
@@ -123,8 +145,14 @@ pub(crate) async fn answer(
             answer.message(m);
         }
     }
-    if answer.is_empty() {
-        let mut first = tokio::time::timeout(timeout, client.conn.next()).await.ok();
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Until something to answer with: events a poll ignores (the server
+    // API's subscriptions) do not end the wait.
+    while answer.is_empty() {
+        let Ok(first) = tokio::time::timeout_at(deadline, client.conn.next()).await else {
+            break;
+        };
+        let mut first = Some(first);
         while let Some(event) = first.take().or_else(|| client.conn.try_next()) {
             match event {
                 Event::Message(m) => answer.message(m),
@@ -146,7 +174,11 @@ pub(crate) async fn answer(
                 }
                 // Shutting down: answer now with what there is; the client
                 // polls again (elsewhere) with the cursor.
-                Event::Closing => break,
+                Event::Closing => return Ok(answer.into_response()),
+                Event::Disconnect(d) => return Ok(disconnected(&d)),
+                // A poll names its channels each time: the server API's
+                // subscriptions are for standing connections.
+                Event::Subscribe(..) | Event::Unsubscribed(_) => {}
             }
         }
     }

@@ -30,7 +30,9 @@ use super::hangup::{Hangup, Stall};
 use super::socket::{Framing, Pump, PumpEnd, SharedSocket, Socket, Through, Wire};
 use super::{Conn, Endpoints, query};
 use crate::channels::signal::Listener;
-use crate::channels::{Backlog, ChannelName, Cursor, Event, Message, Reset, TransportKind};
+use crate::channels::{
+    Backlog, ChannelName, Cursor, Event, Message, Position, Reset, TransportKind,
+};
 use crate::hooks::Hooks;
 use crate::http::raw::{append_chunk, refuse};
 use crate::http::{ApiError, Body};
@@ -433,6 +435,73 @@ impl Stream {
                 "unavailable",
                 &format!("{why}; reconnect with the last cursor to resume"),
             ),
+            Event::Disconnect(d) => {
+                self.stop_drains();
+                self.done = true;
+                self.close_reason = "disconnected by the server API";
+                let json = serde_json::json!({
+                    "type": "error", "error": "disconnected", "message": d.reason,
+                    "code": d.code, "reconnect": d.reconnect(),
+                });
+                self.push_control("error", json.to_string().as_bytes());
+            }
+            Event::Unsubscribed(channel) => {
+                let json = serde_json::json!({
+                    "type": "unsubscribed", "channel": channel.as_str(), "server": true,
+                });
+                self.push_control("unsubscribed", json.to_string().as_bytes());
+            }
+            // Taken by `take`, which subscribes first.
+            Event::Subscribe(..) => {}
+        }
+    }
+
+    /// Handle `event`: a server-side subscription is made here (it waits
+    /// for the broker), everything else becomes frames at once.
+    async fn take(&mut self, event: Event) {
+        match event {
+            Event::Subscribe(channel, since) => {
+                Box::pin(self.subscribe_server(channel, since)).await;
+            }
+            event => self.push(event),
+        }
+    }
+
+    /// Subscribe to `channel` for the server API: the `subscribed` event,
+    /// then the reset if any and the backlog.
+    async fn subscribe_server(&mut self, channel: ChannelName, since: Option<Position>) {
+        // Drains write a single channel's events without the stream's
+        // cursor: from now on this task writes every frame, each with the
+        // whole cursor.
+        if self.through.is_some() {
+            self.client.conn.set_outlet(None);
+            self.catch_up_with_drains();
+            self.through = None;
+        }
+        self.single = false;
+        match self.client.subscribe(&channel, since, None, false).await {
+            Ok(backlog) => {
+                self.cursor.set(&backlog.channel, backlog.start);
+                let json = serde_json::json!({
+                    "type": "subscribed", "channel": channel.as_str(),
+                    "cursor": Cursor::single(&channel, backlog.start).encode(), "server": true,
+                });
+                self.push_control("subscribed", json.to_string().as_bytes());
+                if let Some(reset) = &backlog.reset {
+                    self.push_reset(reset);
+                }
+                for message in &backlog.messages {
+                    self.push_message(message);
+                }
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                let json = serde_json::json!({
+                    "type": "error", "error": e.code, "message": e.message,
+                    "channel": channel.as_str(),
+                });
+                self.push_control("error", json.to_string().as_bytes());
+            }
         }
     }
 
@@ -448,12 +517,12 @@ impl Stream {
         let deadline = self.deadline;
         tokio::select! {
             event = self.client.conn.next() => {
-                self.push(event);
+                self.take(event).await;
                 // Take whatever else is ready, so a burst is one write.
                 while !self.done
                     && let Some(event) = self.client.conn.try_next()
                 {
-                    self.push(event);
+                    self.take(event).await;
                 }
             }
             _ = self.heartbeat.tick() => {

@@ -513,7 +513,7 @@ impl<W: Wire> Session<W> {
     /// Subscribe to the channels a handler's accept named.
     async fn subscribe_accepted(&mut self, channels: Vec<ChannelName>) -> Result<(), End> {
         for channel in channels {
-            self.subscribe(channel, None, None, false, serde_json::Value::Null)
+            self.subscribe(channel, None, None, By::Handler, serde_json::Value::Null)
                 .await?;
         }
         Ok(())
@@ -522,7 +522,8 @@ impl<W: Wire> Session<W> {
     /// Answer the subscriptions made before the upgrade.
     async fn open_subscribed(&mut self, backlogs: Vec<Backlog>) -> Result<(), End> {
         for backlog in &backlogs {
-            self.opened(backlog, serde_json::Value::Null).await?;
+            self.opened(backlog, serde_json::Value::Null, By::Handler)
+                .await?;
         }
         Ok(())
     }
@@ -559,6 +560,17 @@ impl<W: Wire> Session<W> {
                         1013,
                         "try again later: reconnect and subscribe with your last cursors".into(),
                     )),
+                    Event::Disconnect(d) => Err(End::Server(d.code, d.reason)),
+                    Event::Subscribe(channel, since) => {
+                        Box::pin(self.subscribe(channel, since, None, By::Server, serde_json::Value::Null)).await
+                    }
+                    Event::Unsubscribed(channel) => {
+                        self.send_json(&serde_json::json!({
+                            "type": "unsubscribed", "id": null, "channel": channel.as_str(),
+                            "was_subscribed": true, "server": true,
+                        }))
+                        .await
+                    }
                 },
                 _ = heartbeat.tick() => {
                     if self.last_seen.elapsed() > DEFAULT_HEARTBEAT * IDLE_HEARTBEATS {
@@ -696,7 +708,7 @@ impl<W: Wire> Session<W> {
                         return self.send_api_error(id, ChannelError::from(e).into()).await;
                     }
                 };
-                self.subscribe(channel, since, token, true, id).await
+                self.subscribe(channel, since, token, By::Client, id).await
             }
             Op::Unsubscribe { channel, id } => {
                 let was = self.client.conn.unsubscribe(&channel);
@@ -750,31 +762,39 @@ impl<W: Wire> Session<W> {
         channel: ChannelName,
         since: Option<crate::channels::Position>,
         token: Option<String>,
-        ask_guest: bool,
+        by: By,
         id: serde_json::Value,
     ) -> Result<(), End> {
         match self
             .client
-            .subscribe(&channel, since, token, ask_guest)
+            .subscribe(&channel, since, token, by == By::Client)
             .await
         {
-            Ok(backlog) => self.opened(&backlog, id).await,
+            Ok(backlog) => self.opened(&backlog, id, by).await,
             Err(e) => self.send_api_error(id, e.into()).await,
         }
     }
 
     /// A subscription made: the `subscribed` answer, then the reset if
     /// any, then the backlog.
-    async fn opened(&mut self, backlog: &Backlog, id: serde_json::Value) -> Result<(), End> {
+    async fn opened(
+        &mut self,
+        backlog: &Backlog,
+        id: serde_json::Value,
+        by: By,
+    ) -> Result<(), End> {
         // Where the channel starts, so a client that sees no message
         // before it drops still resumes without a gap.
         let mut cursor = crate::channels::Cursor::new();
         cursor.set(backlog.channel.as_str(), backlog.start);
-        self.send_json(&serde_json::json!({
+        let mut frame = serde_json::json!({
             "type": "subscribed", "id": id, "channel": backlog.channel.as_str(),
             "cursor": cursor.encode(),
-        }))
-        .await?;
+        });
+        if by == By::Server {
+            frame["server"] = serde_json::Value::Bool(true);
+        }
+        self.send_json(&frame).await?;
         if let Some(reset) = &backlog.reset {
             self.send_reset(reset).await?;
         }
@@ -836,7 +856,7 @@ impl<W: Wire> Session<W> {
                 },
                 Action::Subscribe(channel) => match ChannelName::new(&channel) {
                     Ok(channel) => {
-                        self.subscribe(channel, None, None, false, serde_json::Value::Null)
+                        self.subscribe(channel, None, None, By::Handler, serde_json::Value::Null)
                             .await?
                     }
                     Err(e) => {
@@ -865,6 +885,16 @@ impl<W: Wire> Session<W> {
         }
         Ok(())
     }
+}
+
+/// Who made a subscription: the client's operation (on-subscribe decides),
+/// the handler that accepted the connection, or the server API (its
+/// `subscribed` frame says `"server": true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum By {
+    Client,
+    Handler,
+    Server,
 }
 
 fn slow() -> End {

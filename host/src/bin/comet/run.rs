@@ -110,6 +110,18 @@ pub(crate) struct RunArgs {
     )]
     publish_token: Option<String>,
 
+    /// Bearer key of the server API (`POST /comet/api/COMMAND`: disconnect,
+    /// presence, history...). Default: the COMET_API_KEY environment
+    /// variable, else the manifest's `api_key`, else a random key printed at
+    /// start.
+    #[arg(
+        long,
+        env = "COMET_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    api_key: Option<String>,
+
     /// Messages a client may have queued, or waiting on its socket, before
     /// it is dropped as a slow consumer (it can resume by cursor)
     /// [default: 1024].
@@ -317,6 +329,7 @@ impl RunArgs {
             metrics_listen: self.metrics_listen,
             admin_token: self.admin_token,
             publish_token: self.publish_token,
+            api_key: self.api_key,
             data_dir: self.data_dir,
             max_module_mib: self.max_module_mib,
             no_cache: self.no_cache,
@@ -366,6 +379,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let plan = args.flags().plan()?;
     tell_token(&plan.publish_token, "publish", "COMET_PUBLISH_TOKEN");
+    tell_token(&plan.api_key, "server API", "COMET_API_KEY");
     if let Some((_, token)) = &plan.admin {
         tell_token(token, "admin", "COMET_ADMIN_TOKEN");
     }

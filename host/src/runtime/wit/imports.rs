@@ -137,7 +137,7 @@ impl channels::Host for HostState {
         Ok(match self.turn.waiting(read).await {
             Ok(presence) => Ok(PresenceInfo {
                 connections: u32::try_from(presence.connections).unwrap_or(u32::MAX),
-                sessions: presence.sessions,
+                sessions: presence.members.into_iter().map(|m| m.session).collect(),
             }),
             Err(e) => Err(convert::channel_error(e)),
         })
