@@ -5,7 +5,8 @@ export type Data = string | Uint8Array;
 
 export type TransportName = "websocket" | "sse" | "poll";
 
-export type State = "connecting" | "connected" | "disconnected" | "reconnecting";
+/** "closed": the server disconnected the client and said not to come back; only `connect()` reconnects. */
+export type State = "connecting" | "connected" | "disconnected" | "reconnecting" | "closed";
 
 export interface Options {
   /** Transports in order of preference; one that fails to open falls back to the next. Default: all three. */
@@ -49,6 +50,34 @@ export interface StateChange {
   reason?: string;
   /** Milliseconds until the next attempt (reconnecting). */
   delay?: number;
+  /** The server's close code (4000-4999) when it disconnected the client (disconnected, closed). */
+  code?: number | null;
+}
+
+/** The server disconnected this client on purpose (its `disconnect` command). */
+export interface Disconnect {
+  /** 4000-4499: the client reconnects; 4500-4999: it stays closed. Null if the server named none. */
+  code: number | null;
+  reason: string;
+  /** True: the client reconnects with its usual backoff; false: it is in state "closed". */
+  reconnect: boolean;
+  transport: TransportName;
+}
+
+/** The server subscribed this connection to a channel (until `unsubscribed` or the connection ends). */
+export interface ServerSubscribed {
+  channel: string;
+  /** Where the channel starts, before its backlog. */
+  cursor: string | null;
+}
+
+/** A channel the server subscribed ended, or the server unsubscribed one of the client's own. */
+export interface ServerUnsubscribed {
+  channel: string;
+  /** The cursor after its last message. */
+  cursor: string | null;
+  /** True: the server unsubscribed it; false: the connection (or the SSE request) it was on ended. */
+  server: boolean;
 }
 
 export declare class CometError extends Error {
@@ -75,9 +104,11 @@ export declare class Comet {
   constructor(url?: string, options?: Options);
   readonly state: State | "disconnected";
   readonly transport: TransportName | null;
+  /** Connect; also after the server closed the client (state "closed"). */
   connect(): this;
   /** Close and stay closed; cursors are kept, so `connect()` resumes. */
   disconnect(): void;
+  /** Connects too, unless the state is "closed". */
   subscribe(channel: string, options?: { token?: string; since?: string }): Subscription;
   unsubscribe(channel: string): Promise<boolean>;
   /** The cursor after the last message received on `channel`. */
@@ -89,6 +120,11 @@ export declare class Comet {
   on(event: "message", fn: (m: Message) => void): () => void;
   on(event: "reset", fn: (r: Reset) => void): () => void;
   on(event: "state" | State, fn: (s: StateChange) => void): () => void;
+  /** The server disconnected the client; see `reconnect`. */
+  on(event: "disconnect", fn: (d: Disconnect) => void): () => void;
+  /** The server subscribed this connection to a channel; its messages come to `message` (not resubscribed after a reconnect). */
+  on(event: "subscribed", fn: (s: ServerSubscribed) => void): () => void;
+  on(event: "unsubscribed", fn: (u: ServerUnsubscribed) => void): () => void;
   /** Frames sent by on-message's `send` action. */
   on(event: "frame", fn: (data: Data) => void): () => void;
   on(event: "error", fn: (e: CometError) => void): () => void;

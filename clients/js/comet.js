@@ -1,10 +1,23 @@
 // Comet browser client: subscribe to channels over WebSocket, server-sent
 // events or long-poll, falling back in that order; reconnect with backoff and
 // resume every channel from its cursor, so nothing is lost or repeated
-// (an explicit `reset` says when history was gone). No dependencies.
+// (an explicit `reset` says when history was gone). The server may also
+// subscribe the connection to channels, or disconnect the client for good.
+// No dependencies.
 // The wire contract is PROTOCOL.md in the Comet repository.
 
 const TRANSPORTS = ["websocket", "sse", "poll"];
+
+const DISCONNECTED = "disconnected by the server";
+
+/**
+ * What an `error: "disconnected"` (SSE event, poll answer) says; without a
+ * `reconnect` field, `fallback` decides (the server's default is to stay away).
+ */
+function disconnectOf(m, fallback = false) {
+  const reconnect = typeof m.reconnect === "boolean" ? m.reconnect : fallback;
+  return { code: m.code ?? null, reason: m.message || DISCONNECTED, reconnect };
+}
 
 /** A tiny event emitter: `on` returns a function that removes the listener. */
 class Emitter {
@@ -111,6 +124,7 @@ export class Comet extends Emitter {
     this.state = "disconnected";
     this.transport = null;
     this._subs = new Map();
+    this._serverSubs = new Set(); // channels the server subscribed this connection to
     this._cursors = new Map(); // channel -> the cursor after its last message
     this._streamCursor = null; // the last SSE id or poll cursor (all channels)
     this._next = 0; // index into options.transports
@@ -143,17 +157,24 @@ export class Comet extends Emitter {
 
   /** Close and stay closed (cursors are kept: `connect()` resumes). */
   disconnect() {
+    this._stop();
+    this._drop("client", false);
+  }
+
+  /** Stop reconnecting, also when the browser comes back online or the page is shown. */
+  _stop() {
     this._stopped = true;
     if (typeof removeEventListener === "function") {
       removeEventListener("online", this._onOnline);
       removeEventListener("offline", this._onOffline);
       if (typeof document !== "undefined") document.removeEventListener("visibilitychange", this._onVisibility);
     }
-    this._drop("client", false);
   }
 
   /**
    * Subscribe to `channel`, from `since` (a cursor) or from now on.
+   * Connects unless the server closed the client (state "closed"): only
+   * an explicit `connect()` goes back after that.
    * @returns {Subscription}
    */
   subscribe(channel, { token, since } = {}) {
@@ -161,9 +182,12 @@ export class Comet extends Emitter {
     if (sub) return sub;
     sub = new Subscription(this, channel, token);
     this._subs.set(channel, sub);
+    // A channel the server subscribed becomes the user's: it resumes from
+    // its cursor and is resubscribed after a reconnect.
+    this._serverSubs.delete(channel);
     if (since) this._cursors.set(channel, since);
     if (this._conn) this._conn.subscribe(sub);
-    else if (this._stopped) this.connect();
+    else if (this._stopped && this.state !== "closed") this.connect();
     return sub;
   }
 
@@ -231,15 +255,34 @@ export class Comet extends Emitter {
 
   /**
    * The transport ended. `failedToOpen`: it never connected, so try the next
-   * transport; `now`: the server asked for an immediate reconnect.
+   * transport; `now`: the server asked for an immediate reconnect;
+   * `disconnect`: the server disconnected the client on purpose
+   * (`{code, reason, reconnect}`).
    */
-  _closed(reason, { failedToOpen = false, now = false } = {}) {
+  _closed(reason, { failedToOpen = false, now = false, disconnect = null } = {}) {
     const wasConnected = this.state === "connected";
     this._conn = null;
+    this._endServerSubs();
     for (const sub of this._subs.values()) sub._live = false;
     if (this._stopped) {
       this._setState("disconnected", { reason });
       return;
+    }
+    if (disconnect) {
+      // Not a failing transport: another one would be disconnected too, so
+      // no fallback, and no fast restart either.
+      const event = { ...disconnect, transport: this.transport };
+      if (!disconnect.reconnect) {
+        // The server says do not come back (close code 4500-4999): stay
+        // stopped as after disconnect(), cursors kept for a later connect().
+        this._stop();
+        this._setState("closed", { reason, code: disconnect.code });
+        this._emit("disconnect", event);
+        return;
+      }
+      this._setState("disconnected", { reason, code: disconnect.code });
+      this._emit("disconnect", event);
+      return this._backoff();
     }
     this._setState("disconnected", { reason });
     if (failedToOpen) {
@@ -254,6 +297,11 @@ export class Comet extends Emitter {
       this._restarting = true;
       return this._connectSoon(Math.random() * 100);
     }
+    this._backoff();
+  }
+
+  /** Reconnect after the next delay of the exponential backoff, jittered. */
+  _backoff() {
     const { minDelay, maxDelay } = this.options;
     const steady = this._restarting && this._attempt < 40;
     const cap = steady ? minDelay : Math.min(maxDelay, minDelay * 2 ** this._attempt);
@@ -274,7 +322,8 @@ export class Comet extends Emitter {
     const conn = this._conn;
     this._conn = null;
     if (conn) conn.close();
-    if (this.state !== "disconnected") this._setState("disconnected", { reason });
+    this._endServerSubs();
+    if (this.state !== "disconnected" && this.state !== "closed") this._setState("disconnected", { reason });
     if (reconnect && !this._stopped) this._connectSoon(this.options.maxDelay);
   }
 
@@ -290,11 +339,13 @@ export class Comet extends Emitter {
 
   _message(m, payload) {
     const sub = this._subs.get(m.channel);
-    if (!sub) return;
+    // A channel the server subscribed has no Subscription: its messages
+    // only go to this object's `message` event.
+    if (!sub && !this._serverSubs.has(m.channel)) return;
     if (m.cursor) this._cursors.set(m.channel, m.cursor);
     const data = payload ?? (m.data_b64 !== undefined ? decodeBase64(m.data_b64) : m.data);
     const message = { channel: m.channel, data, cursor: m.cursor, time: m.time };
-    sub._emit("message", message);
+    sub?._emit("message", message);
     this._emit("message", message);
   }
 
@@ -312,6 +363,39 @@ export class Comet extends Emitter {
     if (cursor && !this._cursors.has(channel)) this._cursors.set(channel, cursor);
     sub._resolve(sub);
     sub._emit("subscribed", { channel, transport: this.transport });
+  }
+
+  /**
+   * The server subscribed this connection to `channel` (its `subscribe`
+   * command). That lasts for this connection only: it is not resubscribed
+   * after a reconnect, so it stays out of `_subs`.
+   */
+  _serverSubscribed(channel, cursor) {
+    if (!this._subs.has(channel) && !this._serverSubs.has(channel)) {
+      this._serverSubs.add(channel);
+      if (cursor) this._cursors.set(channel, cursor);
+    }
+    this._emit("subscribed", { channel, cursor: cursor ?? null });
+  }
+
+  /**
+   * A server-side subscription ended: `server` true when the server
+   * unsubscribed the channel, false when its connection ended.
+   */
+  _serverUnsubscribed(channel, server = true) {
+    const cursor = this.cursor(channel);
+    if (this._serverSubs.delete(channel)) this._cursors.delete(channel);
+    else if (this._subs.has(channel)) {
+      // The user's own Subscription stays: the next connection (or SSE
+      // request) subscribes it again.
+      this._subs.get(channel)._live = false;
+    }
+    this._emit("unsubscribed", { channel, cursor, server });
+  }
+
+  /** The connection ended, and with it what the server subscribed it to. */
+  _endServerSubs() {
+    for (const channel of [...this._serverSubs]) this._serverUnsubscribed(channel, false);
   }
 
   _denied(channel, error) {
@@ -446,6 +530,14 @@ function openWebSocket(client) {
         return client._reset(m);
       case "subscribed":
       case "unsubscribed":
+        // Sent by the server's own subscribe/unsubscribe commands ("id":null),
+        // not an answer to an operation.
+        if (m.server) {
+          if (m.type === "subscribed") client._serverSubscribed(m.channel, m.cursor);
+          else client._serverUnsubscribed(m.channel);
+          return;
+        }
+      // falls through
       case "ack":
         if (p) {
           pending.delete(m.id);
@@ -469,8 +561,14 @@ function openWebSocket(client) {
   };
   ws.onclose = (e) => {
     const reason = e.reason || `websocket closed (${e.code})`;
+    // 4000-4999 (but 4008, slow consumer): the server disconnected this
+    // client; from 4500 on it must not come back.
+    const disconnect =
+      e.code >= 4000 && e.code <= 4999 && e.code !== 4008
+        ? { code: e.code, reason: e.reason || DISCONNECTED, reconnect: e.code < 4500 }
+        : null;
     // 1012: the server restarts; reconnect at once and resume.
-    end(reason, { failedToOpen: !opened, now: e.code === 1012 });
+    end(reason, { failedToOpen: !opened, now: e.code === 1012, disconnect });
   };
   return conn;
 }
@@ -484,12 +582,15 @@ function openSse(client) {
   }, client.options.openTimeout);
 
   function start() {
-    if (source) source.close();
+    stop();
     source = new EventSource(`${client.url}/comet/sse?${client._query()}`, {
       withCredentials: client.options.withCredentials,
     });
     source.addEventListener("subscribed", (e) => {
       const m = JSON.parse(e.data);
+      // The server subscribed this stream to one more channel: its cursor
+      // is that channel's start, not the stream's.
+      if (m.server) return client._serverSubscribed(m.channel, m.cursor);
       client._streamCursor = m.cursor;
       if (!opened) {
         opened = true;
@@ -506,11 +607,17 @@ function openSse(client) {
       client._streamCursor = e.lastEventId || client._streamCursor;
       client._reset(JSON.parse(e.data));
     });
+    source.addEventListener("unsubscribed", (e) => {
+      client._serverUnsubscribed(JSON.parse(e.data).channel);
+    });
     source.addEventListener("error", (e) => {
       if (e.data) {
         // The server ended the stream: slow-consumer, unavailable or
-        // server-restart. Reconnect (at once after a restart).
+        // server-restart: reconnect (at once after a restart); disconnected:
+        // as the server says. end() closes the EventSource before the
+        // browser can retry by itself.
         const m = JSON.parse(e.data);
+        if (m.error === "disconnected") return end(m.message || m.error, { disconnect: disconnectOf(m) });
         return end(m.message || m.error, { now: m.error === "server-restart" });
       }
       // The browser would retry by itself with Last-Event-ID; this client
@@ -527,6 +634,14 @@ function openSse(client) {
     client._closed(reason, how);
   }
 
+  /** Close the request: a new one is a new connection, without what the server subscribed. */
+  function stop() {
+    if (!source) return;
+    source.close();
+    source = null;
+    client._endServerSubs();
+  }
+
   if (client._subs.size) start();
   else {
     // Nothing to subscribe to yet: connected, idle until a subscription.
@@ -538,7 +653,7 @@ function openSse(client) {
     subscribe: () => start(),
     unsubscribe: () => {
       if (client._subs.size) start();
-      else source?.close();
+      else stop();
       return Promise.resolve(true);
     },
     close() {
@@ -585,6 +700,11 @@ function openPoll(client) {
       clearTimeout(timer);
       if (ended) return;
       if (!response.ok) {
+        // 403 (stay away) or 503 (come back): the server disconnected this
+        // client, whichever transport it would use.
+        if (body.error === "disconnected") {
+          return end(body.message || body.error, { disconnect: disconnectOf(body, response.status === 503) });
+        }
         const error = new CometError(body.error, body.message);
         if (response.status === 403 || response.status === 400) {
           // A channel was refused: the whole request is (on SSE and poll).

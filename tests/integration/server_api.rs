@@ -466,6 +466,12 @@ fn bad_requests_get_clear_errors() -> anyhow::Result<()> {
         ),
         ("disconnect", json!({"code": 4500}), 400, "bad-request"),
         (
+            "disconnect",
+            json!({"user": "u", "code": 4008}),
+            400,
+            "bad-request",
+        ),
+        (
             "subscribe",
             json!({"user": "u", "connection": "c", "channel": "a"}),
             400,

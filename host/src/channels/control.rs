@@ -14,6 +14,10 @@ use super::name::ChannelName;
 /// reconnect, from it on it must not.
 pub const DISCONNECT_CODES: std::ops::RangeInclusive<u16> = 4000..=4999;
 
+/// A code of [`DISCONNECT_CODES`] the server API may not use: the
+/// WebSocket endpoint closes slow consumers with it.
+pub const SLOW_CONSUMER_CODE: u16 = 4008;
+
 /// The first close code that tells the client not to reconnect.
 pub const NO_RECONNECT_CODES: u16 = 4500;
 

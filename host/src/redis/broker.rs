@@ -82,13 +82,14 @@ impl Keys {
     fn commands(&self) -> String {
         format!("{}.cmd", self.prefix)
     }
-    /// The node registry: node id to its entry (JSON).
+    /// The node registry: node id to its entry (JSON). One hash tag with
+    /// its expiry set, which one script reads with it (Redis Cluster).
     fn nodes(&self) -> String {
-        format!("{}.nodes", self.prefix)
+        format!("{}.{{nodes}}", self.prefix)
     }
     /// Node id to when its registry entry expires (ms).
     fn nodes_expiry(&self) -> String {
-        format!("{}.nodes.e", self.prefix)
+        format!("{}.{{nodes}}.e", self.prefix)
     }
     /// A node's channels: channel to its subscribers there.
     fn node_channels(&self, node: &str) -> String {

@@ -13,6 +13,9 @@
 //! | `PREFIX.t.{CHANNEL}` | the pub/sub topic of the channel's messages |
 //! | `PREFIX.p.{CHANNEL}`, `PREFIX.pe.{CHANNEL}` | presence: node id to subscribers, node id to expiry |
 //! | `PREFIX.probe.NODE.N` | the liveness probe topic of one of a node's pub/sub connections |
+//! | `PREFIX.cmd` | the topic of commands for connections (the server API), on every node's first pub/sub connection |
+//! | `PREFIX.{nodes}`, `PREFIX.{nodes}.e` | the node registry: node id to its entry, node id to its expiry |
+//! | `PREFIX.nc.NODE` | a node's channels and their subscribers there |
 //! | `PREFIX.kv.{MODULE}.KEY`, `PREFIX.kvi.{MODULE}`, `PREFIX.kvs.{MODULE}` | a module's kv values, their expiry index and their sizes |
 
 mod broker;

@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Endpoints;
-use crate::channels::control::{DISCONNECT_CODES, MAX_REASON_BYTES, NO_RECONNECT_CODES};
+use crate::channels::control::{
+    DISCONNECT_CODES, MAX_REASON_BYTES, NO_RECONNECT_CODES, SLOW_CONSUMER_CODE,
+};
 use crate::channels::{
     Action, ChannelError, ChannelName, Command, Cursor, Disconnect, Message, Payload, Position,
     Published, Target,
@@ -368,6 +370,11 @@ impl Api<'_> {
                 let code = match (p.code, p.reconnect) {
                     (None, Some(true)) => DISCONNECT_CODES.start().to_owned(),
                     (None, _) => NO_RECONNECT_CODES,
+                    (Some(SLOW_CONSUMER_CODE), _) => {
+                        return Err(bad(format!(
+                            "code {SLOW_CONSUMER_CODE} means a slow consumer; choose another"
+                        )));
+                    }
                     (Some(code), _) if !DISCONNECT_CODES.contains(&code) => {
                         return Err(bad(format!(
                             "code {code} is not a disconnect code ({}..={})",
