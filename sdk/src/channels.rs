@@ -22,6 +22,12 @@ pub fn history(
     raw::history(channel, since, limit)
 }
 
+/// Up to `limit` of the newest messages of `channel`, newest first (for a
+/// first page render); `next` is the cursor after the newest.
+pub fn history_newest(channel: &str, limit: u32) -> Result<HistoryPage, ChannelError> {
+    raw::history_newest(channel, limit)
+}
+
 /// Who is subscribed to `channel` on this host.
 pub fn presence(channel: &str) -> Result<PresenceInfo, ChannelError> {
     raw::presence(channel)

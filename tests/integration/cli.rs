@@ -30,7 +30,7 @@ fn bad_module_files_are_refused_with_the_reason() -> anyhow::Result<()> {
     let err = refused(guests::CLI_APP)?;
     assert!(err.contains("not a Comet handler"), "{err}");
     assert!(
-        err.contains("does not export `comet:edge/handler@0.1.0`"),
+        err.contains("does not export `comet:edge/handler@0.1.1`"),
         "{err}"
     );
     assert!(err.contains("wasi:cli/run"), "{err}");

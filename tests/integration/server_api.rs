@@ -388,6 +388,11 @@ fn the_command_set_on_one_node_with_the_memory_broker() -> anyhow::Result<()> {
     assert_eq!(texts(&newest), ["n2"]);
     let all = api(&comet, "history", &json!({"channel": "news"}))?;
     assert_eq!(texts(&all), ["n1", "n2"]);
+    // A guest reads the same newest-first (channels.history-newest, WIT
+    // 0.1.1).
+    let guest: Value =
+        serde_json::from_str(&get(&comet.url("/history?channel=news&newest=5"))?.body)?;
+    assert_eq!(guest["messages"], json!(["n2", "n1"]), "{guest}");
     // A removal starts a new epoch: the subscriber's next message comes
     // after a reset, never as a silent continuation.
     api(&comet, "history_remove", &json!({"channel": "news"}))?;

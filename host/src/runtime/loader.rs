@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 use super::compile_cache::{Compiled, content_hash};
 use super::implemented::Implemented;
 use super::module::HandlerModule;
-use super::wit::{HANDLER_INTERFACE, HandlerExports};
+use super::wit::{HANDLER_INTERFACE, HANDLER_INTERFACES, HandlerExports};
 use super::{ModuleEnv, Runtime};
 use comet_config::limits::Limits;
 
@@ -132,7 +132,10 @@ fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(),
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    if exports.iter().any(|name| name == HANDLER_INTERFACE) {
+    if exports
+        .iter()
+        .any(|name| HANDLER_INTERFACES.contains(&name.as_str()))
+    {
         return Ok(());
     }
     let listed = if exports.is_empty() {

@@ -33,7 +33,7 @@ pub use error::{EventError, GuestFault};
 pub use loader::LoadError;
 pub use module::HandlerModule;
 pub use reuse::IDLE_INSTANCES;
-pub use wit::HANDLER_INTERFACE;
+pub use wit::{HANDLER_INTERFACE, HANDLER_INTERFACES};
 
 use crate::capabilities::Granted;
 use crate::metrics::Metrics;

@@ -206,6 +206,20 @@ impl EventChannels {
         })
     }
 
+    /// Up to `limit` of the newest messages of `channel`, newest first;
+    /// `next` is the cursor after the newest (where a reader of what comes
+    /// later starts).
+    pub async fn newest(&self, channel_name: &str, limit: u32) -> Result<HistoryPage, CallError> {
+        let channel = channel(channel_name)?;
+        let limit = limit.min(MAX_HISTORY_PAGE) as usize;
+        let history = self.module.node.newest(&channel, limit).await?;
+        Ok(HistoryPage {
+            next: Cursor::single(&channel, history.head).encode(),
+            reset: false,
+            messages: history.messages,
+        })
+    }
+
     /// Who is subscribed to `channel`, with up to
     /// [`MAX_PRESENCE_SESSIONS`] sessions.
     pub async fn presence(&self, channel_name: &str) -> Result<Presence, CallError> {

@@ -12,7 +12,6 @@ use wasmtime::component::{
     TypedFunc,
 };
 
-use super::HANDLER_INTERFACE;
 use super::convert;
 use super::generated::EdgeHandlerPre;
 use super::generated::comet::edge::types::{
@@ -22,6 +21,7 @@ use super::lift::List;
 use super::lift::raw::{
     RawAction, RawConnectOutcome, RawPublishVerdict, RawRequestOutcome, RawSubscribeOutcome,
 };
+use super::{HANDLER_INTERFACE, HANDLER_INTERFACES};
 use crate::hooks;
 
 /// Where each handler export lives in a component, resolved once per module.
@@ -94,8 +94,9 @@ impl HandlerExports {
         EdgeHandlerPre::new(pre.clone())?;
         let component: &Component = pre.component();
         let lookup = |name: &str| -> wasmtime::Result<Export> {
-            let iface = component
-                .get_export_index(None, HANDLER_INTERFACE)
+            let iface = HANDLER_INTERFACES
+                .iter()
+                .find_map(|version| component.get_export_index(None, version))
                 .ok_or_else(|| wasmtime::format_err!("no `{HANDLER_INTERFACE}` export"))?;
             let index = component
                 .get_export_index(Some(&iface), name)

@@ -129,6 +129,22 @@ impl channels::Host for HostState {
         })
     }
 
+    async fn history_newest(
+        &mut self,
+        channel: String,
+        limit: u32,
+    ) -> wasmtime::Result<Result<HistoryPage, ChannelError>> {
+        let read = self.caps.channels.newest(&channel, limit);
+        Ok(match self.turn.waiting(read).await {
+            Ok(page) => Ok(HistoryPage {
+                messages: page.messages.iter().map(|m| convert::message(m)).collect(),
+                next: page.next,
+                reset: page.reset,
+            }),
+            Err(e) => Err(convert::channel_error(e)),
+        })
+    }
+
     async fn presence(
         &mut self,
         channel: String,

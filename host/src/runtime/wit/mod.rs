@@ -24,5 +24,13 @@ mod generated {
     });
 }
 
-/// The WIT interface a component must export to be a Comet handler.
-pub const HANDLER_INTERFACE: &str = "comet:edge/handler@0.1.0";
+/// The WIT interface a component must export to be a Comet handler (as of
+/// this host's WIT package).
+pub const HANDLER_INTERFACE: &str = "comet:edge/handler@0.1.1";
+
+/// Every version of [`HANDLER_INTERFACE`] this host serves, newest first:
+/// additions only (see ARCHITECTURE.md, "Evolving the WIT world"), so a
+/// component built against an older one is served as it is. Its imports
+/// resolve by semver: the linker's `@0.1.1` instances satisfy `@0.1.0`
+/// imports, which ask for a subset of them.
+pub const HANDLER_INTERFACES: [&str; 2] = [HANDLER_INTERFACE, "comet:edge/handler@0.1.0"];

@@ -58,7 +58,12 @@ impl Handler for App {
             }
             ["history"] => {
                 let channel = request.query_param("channel").unwrap_or_default();
-                match channels::history(&channel, None, 100) {
+                // `newest=N`: the newest N, newest first (WIT 0.1.1).
+                let read = match request.query_param("newest").and_then(|n| n.parse().ok()) {
+                    Some(n) => channels::history_newest(&channel, n),
+                    None => channels::history(&channel, None, 100),
+                };
+                match read {
                     Ok(page) => {
                         let texts: Vec<String> = page
                             .messages
