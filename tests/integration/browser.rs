@@ -531,3 +531,72 @@ fn client_reconnects_when_back_online() -> anyhow::Result<()> {
     wait_text(&mut devtools, &mut id, STATUS, "connected");
     Ok(())
 }
+
+/// The server API disconnects the page's user on each transport: allowed
+/// back (code 4000 / `reconnect: true`), the client reconnects on the same
+/// transport; banned (4500 / `reconnect: false`), it ends in the state
+/// `closed` and stays there.
+#[test]
+fn client_obeys_a_server_disconnect() -> anyhow::Result<()> {
+    let Some(binary) = chromium_or_skip() else {
+        return Ok(());
+    };
+    const KEY: &str = "test-api-key";
+    let comet = chat(&["--api-key", KEY])?;
+    let disconnect = |params: Value| -> anyhow::Result<()> {
+        let auth = format!("Bearer {KEY}");
+        let r = send(
+            "POST",
+            &comet.url("/comet/api/disconnect"),
+            &[("authorization", &auth)],
+            Some(params.to_string().as_bytes()),
+        )?;
+        anyhow::ensure!(r.status == 200, "disconnect: {} {}", r.status, r.body);
+        Ok(())
+    };
+    let (_browser, mut devtools) = open_page(binary, &comet.url("/?room=start"))?;
+    let mut id = 0;
+    // The chat names a connection's user after its nickname cookie.
+    command(
+        &mut devtools,
+        &mut id,
+        "Network.setCookie",
+        &json!({ "name": "nick", "value": "ann", "url": comet.url("/") }),
+    )?;
+    for transport in ["websocket", "sse", "poll"] {
+        navigate(
+            &mut devtools,
+            &mut id,
+            &comet.url(&format!("/?room=kick-{transport}&transports={transport}")),
+        )?;
+        joined(&mut devtools, &mut id, transport)?;
+        // A poll is a connection only while it is held.
+        comet_testkit::wait_connections(&comet, transport, 1)?;
+        eval(
+            &mut devtools,
+            &mut id,
+            "window.kicked = new Promise(r => comet.on('disconnect', r)), true",
+        )?;
+        disconnect(json!({"user": "ann", "reconnect": true, "reason": "moving"}))?;
+        let kicked = settled(&mut devtools, &mut id, "window.kicked")?;
+        assert_eq!(kicked["reconnect"], true, "{transport}: {kicked}");
+        assert_eq!(kicked["code"], 4000, "{transport}: {kicked}");
+        wait_text(
+            &mut devtools,
+            &mut id,
+            STATUS,
+            &format!("connected ({transport})"),
+        );
+        comet_testkit::wait_connections(&comet, transport, 1)?;
+
+        disconnect(json!({"user": "ann", "reason": "banned"}))?;
+        wait_text(&mut devtools, &mut id, STATUS, "closed: banned");
+        assert_eq!(
+            eval(&mut devtools, &mut id, "comet.state")?,
+            "closed",
+            "{transport}"
+        );
+        comet_testkit::wait_connections(&comet, transport, 0)?;
+    }
+    Ok(())
+}

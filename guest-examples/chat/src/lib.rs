@@ -105,9 +105,13 @@ impl Handler for Chat {
             .find(|h| h.name == "cookie")
             .and_then(|h| core::str::from_utf8(&h.value).ok())
             .and_then(|c| cookie(c, "nick"))
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "anonymous".into());
-        ConnectOutcome::accept([("nick", nick)])
+            .filter(|n| !n.is_empty());
+        match nick {
+            // The reserved attribute `user` names the connection's user for
+            // the server API (a backend can disconnect them by name).
+            Some(nick) => ConnectOutcome::accept([("nick", nick.clone()), ("user", nick)]),
+            None => ConnectOutcome::accept([("nick", "anonymous".to_string())]),
+        }
     }
 
     fn on_subscribe(_connection: Connection, request: SubscribeRequest) -> SubscribeOutcome {
@@ -177,6 +181,7 @@ function line(html, cls) {
 }
 const only = new URLSearchParams(location.search).get("transports");
 const comet = new Comet("", { transports: only ? only.split(",") : undefined, token: cfg.token });
+window.comet = comet; // for the console (and the browser tests)
 comet.on("state", s => {
   status.textContent = s.state === "connected" ? "connected (" + s.transport + ")"
     : s.state + (s.reason ? ": " + s.reason : "");
