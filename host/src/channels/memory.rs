@@ -206,6 +206,21 @@ impl MemoryBroker {
         }
     }
 
+    /// The channel's log for a read: created if need be, marked as used,
+    /// its expired messages dropped.
+    fn read_log<'a>(
+        &self,
+        shard: &'a mut Shard,
+        channel: &ChannelName,
+    ) -> Result<&'a mut Log, BrokerError> {
+        let now = now_ms();
+        let log = self.log(shard, channel, now)?;
+        log.touched_ms = now;
+        let before = log.front_seq();
+        self.trim(channel, log, now, usize::MAX, before);
+        Ok(log)
+    }
+
     /// Drop the oldest messages past `max_len` or the channel's age, keeping
     /// the byte count and the oldest-first index right. `before` is the
     /// front message's sequence number before the caller changed the log.
@@ -370,12 +385,8 @@ impl Broker for MemoryBroker {
         since: Option<Position>,
         limit: usize,
     ) -> Result<History, BrokerError> {
-        let now = now_ms();
         let mut shard = self.shard(channel);
-        let log = self.log(&mut shard, channel, now)?;
-        log.touched_ms = now;
-        let before = log.front_seq();
-        self.trim(channel, log, now, usize::MAX, before);
+        let log = self.read_log(&mut shard, channel)?;
         let head = log.head();
         let first_kept = log
             .messages
@@ -404,12 +415,8 @@ impl Broker for MemoryBroker {
     }
 
     async fn newest(&self, channel: &ChannelName, limit: usize) -> Result<History, BrokerError> {
-        let now = now_ms();
         let mut shard = self.shard(channel);
-        let log = self.log(&mut shard, channel, now)?;
-        log.touched_ms = now;
-        let before = log.front_seq();
-        self.trim(channel, log, now, usize::MAX, before);
+        let log = self.read_log(&mut shard, channel)?;
         let messages = log
             .messages
             .iter()

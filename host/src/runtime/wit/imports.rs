@@ -119,14 +119,7 @@ impl channels::Host for HostState {
             .caps
             .channels
             .history(&channel, since.as_deref(), limit);
-        Ok(match self.turn.waiting(read).await {
-            Ok(page) => Ok(HistoryPage {
-                messages: page.messages.iter().map(|m| convert::message(m)).collect(),
-                next: page.next,
-                reset: page.reset,
-            }),
-            Err(e) => Err(convert::channel_error(e)),
-        })
+        Ok(history_page(self.turn.waiting(read).await))
     }
 
     async fn history_newest(
@@ -135,14 +128,7 @@ impl channels::Host for HostState {
         limit: u32,
     ) -> wasmtime::Result<Result<HistoryPage, ChannelError>> {
         let read = self.caps.channels.newest(&channel, limit);
-        Ok(match self.turn.waiting(read).await {
-            Ok(page) => Ok(HistoryPage {
-                messages: page.messages.iter().map(|m| convert::message(m)).collect(),
-                next: page.next,
-                reset: page.reset,
-            }),
-            Err(e) => Err(convert::channel_error(e)),
-        })
+        Ok(history_page(self.turn.waiting(read).await))
     }
 
     async fn presence(
@@ -157,6 +143,23 @@ impl channels::Host for HostState {
             }),
             Err(e) => Err(convert::channel_error(e)),
         })
+    }
+}
+
+/// A page of history read by the channels capability, as its WIT record.
+fn history_page(
+    read: Result<
+        crate::capabilities::channels::HistoryPage,
+        crate::capabilities::channels::CallError,
+    >,
+) -> Result<HistoryPage, ChannelError> {
+    match read {
+        Ok(page) => Ok(HistoryPage {
+            messages: page.messages.iter().map(|m| convert::message(m)).collect(),
+            next: page.next,
+            reset: page.reset,
+        }),
+        Err(e) => Err(convert::channel_error(e)),
     }
 }
 
