@@ -218,6 +218,9 @@ export class Comet extends Emitter {
     if (this.transport !== "websocket" || !this._conn) {
       throw new CometError("not-websocket", "custom frames need the WebSocket transport");
     }
+    if (this._conn.ws.readyState !== 1) {
+      throw new CometError("not-connected", "the WebSocket is still connecting: send once the state is connected");
+    }
     const bytes = asBytes(data);
     this._conn.ws.send(bytes ?? JSON.stringify({ op: "message", data: String(data) }));
   }
@@ -449,14 +452,23 @@ function openWebSocket(client) {
     if (!opened) end("open timed out", { failedToOpen: true });
   }, client.options.openTimeout);
 
+  // Operations asked for while the socket connects: sent once it is open
+  // (a WebSocket cannot send before), failed if it never opens.
+  const waiting = [];
+
   const conn = {
     ws,
     request(op) {
+      if (!opened) {
+        return new Promise((resolve, reject) => waiting.push({ op, resolve, reject }));
+      }
       const id = nextId++;
       ws.send(JSON.stringify({ ...op, id }));
       return new Promise((resolve, reject) => pending.set(id, { resolve, reject, channel: op.channel }));
     },
     subscribe(sub) {
+      // Until the socket opens, `onopen` subscribes every channel in `_subs`.
+      if (!opened) return;
       const op = { op: "subscribe", channel: sub.channel };
       const since = client._cursors.get(sub.channel) ?? client._streamCursor;
       if (since) op.since = since;
@@ -469,6 +481,8 @@ function openWebSocket(client) {
       );
     },
     unsubscribe(channel) {
+      // Not subscribed yet: `onopen` subscribes only what is still in `_subs`.
+      if (!opened) return Promise.resolve(true);
       return conn.request({ op: "unsubscribe", channel }).then(
         () => true,
         () => false,
@@ -483,8 +497,10 @@ function openWebSocket(client) {
   };
 
   function failPending() {
-    for (const p of pending.values()) p.reject(new CometError("disconnected", "the connection closed"));
+    const closed = () => new CometError("disconnected", "the connection closed");
+    for (const p of pending.values()) p.reject(closed());
     pending.clear();
+    for (const w of waiting.splice(0)) w.reject(closed());
   }
 
   function end(reason, how) {
@@ -503,6 +519,7 @@ function openWebSocket(client) {
     clearTimeout(timeout);
     client._opened();
     for (const sub of client._subs.values()) conn.subscribe(sub);
+    for (const w of waiting.splice(0)) conn.request(w.op).then(w.resolve, w.reject);
   };
   ws.onmessage = (e) => {
     if (typeof e.data !== "string") {
