@@ -42,3 +42,21 @@ pub fn delete(key: &str) -> Result<bool, KvError> {
 pub fn increment(key: &str, delta: i64) -> Result<i64, KvError> {
     raw::increment(key, delta)
 }
+
+/// [`increment`], and a key it creates expires after `ttl` (an existing
+/// key keeps its expiry): a fixed-window counter for rate limits, in one
+/// atomic step.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let sent = comet_sdk::kv::increment_with_ttl("sent:ann", 1, Duration::from_secs(10));
+/// if sent.is_ok_and(|n| n > 20) { /* over 20 in this 10 s window */ }
+/// ```
+pub fn increment_with_ttl(
+    key: &str,
+    delta: i64,
+    ttl: core::time::Duration,
+) -> Result<i64, KvError> {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    raw::increment_with_ttl(key, delta, ms)
+}

@@ -344,3 +344,36 @@ fn a_silent_subscription_is_noticed_and_nothing_is_lost() -> anyhow::Result<()> 
     assert_eq!(events(&mut sse, 1)?, ["after"]);
     Ok(())
 }
+
+/// `kv.increment-with-ttl` is a fixed window, in memory and on Redis: the
+/// first increment sets the expiry, later ones keep it, and once it has
+/// passed the count starts again.
+#[test]
+fn an_increment_with_a_ttl_is_a_fixed_window() -> anyhow::Result<()> {
+    let redis = redis(false)?;
+    let memory = Comet::start(COMET, &[guests::CHANNELS_APP])?;
+    let mut nodes = vec![memory];
+    if let Some(redis) = &redis {
+        nodes.push(node(redis)?);
+    }
+    for comet in &nodes {
+        let hit = |ttl_ms: u64| hit_key(comet, "w", ttl_ms);
+        // A long window counts on.
+        assert_eq!(hit(3_600_000)?, 1);
+        assert_eq!(hit(3_600_000)?, 2);
+        assert_eq!(hit(3_600_000)?, 3);
+        // A short one on another key ends, and the count starts again.
+        assert_eq!(hit_key(comet, "s", 300)?, 1);
+        comet.wait_for("the 300 ms window to end", Duration::from_secs(10), || {
+            (hit_key(comet, "s", 300).ok()? == 1).then_some(())
+        })?;
+    }
+    Ok(())
+}
+
+/// One hit of the test guest's fixed-window counter `key`: the count.
+fn hit_key(comet: &Comet, key: &str, ttl_ms: u64) -> anyhow::Result<u64> {
+    let r = get(&comet.url(&format!("/hit?key={key}&ttl_ms={ttl_ms}")))?;
+    anyhow::ensure!(r.status == 200, "hit: {} {}", r.status, r.body);
+    Ok(r.body.parse()?)
+}

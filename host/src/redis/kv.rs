@@ -135,12 +135,21 @@ impl KvStore for RedisKv {
         Ok(existed > 0)
     }
 
-    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, StoreError> {
+    async fn increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StoreError> {
         check_key(key)?;
         let mut invocation = self.invocation(&self.increment, namespace, key);
+        let ttl_ms = ttl.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
         invocation
             .arg(delta)
-            .arg(0)
+            .arg(ttl_ms)
             .arg(now_ms())
             .arg(MAX_KEYS_PER_NAMESPACE)
             .arg(MAX_BYTES_PER_NAMESPACE)

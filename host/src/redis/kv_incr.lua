@@ -1,6 +1,7 @@
 -- kv increment within a module's budgets; keeps the key's expiry.
 -- KEYS as in kv_set.lua.
--- ARGV[1] key, ARGV[2] delta, ARGV[3] (unused), ARGV[4] now ms,
+-- ARGV[1] key, ARGV[2] delta, ARGV[3] ttl ms of a key it creates (0:
+-- none; an existing key keeps its expiry), ARGV[4] now ms,
 -- ARGV[5] most keys, ARGV[6] most bytes, ARGV[7] the bytes of an entry
 -- without its value.
 -- Returns {'ok', value as text} (text: Lua numbers are doubles), or
@@ -25,7 +26,12 @@ if type(r) == 'table' and r.err then
 end
 local value = redis.call('GET', KEYS[1])
 if not exists then
-  redis.call('ZADD', KEYS[2], '+inf', ARGV[1])
+  if ARGV[3] == '0' then
+    redis.call('ZADD', KEYS[2], '+inf', ARGV[1])
+  else
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
+  end
 end
 local size = tonumber(ARGV[7]) + #value
 redis.call('HSET', KEYS[3], ARGV[1], size)

@@ -140,7 +140,13 @@ impl KvStore for DeniedKv {
         Err(StoreError::NotGranted)
     }
 
-    async fn increment(&self, _: &str, _: &str, _: i64) -> Result<i64, StoreError> {
+    async fn increment(
+        &self,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: Option<Duration>,
+    ) -> Result<i64, StoreError> {
         Err(StoreError::NotGranted)
     }
 }
@@ -177,7 +183,13 @@ impl KvStore for MemoryKv {
         Ok(space.remove(key).is_some_and(|e| e.live(now)))
     }
 
-    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, StoreError> {
+    async fn increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StoreError> {
         check_key(key)?;
         let now = Instant::now();
         let space = self.space(namespace);
@@ -190,7 +202,7 @@ impl KvStore for MemoryKv {
                     .ok_or(StoreError::NotANumber)?;
                 (n, e.expires)
             }
-            None => (0, None),
+            None => (0, ttl.map(|ttl| now + ttl)),
         };
         let next = current.checked_add(delta).ok_or(StoreError::Overflow)?;
         space.put(key, next.to_string().into_bytes(), expires, now)?;
@@ -214,14 +226,39 @@ mod tests {
     #[tokio::test]
     async fn increment_counts_and_refuses_non_numbers() {
         let kv = MemoryKv::default();
-        assert_eq!(kv.increment("m", "n", 1).await.unwrap(), 1);
-        assert_eq!(kv.increment("m", "n", 41).await.unwrap(), 42);
+        assert_eq!(kv.increment("m", "n", 1, None).await.unwrap(), 1);
+        assert_eq!(kv.increment("m", "n", 41, None).await.unwrap(), 42);
         kv.set("m", "s", b"abc".to_vec(), None).await.unwrap();
-        assert_eq!(kv.increment("m", "s", 1).await, Err(StoreError::NotANumber));
+        assert_eq!(
+            kv.increment("m", "s", 1, None).await,
+            Err(StoreError::NotANumber)
+        );
         kv.set("m", "max", i64::MAX.to_string().into_bytes(), None)
             .await
             .unwrap();
-        assert_eq!(kv.increment("m", "max", 1).await, Err(StoreError::Overflow));
+        assert_eq!(
+            kv.increment("m", "max", 1, None).await,
+            Err(StoreError::Overflow)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_increment_with_a_ttl_is_a_fixed_window() {
+        let kv = MemoryKv::default();
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(kv.increment("m", "w", 1, hour).await.unwrap(), 1);
+        // An existing key keeps its expiry, whatever the ttl now.
+        assert_eq!(
+            kv.increment("m", "w", 1, Some(Duration::ZERO))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(kv.increment("m", "w", 1, None).await.unwrap(), 3);
+        // A window that already ended: each increment starts a new one.
+        let ended = Some(Duration::ZERO);
+        assert_eq!(kv.increment("m", "z", 5, ended).await.unwrap(), 5);
+        assert_eq!(kv.increment("m", "z", 5, ended).await.unwrap(), 5);
     }
 
     #[tokio::test]

@@ -79,8 +79,14 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
     /// Remove `key`; true if a live value was there.
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
     /// Add `delta` to the decimal integer under `key` (missing: 0). Keeps
-    /// the key's expiry.
-    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, StoreError>;
+    /// the key's expiry; a key it creates expires after `ttl`, if given.
+    async fn increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StoreError>;
 }
 
 /// Check a key against the rules.
@@ -193,11 +199,17 @@ impl EventKv {
         self.store().delete(&self.module.namespace, key).await
     }
 
-    /// Add `delta` to the integer under `key`.
-    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+    /// Add `delta` to the integer under `key`; a key it creates expires
+    /// after `ttl`, if given.
+    pub async fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StoreError> {
         self.module.metrics.kv("increment", 0);
         self.store()
-            .increment(&self.module.namespace, key, delta)
+            .increment(&self.module.namespace, key, delta, ttl)
             .await
     }
 }

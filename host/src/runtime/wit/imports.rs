@@ -83,7 +83,22 @@ impl kv::Host for HostState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, KvError>> {
-        let increment = self.caps.kv.increment(&key, delta);
+        let increment = self.caps.kv.increment(&key, delta, None);
+        Ok(self
+            .turn
+            .waiting(increment)
+            .await
+            .map_err(|e| convert::kv_error(&e)))
+    }
+
+    async fn increment_with_ttl(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Result<i64, KvError>> {
+        let ttl = Some(Duration::from_millis(ttl_ms));
+        let increment = self.caps.kv.increment(&key, delta, ttl);
         Ok(self
             .turn
             .waiting(increment)

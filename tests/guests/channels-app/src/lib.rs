@@ -85,6 +85,18 @@ impl Handler for App {
                     .unwrap_or(1);
                 Hold::new(vec!["many".to_string(); n], StreamFormat::Ndjson).into()
             }
+            // A fixed-window counter: `kv.increment-with-ttl` (WIT 0.1.1).
+            ["hit"] => {
+                let key = request.query_param("key").unwrap_or_default();
+                let ms = request
+                    .query_param("ttl_ms")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1000);
+                match kv::increment_with_ttl(&key, 1, std::time::Duration::from_millis(ms)) {
+                    Ok(n) => Response::text(n.to_string()).into(),
+                    Err(e) => Response::text(e.to_string()).with_status(400).into(),
+                }
+            }
             ["kv"] => {
                 let key = request.query_param("key").unwrap_or_default();
                 let n = kv::get_string(&key)
