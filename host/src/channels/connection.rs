@@ -28,7 +28,7 @@ use super::admission::{Ticket, TransportKind};
 use super::broker::Gap;
 use super::control::{Action, Disconnect};
 use super::cursor::{Cursor, Position};
-use super::directory::USER;
+use super::directory::{USER, connection_id};
 use super::error::ChannelError;
 use super::hub::Subscriber;
 use super::inbox::{Inbox, Outlet, Popped, Session};
@@ -148,7 +148,7 @@ impl Connection {
 
     /// Id unique across nodes: the node's id and the local one.
     pub fn id(&self) -> String {
-        format!("{}-{}", self.node.id(), self.me.id)
+        connection_id(self.node.id(), self.me.id)
     }
 
     /// The node it belongs to.

@@ -17,6 +17,16 @@ pub const USER: &str = "user";
 
 const SHARDS: usize = 16;
 
+/// A connection's id across nodes: its node's id, a dash, its local id.
+pub(crate) fn connection_id(node: &str, local: u64) -> String {
+    format!("{node}-{local}")
+}
+
+/// The local id in `id`, if `id` names a connection of node `node`.
+pub(crate) fn local_id(node: &str, id: &str) -> Option<u64> {
+    id.strip_prefix(node)?.strip_prefix('-')?.parse().ok()
+}
+
 #[derive(Debug)]
 struct Entry {
     inbox: Arc<Inbox>,
@@ -111,6 +121,14 @@ fn forget(users: &mut HashMap<Arc<str>, Vec<u64>>, user: &str, id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_ids_name_their_node() {
+        let id = connection_id("ab12", 7);
+        assert_eq!(local_id("ab12", &id), Some(7));
+        assert_eq!(local_id("ab1", &id), None);
+        assert_eq!(local_id("ab12", "ab12-x"), None);
+    }
 
     #[test]
     fn users_are_indexed_until_their_connections_go() {

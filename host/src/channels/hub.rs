@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use super::broker::{MAX_PRESENCE_USERS, Member, Presence};
 use super::cursor::{Position, channel_key};
-use super::directory::USER;
+use super::directory::{USER, connection_id};
 use super::inbox::{Inbox, Pushed};
 use super::lock;
 use super::message::Message;
@@ -231,7 +231,7 @@ impl Hub {
             }
             if members.len() < max_members {
                 members.push(Member {
-                    connection: format!("{}-{}", self.node_id, s.id),
+                    connection: connection_id(&self.node_id, s.id),
                     session: session.clone(),
                 });
             }

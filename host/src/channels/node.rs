@@ -17,11 +17,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::admission::{Admission, DEFAULT_MAX_CONNECTIONS, Ticket, TransportKind};
-use super::broker::{Broker, BrokerStats, History, NodeInfo, Published};
+use super::broker::{Broker, BrokerError, BrokerStats, History, NodeInfo, Published};
 use super::broker::{Presence, Sink};
 use super::control::{Command, Target};
 use super::cursor::Position;
-use super::directory::Directory;
+use super::directory::{Directory, local_id};
 use super::error::ChannelError;
 use super::hub::{Hub, Subscriber};
 use super::lock;
@@ -100,8 +100,8 @@ struct NodeSink {
     hub: Arc<Hub>,
     recheck: Arc<Notify>,
     directory: Arc<Directory>,
-    /// This node's id and a dash: the prefix of its connections' ids.
-    prefix: String,
+    /// This node's id (in its connections' ids).
+    node_id: String,
 }
 
 impl Sink for NodeSink {
@@ -121,9 +121,7 @@ impl Sink for NodeSink {
         };
         let inboxes = match &command.target {
             Target::User(user) => self.directory.user(user),
-            Target::Connection(id) => id
-                .strip_prefix(&self.prefix)
-                .and_then(|n| n.parse().ok())
+            Target::Connection(id) => local_id(&self.node_id, id)
                 .and_then(|n| self.directory.connection(n))
                 .into_iter()
                 .collect(),
@@ -192,7 +190,7 @@ impl Node {
             hub: node.hub.clone(),
             recheck: recheck.clone(),
             directory,
-            prefix: format!("{}-", node.id()),
+            node_id: node.id().to_string(),
         }));
         node.every(config.position_check, Some(recheck), |node| async move {
             node.check_positions().await;
@@ -296,11 +294,23 @@ impl Node {
     ) -> Result<Published, ChannelError> {
         self.check_payload(&payload)?;
         let history = self.rules(channel).history;
-        let started = std::time::Instant::now();
-        let published = self.broker.publish(channel, payload, history).await;
-        self.metrics
-            .broker("publish", published.is_ok(), started.elapsed());
+        let published = self
+            .timed("publish", self.broker.publish(channel, payload, history))
+            .await;
         Ok(published?)
+    }
+
+    /// `call` to the broker, counted in the metrics as `op` with its outcome
+    /// and time.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        self.metrics.broker(op, result.is_ok(), started.elapsed());
+        result
     }
 
     /// Up to `limit` messages of `channel` after `since`.
@@ -310,10 +320,9 @@ impl Node {
         since: Option<Position>,
         limit: usize,
     ) -> Result<History, ChannelError> {
-        let started = std::time::Instant::now();
-        let history = self.broker.history(channel, since, limit).await;
-        self.metrics
-            .broker("history", history.is_ok(), started.elapsed());
+        let history = self
+            .timed("history", self.broker.history(channel, since, limit))
+            .await;
         Ok(history?)
     }
 
@@ -325,10 +334,9 @@ impl Node {
         max_members: usize,
     ) -> Result<Presence, ChannelError> {
         let local = self.hub.presence(channel, max_members);
-        let started = std::time::Instant::now();
-        let presence = self.broker.presence(channel, local).await;
-        self.metrics
-            .broker("presence", presence.is_ok(), started.elapsed());
+        let presence = self
+            .timed("presence", self.broker.presence(channel, local))
+            .await;
         let mut presence = presence?;
         presence.members.truncate(max_members);
         Ok(presence)
@@ -340,29 +348,26 @@ impl Node {
         channel: &ChannelName,
         limit: usize,
     ) -> Result<History, ChannelError> {
-        let started = std::time::Instant::now();
-        let history = self.broker.newest(channel, limit).await;
-        self.metrics
-            .broker("history", history.is_ok(), started.elapsed());
+        let history = self
+            .timed("history", self.broker.newest(channel, limit))
+            .await;
         Ok(history?)
     }
 
     /// Drop `channel`'s history and start a new epoch (its subscribers and
     /// every resuming client get a reset). Returns the new head.
     pub async fn remove_history(&self, channel: &ChannelName) -> Result<Position, ChannelError> {
-        let started = std::time::Instant::now();
-        let head = self.broker.remove_history(channel).await;
-        self.metrics
-            .broker("history_remove", head.is_ok(), started.elapsed());
+        let head = self
+            .timed("history_remove", self.broker.remove_history(channel))
+            .await;
         Ok(head?)
     }
 
     /// Send `command` to the connections it names, on every node.
     pub async fn command(&self, command: &Command) -> Result<(), ChannelError> {
-        let started = std::time::Instant::now();
-        let sent = self.broker.send_command(&command.encode()).await;
-        self.metrics
-            .broker("command", sent.is_ok(), started.elapsed());
+        let sent = self
+            .timed("command", self.broker.send_command(&command.encode()))
+            .await;
         Ok(sent?)
     }
 
