@@ -228,26 +228,27 @@ impl Connection {
         // What follows (the backlog) goes out before any live message.
         self.me.inbox.busy();
         let new = self.position(channel).is_none();
+        // Until the position is recorded below, a failed or cancelled
+        // subscription leaves the channel again (a transport may race this
+        // call against its socket and drop it half way).
+        let mut joined = None;
         if new {
             let max = self.node.max_channels_per_connection();
             if self.channel_count() >= max {
                 return Err(ChannelError::TooManyChannels(max));
             }
             self.node.join(channel, &self.me).await?;
+            joined = Some(Joined {
+                node: &self.node,
+                channel,
+                id: self.me.id,
+            });
         }
         let limit = match since {
             Some(_) => self.node.rules(channel).history.max_len,
             None => 0,
         };
-        let history = match self.node.history(channel, since, limit).await {
-            Ok(history) => history,
-            Err(e) => {
-                if new {
-                    self.leave(channel);
-                }
-                return Err(e);
-            }
-        };
+        let history = self.node.history(channel, since, limit).await?;
         let (start, reset) = match (history.gap, since) {
             (Some(gap), _) => {
                 self.node.count_reset();
@@ -268,6 +269,8 @@ impl Connection {
         let end = history.messages.last().map_or(start, |m| m.position);
         self.node.observe(channel, history.head);
         self.me.inbox.set_position(channel, end);
+        // Subscribed: the channel stays.
+        std::mem::forget(joined);
         self.caught_up(channel);
         tracing::debug!(%channel, "subscribed");
         Ok(Backlog {
@@ -452,6 +455,19 @@ impl Connection {
     pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let admission = self.node.admission().clone();
         async move { admission.closing().await }
+    }
+}
+
+/// A channel joined by a subscription not complete yet: dropped, it leaves.
+struct Joined<'a> {
+    node: &'a Arc<Node>,
+    channel: &'a ChannelName,
+    id: u64,
+}
+
+impl Drop for Joined<'_> {
+    fn drop(&mut self) {
+        self.node.leave(self.channel, self.id);
     }
 }
 

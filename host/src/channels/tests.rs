@@ -417,3 +417,76 @@ async fn a_full_outlet_wakes_the_task_as_a_slow_consumer() {
     assert!(matches!(event, Event::SlowConsumer), "got {event:?}");
     assert_eq!(node.stats().slow_consumers, 1);
 }
+
+/// A subscription dropped half way (a transport raced it against its
+/// socket) leaves the channel: no subscriber stays behind in the hub, and
+/// the node unsubscribes at the broker.
+#[tokio::test]
+async fn a_cancelled_subscription_leaves_the_channel() {
+    /// History reads never answer.
+    #[derive(Debug, Default)]
+    struct Stalled {
+        inner: MemoryBroker,
+        unsubscribes: AtomicUsize,
+    }
+    #[async_trait]
+    impl Broker for Stalled {
+        fn start(self: Arc<Self>, _sink: Arc<dyn Sink>) {}
+        async fn publish(
+            &self,
+            channel: &ChannelName,
+            payload: Payload,
+            history: HistoryLimits,
+        ) -> Result<Published, BrokerError> {
+            self.inner.publish(channel, payload, history).await
+        }
+        async fn history(
+            &self,
+            _: &ChannelName,
+            _: Option<Position>,
+            _: usize,
+        ) -> Result<History, BrokerError> {
+            std::future::pending().await
+        }
+        async fn newest(
+            &self,
+            channel: &ChannelName,
+            limit: usize,
+        ) -> Result<History, BrokerError> {
+            self.inner.newest(channel, limit).await
+        }
+        async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError> {
+            self.inner.remove_history(channel).await
+        }
+        fn node_id(&self) -> &str {
+            self.inner.node_id()
+        }
+        async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError> {
+            self.inner.send_command(command).await
+        }
+        async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+            self.inner.subscribe(channel).await
+        }
+        async fn unsubscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+            self.unsubscribes.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        }
+    }
+    let broker = Arc::new(Stalled::default());
+    let node = node_over(broker.clone());
+    let mut c = node.connect(TransportKind::Sse).unwrap();
+    let x = name("x");
+    let subscribe = c.subscribe(&x, None);
+    // Joined, then waiting for history: give up on it.
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(50), subscribe).await;
+    assert!(waited.is_err());
+    assert_eq!(node.local_channel_count(), 0);
+    assert!(c.channels().is_empty());
+    for _ in 0..100 {
+        if broker.unsubscribes.load(Ordering::Acquire) == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(broker.unsubscribes.load(Ordering::Acquire), 1);
+}
