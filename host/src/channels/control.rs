@@ -49,6 +49,15 @@ impl Disconnect {
     pub fn reconnect(&self) -> bool {
         self.code < NO_RECONNECT_CODES
     }
+
+    /// What a stream's last event and a held poll's answer say:
+    /// `{"error": "disconnected", "message", "code", "reconnect"}`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": "disconnected", "message": self.reason, "code": self.code,
+            "reconnect": self.reconnect(),
+        })
+    }
 }
 
 /// What to do to the target's connections.

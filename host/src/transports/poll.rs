@@ -108,10 +108,7 @@ impl Answer {
 /// must not poll again, else `503` with `Retry-After`, and the code and
 /// reason in the one error shape.
 fn disconnected(d: &Disconnect) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": "disconnected", "message": d.reason, "code": d.code, "reconnect": d.reconnect(),
-    });
-    let mut response = Response::new(full(body.to_string()));
+    let mut response = Response::new(full(d.json().to_string()));
     *response.status_mut() = if d.reconnect() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

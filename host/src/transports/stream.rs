@@ -401,11 +401,20 @@ impl Stream {
 
     /// End with an `error` event carrying `code`.
     fn push_end(&mut self, reason: &'static str, code: &str, message: &str) {
+        self.end_with(
+            reason,
+            serde_json::json!({ "error": code, "message": message }),
+        );
+    }
+
+    /// End with an `error` event of `error` (an object with at least
+    /// `error` and `message`), typed `error`.
+    fn end_with(&mut self, reason: &'static str, mut error: serde_json::Value) {
         self.stop_drains();
         self.done = true;
         self.close_reason = reason;
-        let json = serde_json::json!({ "type": "error", "error": code, "message": message });
-        self.push_control("error", json.to_string().as_bytes());
+        error["type"] = serde_json::Value::from("error");
+        self.push_control("error", error.to_string().as_bytes());
     }
 
     fn push(&mut self, event: Event) {
@@ -435,16 +444,7 @@ impl Stream {
                 "unavailable",
                 &format!("{why}; reconnect with the last cursor to resume"),
             ),
-            Event::Disconnect(d) => {
-                self.stop_drains();
-                self.done = true;
-                self.close_reason = "disconnected by the server API";
-                let json = serde_json::json!({
-                    "type": "error", "error": "disconnected", "message": d.reason,
-                    "code": d.code, "reconnect": d.reconnect(),
-                });
-                self.push_control("error", json.to_string().as_bytes());
-            }
+            Event::Disconnect(d) => self.end_with("disconnected by the server API", d.json()),
             Event::Unsubscribed(channel) => {
                 let json = serde_json::json!({
                     "type": "unsubscribed", "channel": channel.as_str(), "server": true,
