@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,7 +22,7 @@ use crate::channels::Node;
 use crate::deploy::{DeployError, Origin, Registry};
 use crate::edge::{DEFAULT_HEADER_TIMEOUT, Routes, Tls};
 use crate::http::auth::check_bearer;
-use crate::http::{ApiError, Body, full};
+use crate::http::{ApiError, Body, declared_length, full, read_bounded};
 use crate::metrics::{Metrics, ModuleState, Snapshot};
 
 mod status_page;
@@ -238,26 +237,8 @@ async fn upload(
             max: admin.max_upload,
         })
     };
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(size) = declared
-        && size > admin.max_upload
-    {
-        return Err(too_large(size));
-    }
-    let bytes = match Limited::new(request.into_body(), admin.max_upload)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large(declared.unwrap_or(admin.max_upload + 1)));
-        }
-        Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-body", e)),
-    };
+    let declared = declared_length(request.headers());
+    let bytes = read_bounded(declared, request.into_body(), admin.max_upload, too_large).await?;
     // Checked after reading the body (within the size limit), so the client
     // is not cut off mid-upload and sees this answer.
     crate::deploy::validate_name(name)?;

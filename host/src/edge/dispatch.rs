@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::HeaderValue;
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
 use crate::hooks::{self, Header, Hooks, RequestOutcome};
-use crate::http::{ApiError, Body, REQUEST_ID_HEADER, full, next_request_id};
+use crate::http::{
+    ApiError, Body, REQUEST_ID_HEADER, declared_length, full, next_request_id, read_bounded,
+};
 use crate::transports::{self, Conn, Endpoints, invalid_answer};
 
 /// Serve one request with `hooks`' on-request (routed by channel, for a
@@ -60,33 +61,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limit = hooks.max_request_body();
-    let too_large = || {
+    let too_large = |_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-large",
             format!("request body is over the {limit} byte limit"),
         )
     };
-    // Judged from the declared length before reading anything.
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let body = match Limited::new(request.body_mut(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-body",
-                format!("cannot read request body: {e}"),
-            ));
-        }
-    };
+    let declared = declared_length(request.headers());
+    let body = read_bounded(declared, request.body_mut(), limit, too_large).await?;
     let guest_request = hooks::Request {
         id: id.to_string(),
         method: request.method().as_str().to_string(),

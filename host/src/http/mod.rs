@@ -22,6 +22,42 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
+/// The length a request's headers declare for its body.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// The whole of `body`, at most `max` bytes: refused from its `declared`
+/// length ([`declared_length`]) before anything is read, else once it
+/// passes `max`, with `too_large(size)` (the declared size, or `max + 1`);
+/// a body that cannot be read is `400 bad-body`.
+pub(crate) async fn read_bounded<B>(
+    declared: Option<usize>,
+    body: B,
+    max: usize,
+    too_large: impl FnOnce(usize) -> ApiError,
+) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Some(size) = declared.filter(|size| *size > max) {
+        return Err(too_large(size));
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max + 1)),
+        Err(e) => Err(ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "bad-body",
+            format!("cannot read request body: {e}"),
+        )),
+    }
+}
+
 /// The body type of every response the host sends.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 

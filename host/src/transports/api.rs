@@ -14,7 +14,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,7 +27,7 @@ use crate::channels::{
 };
 use crate::hooks::{Hooks, PublishSource};
 use crate::http::auth::check_bearer;
-use crate::http::{ApiError, Body, full, next_request_id};
+use crate::http::{ApiError, Body, declared_length, full, next_request_id, read_bounded};
 
 /// Largest request body: a batch of commands, each up to a payload.
 pub const MAX_API_BODY: usize = 1 << 20;
@@ -63,20 +62,15 @@ where
         .strip_prefix("/comet/api/")
         .unwrap_or_default()
         .to_string();
-    let body = match Limited::new(request.into_body(), MAX_API_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("a server API request is at most {MAX_API_BODY} bytes"),
-            ));
-        }
-        Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-body", e)),
+    let too_large = |_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("a server API request is at most {MAX_API_BODY} bytes"),
+        )
     };
+    let declared = declared_length(request.headers());
+    let body = read_bounded(declared, request.into_body(), MAX_API_BODY, too_large).await?;
     let params: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {

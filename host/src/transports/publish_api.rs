@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
 use super::Endpoints;
 use crate::channels::node::DEFAULT_MAX_PAYLOAD;
 use crate::channels::{ChannelError, ChannelName, Payload};
 use crate::hooks::{Hooks, PublishSource};
 use crate::http::auth::check_bearer;
-use crate::http::{ApiError, Body, full, next_request_id};
+use crate::http::{ApiError, Body, declared_length, full, next_request_id, read_bounded};
 
 /// `POST /comet/publish/CHANNEL`: the body, published through on-publish.
 pub(super) async fn serve<B>(
@@ -61,24 +60,14 @@ where
             max: DEFAULT_MAX_PAYLOAD,
         })
     };
-    let declared = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(size) = declared.filter(|size| *size > DEFAULT_MAX_PAYLOAD) {
-        return Err(too_large(size));
-    }
-    let body = match Limited::new(request.into_body(), DEFAULT_MAX_PAYLOAD)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large(DEFAULT_MAX_PAYLOAD + 1));
-        }
-        Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-body", e)),
-    };
+    let declared = declared_length(request.headers());
+    let body = read_bounded(
+        declared,
+        request.into_body(),
+        DEFAULT_MAX_PAYLOAD,
+        too_large,
+    )
+    .await?;
     let payload = if is_text {
         let text = String::from_utf8(body.to_vec()).map_err(|_| {
             ApiError::new(
