@@ -834,17 +834,21 @@ impl Broker for RedisBroker {
             .into_keys()
             .filter(|id| *id != self.node_id)
             .collect();
+        if others.is_empty() {
+            return Ok(local);
+        }
         let mut all: HashMap<ChannelName, usize> = local.into_iter().collect();
-        for id in others {
-            let counts: ::redis::RedisResult<HashMap<String, usize>> = ::redis::cmd("HGETALL")
-                .arg(self.keys.node_channels(&id))
-                .query_async(&mut self.commands.get())
-                .await;
-            self.commands.check(&counts);
-            for (channel, n) in counts.map_err(unavailable)? {
-                if let Ok(channel) = ChannelName::new(&channel) {
-                    *all.entry(channel).or_default() += n;
-                }
+        // Every other node's channels in one round trip.
+        let mut pipe = ::redis::pipe();
+        for id in &others {
+            pipe.hgetall(self.keys.node_channels(id));
+        }
+        let counts: ::redis::RedisResult<Vec<HashMap<String, usize>>> =
+            pipe.query_async(&mut self.commands.get()).await;
+        self.commands.check(&counts);
+        for (channel, n) in counts.map_err(unavailable)?.into_iter().flatten() {
+            if let Ok(channel) = ChannelName::new(&channel) {
+                *all.entry(channel).or_default() += n;
             }
         }
         Ok(all.into_iter().collect())
