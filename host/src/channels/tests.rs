@@ -24,6 +24,76 @@ fn node_over(broker: Arc<dyn Broker>) -> Arc<Node> {
     Node::new(broker, NodeConfig::default(), Arc::default())
 }
 
+/// A memory broker that counts the node's subscribes and unsubscribes
+/// (taking a turn of the runtime in each subscribe) and, if told, never
+/// answers history reads.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryBroker,
+    subscribes: AtomicUsize,
+    unsubscribes: AtomicUsize,
+    stall_history: bool,
+}
+
+impl Counting {
+    /// Wait (a bounded number of turns) for `n` unsubscribes, which the
+    /// node makes in the background.
+    async fn unsubscribed(&self, n: usize) {
+        for _ in 0..100 {
+            if self.unsubscribes.load(Ordering::Acquire) == n {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(self.unsubscribes.load(Ordering::Acquire), n);
+    }
+}
+
+#[async_trait]
+impl Broker for Counting {
+    fn start(self: Arc<Self>, _sink: Arc<dyn Sink>) {}
+    async fn publish(
+        &self,
+        channel: &ChannelName,
+        payload: Payload,
+        history: HistoryLimits,
+    ) -> Result<Published, BrokerError> {
+        self.inner.publish(channel, payload, history).await
+    }
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        since: Option<Position>,
+        limit: usize,
+    ) -> Result<History, BrokerError> {
+        if self.stall_history {
+            std::future::pending::<()>().await;
+        }
+        self.inner.history(channel, since, limit).await
+    }
+    async fn newest(&self, channel: &ChannelName, limit: usize) -> Result<History, BrokerError> {
+        self.inner.newest(channel, limit).await
+    }
+    async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError> {
+        self.inner.remove_history(channel).await
+    }
+    fn node_id(&self) -> &str {
+        self.inner.node_id()
+    }
+    async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError> {
+        self.inner.send_command(command).await
+    }
+    async fn subscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+        tokio::task::yield_now().await;
+        self.subscribes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+    async fn unsubscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+        self.unsubscribes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
 fn node() -> Arc<Node> {
     node_over(Arc::new(MemoryBroker::default()))
 }
@@ -198,57 +268,6 @@ async fn a_lost_message_that_history_lost_too_is_a_reset() {
 
 #[tokio::test]
 async fn the_subscribe_lock_subscribes_the_node_once() {
-    #[derive(Debug, Default)]
-    struct Counting {
-        inner: MemoryBroker,
-        subscribes: AtomicUsize,
-        unsubscribes: AtomicUsize,
-    }
-    #[async_trait]
-    impl Broker for Counting {
-        fn start(self: Arc<Self>, _sink: Arc<dyn Sink>) {}
-        async fn publish(
-            &self,
-            channel: &ChannelName,
-            payload: Payload,
-            history: HistoryLimits,
-        ) -> Result<Published, BrokerError> {
-            self.inner.publish(channel, payload, history).await
-        }
-        async fn history(
-            &self,
-            channel: &ChannelName,
-            since: Option<Position>,
-            limit: usize,
-        ) -> Result<History, BrokerError> {
-            self.inner.history(channel, since, limit).await
-        }
-        async fn newest(
-            &self,
-            channel: &ChannelName,
-            limit: usize,
-        ) -> Result<History, BrokerError> {
-            self.inner.newest(channel, limit).await
-        }
-        async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError> {
-            self.inner.remove_history(channel).await
-        }
-        fn node_id(&self) -> &str {
-            self.inner.node_id()
-        }
-        async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError> {
-            self.inner.send_command(command).await
-        }
-        async fn subscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
-            tokio::task::yield_now().await;
-            self.subscribes.fetch_add(1, Ordering::AcqRel);
-            Ok(())
-        }
-        async fn unsubscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
-            self.unsubscribes.fetch_add(1, Ordering::AcqRel);
-            Ok(())
-        }
-    }
     let broker = Arc::new(Counting::default());
     let node = node_over(broker.clone());
     let mut a = node.connect(TransportKind::Sse).unwrap();
@@ -260,13 +279,7 @@ async fn the_subscribe_lock_subscribes_the_node_once() {
     assert_eq!(broker.subscribes.load(Ordering::Acquire), 1);
     drop(a);
     drop(b);
-    for _ in 0..100 {
-        if broker.unsubscribes.load(Ordering::Acquire) == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(broker.unsubscribes.load(Ordering::Acquire), 1);
+    broker.unsubscribed(1).await;
 }
 
 #[tokio::test]
@@ -423,56 +436,10 @@ async fn a_full_outlet_wakes_the_task_as_a_slow_consumer() {
 /// the node unsubscribes at the broker.
 #[tokio::test]
 async fn a_cancelled_subscription_leaves_the_channel() {
-    /// History reads never answer.
-    #[derive(Debug, Default)]
-    struct Stalled {
-        inner: MemoryBroker,
-        unsubscribes: AtomicUsize,
-    }
-    #[async_trait]
-    impl Broker for Stalled {
-        fn start(self: Arc<Self>, _sink: Arc<dyn Sink>) {}
-        async fn publish(
-            &self,
-            channel: &ChannelName,
-            payload: Payload,
-            history: HistoryLimits,
-        ) -> Result<Published, BrokerError> {
-            self.inner.publish(channel, payload, history).await
-        }
-        async fn history(
-            &self,
-            _: &ChannelName,
-            _: Option<Position>,
-            _: usize,
-        ) -> Result<History, BrokerError> {
-            std::future::pending().await
-        }
-        async fn newest(
-            &self,
-            channel: &ChannelName,
-            limit: usize,
-        ) -> Result<History, BrokerError> {
-            self.inner.newest(channel, limit).await
-        }
-        async fn remove_history(&self, channel: &ChannelName) -> Result<Position, BrokerError> {
-            self.inner.remove_history(channel).await
-        }
-        fn node_id(&self) -> &str {
-            self.inner.node_id()
-        }
-        async fn send_command(&self, command: &[u8]) -> Result<(), BrokerError> {
-            self.inner.send_command(command).await
-        }
-        async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
-            self.inner.subscribe(channel).await
-        }
-        async fn unsubscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
-            self.unsubscribes.fetch_add(1, Ordering::AcqRel);
-            Ok(())
-        }
-    }
-    let broker = Arc::new(Stalled::default());
+    let broker = Arc::new(Counting {
+        stall_history: true,
+        ..Counting::default()
+    });
     let node = node_over(broker.clone());
     let mut c = node.connect(TransportKind::Sse).unwrap();
     let x = name("x");
@@ -482,11 +449,5 @@ async fn a_cancelled_subscription_leaves_the_channel() {
     assert!(waited.is_err());
     assert_eq!(node.local_channel_count(), 0);
     assert!(c.channels().is_empty());
-    for _ in 0..100 {
-        if broker.unsubscribes.load(Ordering::Acquire) == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(broker.unsubscribes.load(Ordering::Acquire), 1);
+    broker.unsubscribed(1).await;
 }
